@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Lint, type checks, unit tests (sockets off), then integration tests against a real vLLM CPU server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+echo "== ruff"; $BIN/ruff check src tests benchmarks; $BIN/ruff format --check src tests benchmarks
+echo "== mypy (strict)"; $BIN/mypy
+echo "== unit tests"
+$BIN/pytest tests/unit_tests -q -p pytest_socket --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
+
+echo "== starting the vLLM CPU server"
+scripts/vllm-cpu.sh start
+trap 'scripts/vllm-cpu.sh stop' EXIT
+export ADAPTIVE_TTC_VLLM_URL="$(scripts/vllm-cpu.sh url)" ADAPTIVE_TTC_VLLM_MODEL="$(scripts/vllm-cpu.sh model)"
+export ADAPTIVE_TTC_REQUIRE_VLLM=1
+echo "== integration tests (vLLM at $ADAPTIVE_TTC_VLLM_URL, embedded model in-process)"
+$BIN/pytest tests/integration_tests -q

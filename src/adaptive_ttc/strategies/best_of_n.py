@@ -1,0 +1,141 @@
+"""Best-of-N: sample N answers in one request and select one (majority vote, reward argmax, weighted vote)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from adaptive_ttc.answers import extract_answer, normalize_answer
+from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.scoring.base import Scorer
+from adaptive_ttc.strategies.base import candidate_from, result_from
+from adaptive_ttc.strategies.steps import question_of, score_item
+from adaptive_ttc.types import Candidate, GenerationRequest, StrategyResult
+
+__all__ = ["DEFAULT_SAMPLING_TEMPERATURE", "BestOfN", "Selector", "select"]
+
+Selector = Literal["majority", "reward", "weighted"]
+SELECTORS: tuple[str, ...] = get_args(Selector)
+DEFAULT_SAMPLING_TEMPERATURE = 0.8
+SCORER_TOP_LOGPROBS = 5
+
+
+def _votes(candidates: Sequence[Candidate], weights: Sequence[float]) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for candidate, weight in zip(candidates, weights, strict=True):
+        if candidate.answer is not None:
+            totals[normalize_answer(candidate.answer)] += weight
+    return totals
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """Index of the largest value; the earliest wins a tie, so selection is deterministic."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def select(candidates: Sequence[Candidate], selector: Selector) -> int:
+    """The index of the chosen candidate.
+
+    ``majority`` counts each extracted answer once per candidate; ``weighted`` sums candidates' scores per
+    answer; ``reward`` takes the best-scored candidate. Ties go to the answer seen first, and within the
+    winning answer to its best-scored (then earliest) candidate. With no extractable answer at all, voting
+    falls back to the best-scored (or first) candidate.
+    """
+    scores = [c.score if c.score is not None else 0.0 for c in candidates]
+    if selector == "reward":
+        return _argmax(scores)
+    weights = [1.0] * len(candidates) if selector == "majority" else scores
+    totals = _votes(candidates, weights)
+    if not totals:
+        return _argmax(scores)
+    order = {
+        key: i for i, key in reversed(list(enumerate(normalize_answer(c.answer or "") for c in candidates)))
+    }
+    winner = max(totals, key=lambda key: (totals[key], -order[key]))
+    members = [
+        i for i, c in enumerate(candidates) if c.answer is not None and normalize_answer(c.answer) == winner
+    ]
+    return max(members, key=lambda i: (scores[i], -i))
+
+
+@dataclass(frozen=True, slots=True)
+class BestOfN:
+    """Sample ``n`` answers in ONE backend request (the prompt's prefill is shared) and select one.
+
+    Args:
+        n: answers to sample (>= 1).
+        selector: ``majority`` (self-consistency, no scorer), ``reward`` (scorer argmax) or ``weighted``
+            (answers' summed scores).
+    """
+
+    n: int = 4
+    selector: Selector = "majority"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ConfigurationError(f"best-of-N needs n >= 1, got {self.n!r}")
+        if self.selector not in SELECTORS:
+            raise ConfigurationError(f"unknown selector {self.selector!r}; use one of {list(SELECTORS)}")
+
+    @property
+    def name(self) -> str:
+        return f"bon-{self.selector}-{self.n}"
+
+    @property
+    def needs_scorer(self) -> bool:
+        return self.selector != "majority"
+
+    async def run(
+        self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
+    ) -> StrategyResult:
+        """Sample, score when the selector needs it, and select."""
+        if self.needs_scorer and scorer is None:
+            raise ConfigurationError(f"selector {self.selector!r} needs a scorer; pass one or use 'majority'")
+        use_scorer = scorer if self.needs_scorer else None
+        if use_scorer is not None and use_scorer.needs_logprobs and not backend.capabilities.logprobs:
+            raise ConfigurationError(
+                f"scorer {use_scorer.name!r} needs log-probabilities this backend cannot give"
+            )
+        start = time.perf_counter()
+        wants_logprobs = use_scorer is not None and use_scorer.needs_logprobs
+        sampled = request.replace(
+            n=self.n,
+            temperature=request.temperature or DEFAULT_SAMPLING_TEMPERATURE,
+            use_beam_search=False,
+            logprobs=wants_logprobs or request.logprobs,
+            top_logprobs=max(request.top_logprobs, SCORER_TOP_LOGPROBS if wants_logprobs else 0),
+        )
+        (result,) = await backend.generate([sampled])
+        candidates = [candidate_from(c, answer=extract_answer(c.text)) for c in result.completions]
+        scoring_usage = None
+        if use_scorer is not None:
+            question = question_of(request)
+            items = [score_item(question, c.text, c.logprobs) for c in result.completions]
+            scored = await use_scorer.score(items)
+            scoring_usage = scored.usage
+            candidates = [
+                Candidate(
+                    text=c.text,
+                    output_tokens=c.output_tokens,
+                    finish_reason=c.finish_reason,
+                    score=s.value,
+                    step_scores=s.step_scores,
+                    answer=c.answer,
+                )
+                for c, s in zip(candidates, scored.scores, strict=True)
+            ]
+        chosen = select(candidates, self.selector)
+        latency = time.perf_counter() - start
+        return result_from(
+            self.name,
+            candidates,
+            chosen,
+            [result],
+            latency_s=latency,
+            model=result.model,
+            usage=scoring_usage,
+        )
