@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit_tests -p pytest_socket --disable-socket --allow-unix-socket
+	$(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket
 
 vllm-start: $(STAMP)
 	scripts/vllm-cpu.sh start

@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "== ruff"; $BIN/ruff check src tests benchmarks; $BIN/ruff format --check src tests benchmarks
 echo "== mypy (strict)"; $BIN/mypy
 echo "== unit tests"
-$BIN/pytest tests/unit_tests -q -p pytest_socket --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
+$BIN/pytest tests/unit_tests -q --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
 
 echo "== starting the vLLM CPU server"
 scripts/vllm-cpu.sh start

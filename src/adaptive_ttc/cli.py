@@ -78,28 +78,23 @@ async def _generate(args: argparse.Namespace) -> dict[str, Any]:
     strategy = make_strategy(
         args.strategy, n=args.n, selector=args.selector, width=args.width, max_steps=args.max_steps
     )
+    if strategy.needs_scorer and args.scorer is None:
+        raise ConfigurationError(
+            f"strategy {strategy.name!r} needs --scorer (self-certainty, mean-logprob, judge, prm:URL)"
+        )
     backend = await open_backend(args.backend, args.model, args.timeout)
     scorer: Scorer | None = None
     try:
-        scorer = _scorer(args.scorer, backend, strategy.needs_scorer)
+        if strategy.needs_scorer:
+            from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415 - only when a scorer is asked for
+
+            scorer = make_scorer(args.scorer, backend=backend)
         result = await strategy.run(request, backend, scorer)
     finally:
         if scorer is not None:
             await scorer.aclose()
         await backend.aclose()
     return result.to_dict()
-
-
-def _scorer(spec: str | None, backend: Backend, needed: bool) -> Scorer | None:
-    if spec is None:
-        if needed:
-            raise ConfigurationError(
-                "this strategy needs --scorer (self-certainty, mean-logprob, judge, prm:URL)"
-            )
-        return None
-    from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415 - only when a scorer is asked for
-
-    return make_scorer(spec, backend=backend)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
