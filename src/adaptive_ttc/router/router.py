@@ -1,0 +1,132 @@
+"""The router: features, accuracy predictor, cost model and lambdas, saved and loaded as one versioned file."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sklearn
+
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.router.cost import CostEstimate, CostModel
+from adaptive_ttc.router.features import FeatureExtractor, TextFeatures, make_features
+from adaptive_ttc.router.observations import Observation
+from adaptive_ttc.router.policy import Decision, Lambdas, choose
+from adaptive_ttc.router.predictor import AccuracyPredictor
+from adaptive_ttc.router.profile import BackendProfile
+
+__all__ = ["ROUTER_FORMAT", "ROUTER_VERSION", "Router"]
+
+ROUTER_FORMAT = "adaptive-ttc-router"
+ROUTER_VERSION = 1
+
+
+class Router:
+    """Decides a configuration per call from predicted accuracy and cost.
+
+    Args:
+        grid: the configurations to choose from.
+        features: the request feature extractor (cheap text features by default).
+        lambdas: prices of a token and a second used when no budget paces them.
+        profile: a measured backend profile for latency estimates (else the training log's latencies).
+    """
+
+    def __init__(
+        self,
+        grid: Sequence[Configuration],
+        *,
+        features: FeatureExtractor | None = None,
+        lambdas: Lambdas | None = None,
+        profile: BackendProfile | None = None,
+    ) -> None:
+        self.grid = tuple(grid)
+        if not self.grid:
+            raise ConfigurationError("the configuration set is empty; give at least one (greedy is the cheapest)")
+        self.features = features or TextFeatures()
+        self.lambdas = lambdas or Lambdas()
+        self.accuracy = AccuracyPredictor(self.features, self.grid)
+        self.cost = CostModel(self.features, self.grid, profile)
+        self.meta: dict[str, Any] = {}
+
+    def fit(self, observations: Sequence[Observation]) -> Router:
+        """Fit the accuracy predictor and the cost model on generation-log observations."""
+        self.accuracy.fit(observations)
+        self.cost.fit(observations)
+        return self
+
+    def use_profile(self, profile: BackendProfile | None) -> None:
+        """Estimate latency from a profile measured on the backend in use."""
+        self.cost = self.cost.with_profile(profile)
+
+    def predict(self, question: str) -> tuple[list[float], list[CostEstimate]]:
+        """Predicted accuracy and cost of every configuration on ``question``."""
+        accuracies = self.accuracy.predict([question])[0]
+        return [float(a) for a in accuracies], self.cost.predict([question])[0]
+
+    def decide(
+        self,
+        question: str,
+        *,
+        lambdas: Lambdas | None = None,
+        token_room: float | None = None,
+        time_room: float | None = None,
+    ) -> Decision | None:
+        """The best configuration that fits, or ``None`` when nothing does."""
+        accuracies, costs = self.predict(question)
+        return choose(self.grid, accuracies, costs, lambdas or self.lambdas, token_room=token_room, time_room=time_room)
+
+    def save(self, path: str | Path) -> None:
+        """Write a zip holding ``meta.json`` (format, version, grid, features) and the fitted models."""
+        meta = {
+            "format": ROUTER_FORMAT,
+            "version": ROUTER_VERSION,
+            "grid": [c.label for c in self.grid],
+            "features": self.features.name,
+            "lambdas": {"tokens": self.lambdas.tokens, "latency": self.lambdas.latency},
+            "sklearn": sklearn.__version__,
+            **self.meta,
+        }
+        payload = pickle.dumps({"accuracy": self.accuracy, "cost": self.cost})
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("meta.json", json.dumps(meta, indent=2))
+            archive.writestr("models.pkl", payload)
+
+    @staticmethod
+    def load(path: str | Path, *, grid: Sequence[Configuration] | None = None, features: FeatureExtractor | None = None) -> Router:
+        """Read a router file; its version, grid and feature extractor are checked before the models load.
+
+        Only load router files you trust: the fitted models are pickled.
+        """
+        meta, payload = _read(Path(path))
+        saved_grid = parse_grid(meta["grid"])
+        if grid is not None and [c.label for c in grid] != [c.label for c in saved_grid]:
+            raise ConfigurationError(f"router {path} was trained on {meta['grid']}, not on {[c.label for c in grid]}; retrain it for this grid")
+        if features is not None and features.name != meta["features"]:
+            raise ConfigurationError(f"router {path} expects features {meta['features']!r}, got {features.name!r}; retrain it")
+        router = Router(saved_grid, features=make_features(meta["features"]), lambdas=Lambdas(**meta["lambdas"]))
+        models = pickle.loads(payload)  # noqa: S301 - router files are written by `adaptive-ttc train`; documented as trusted input
+        router.accuracy, router.cost = models["accuracy"], models["cost"]
+        router.meta = {k: v for k, v in meta.items() if k not in ("format", "version", "grid", "features", "lambdas")}
+        return router
+
+
+def _read(path: Path) -> tuple[dict[str, Any], bytes]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("meta.json"))
+            payload = archive.read("models.pkl")
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:
+        raise ConfigurationError(f"{path} is not a readable adaptive-ttc router file ({exc}); train one with `adaptive-ttc train`") from exc
+    if not isinstance(meta, dict) or meta.get("format") != ROUTER_FORMAT:
+        raise ConfigurationError(f"{path} is not an adaptive-ttc router file")
+    if meta.get("version") != ROUTER_VERSION:
+        raise ConfigurationError(
+            f"router {path} has format version {meta.get('version')!r}; this adaptive-ttc reads version {ROUTER_VERSION}. Retrain it with `adaptive-ttc train`"
+        )
+    return meta, payload

@@ -1,0 +1,196 @@
+"""Answer extraction, vote keys and equivalence (with and without math-verify)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaptive_ttc import answers
+from adaptive_ttc.answers import answers_equal, extract_answer, normalize_answer
+
+MATH_ALPHABET = st.sampled_from(
+    ["\\boxed", "\\fbox", "{", "}", "$", "\\frac", "1", "42", ",", ".", "-", " ", "\n", "####", "answer:",
+     "The answer is", "x", "=", "^", "\\text{", "%", "\\", "**", "(", ")", "/", "0.5", "1,000", "−", "°"]
+)  # fmt: skip
+MATHY_TEXT = st.lists(MATH_ALPHABET, max_size=40).map("".join)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("So the result is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+        ("First \\boxed{1}, then \\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}"),
+        ("nested \\boxed{\\left\\{ 1, 2 \\right\\}}", "\\left\\{ 1, 2 \\right\\}"),
+        ("an unclosed box \\boxed{3 at the end, after 7", "7"),
+        ("\\boxed{} is empty, but the answer is 5.", "5"),
+        ("\\fbox{12}", "12"),
+        ("written bare: \\boxed 9$", "9"),
+        ("\\boxed{1,234}", "1234"),
+        ("The answer is 42.", "42"),
+        ("The answer is 5. Wait, the final answer is 6.", "6"),
+        ("The final answer is: $\\frac{3}{4}$.", "\\frac{3}{4}"),
+        ("The answer is 42 apples.", "42"),
+        ("the final answer is **7**.", "7"),
+        ("Answer: x = 3\nThanks", "x = 3"),
+        ("Natalia sold 48 + 24 = 72 clips.\n#### 72", "72"),
+        ("#### 1,000", "1000"),
+        ("She pays 12,345,678 dollars in total.", "12345678"),
+        ("we got 3.5 and then -2.", "-2"),
+        ("list 1,2,3", "3"),
+        ("half is .5", ".5"),
+        ("3-5 is not negative five", "5"),
+        ("ratio 3/4", "3/4"),
+    ],
+)
+def test_extract_answer(text: str, expected: str) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "no numbers here", "\\boxed{", "####", "The answer is", "\\boxed{ }"])
+def test_extract_answer_none(text: str) -> None:
+    assert extract_answer(text) is None
+
+
+def test_extract_answer_rejects_non_text() -> None:
+    assert extract_answer(None) is None  # type: ignore[arg-type]
+    assert extract_answer(42) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("variants", "key"),
+    [
+        (["42", "42.0", "$42", "42.", "\\boxed{42}", "$42$", " 42 ", "42 apples", "x = 42"], "42"),
+        (["1,000", "1000", "1{,}000", "1\\,000"], "1000"),
+        (["0.5", "1/2", "\\frac{1}{2}", "\\dfrac12", "\\tfrac{1}{2}", ".5"], "1/2"),
+        (["-3", "−3", "-3.0"], "-3"),
+        (["75\\%", "75%"], "75"),
+        (["90^\\circ", "90°", "90^{\\circ}"], "90"),
+        (["(C)", "\\text{(C)}", "C"], "C"),
+        (["Yes", " yes ", "YES"], "yes"),
+        (["\\frac{x}{2}", "\\frac {x} {2}"], "\\frac{x}{2}"),
+        (["\\left( 1, 2 \\right)", "(1,2)"], "(1,2)"),
+    ],
+)
+def test_normalize_answer_groups_variants(variants: list[str], key: str) -> None:
+    assert {normalize_answer(v) for v in variants} == {key}
+
+
+def test_normalize_answer_empty() -> None:
+    assert normalize_answer(None) == ""
+    assert normalize_answer("") == ""
+    assert normalize_answer("$") == ""
+    assert normalize_answer(3) == ""  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("predicted", "reference"),
+    [
+        ("42", "42"),
+        ("42.0", "42"),
+        ("1,000", "1000"),
+        ("0.5", "\\frac{1}{2}"),
+        ("0.333", "\\frac{1}{3}"),
+        ("\\sqrt{18}", "3\\sqrt{2}"),
+        ("x^2+2x+1", "(x+1)^2"),
+        ("\\frac{\\sqrt{2}}{2}", "2^{-1/2}"),
+        ("\\binom{10}{3}", "120"),
+        ("x = 5", "5"),
+    ],
+)
+def test_answers_equal(predicted: str, reference: str) -> None:
+    assert answers_equal(predicted, reference)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "reference"),
+    [
+        ("41", "42"),
+        ("1000001", "1000000"),
+        ("0.3", "\\frac{1}{3}"),
+        (None, "42"),
+        ("", "42"),
+        ("42", ""),
+        ("A", "B"),
+        ("x+1", "x+2"),
+    ],
+)
+def test_answers_not_equal(predicted: str | None, reference: str) -> None:
+    assert not answers_equal(predicted, reference)
+
+
+@pytest.mark.parametrize("tower", ["10^{10^{10}}", "2^{2^{100}}", "(10^{10})!", "\\binom{10^{10}}{3}", "10**10**10"])
+def test_answers_equal_refuses_expressions_too_large_to_verify(tower: str) -> None:
+    start = time.perf_counter()
+    assert not answers_equal(tower, "1")
+    assert time.perf_counter() - start < 2.0
+
+
+def test_answers_equal_works_off_the_main_thread() -> None:
+    results: list[bool] = []
+    worker = threading.Thread(target=lambda: results.append(answers_equal("\\sqrt{8}", "2\\sqrt{2}")))
+    worker.start()
+    worker.join(timeout=30)
+    assert results == [True]
+
+
+def test_answers_equal_without_math_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answers, "_math_verify", None)
+    assert answers_equal("0.5", "\\frac{1}{2}")
+    assert answers_equal("$1,000$", "1000")
+    assert not answers_equal("\\sqrt{18}", "3\\sqrt{2}")  # only math-verify knows this one
+
+
+class _Broken:
+    def parse(self, *args: Any, **kwargs: Any) -> list[Any]:
+        raise RuntimeError("parser exploded")
+
+    def verify(self, *args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("not reached")
+
+
+def test_answers_equal_when_math_verify_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answers, "_math_verify", _Broken())
+    assert answers_equal("42.0", "42")
+    assert not answers_equal("\\sqrt{18}", "3\\sqrt{2}")
+
+
+def test_math_verify_is_called_without_signal_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    real = answers._math_verify
+
+    class Spy:
+        def parse(self, text: str, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return real.parse(text, **kwargs)
+
+        def verify(self, gold: Any, target: Any, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return real.verify(gold, target, **kwargs)
+
+    monkeypatch.setattr(answers, "_math_verify", Spy())
+    assert answers_equal("\\sqrt{18}", "3\\sqrt{2}")
+    assert calls
+    assert all(c.get("parsing_timeout", c.get("timeout_seconds", "missing")) is None for c in calls)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), MATHY_TEXT))
+def test_extract_and_normalize_never_raise(text: str) -> None:
+    found = extract_answer(text)
+    assert found is None or (isinstance(found, str) and found == found.strip() and found)
+    key = normalize_answer(text)
+    assert isinstance(key, str)
+    assert normalize_answer(found) == normalize_answer(normalize_answer(found))
+
+
+@settings(max_examples=100, deadline=None)
+@given(MATHY_TEXT, MATHY_TEXT)
+def test_answers_equal_never_raises_and_is_reflexive(a: str, b: str) -> None:
+    assert isinstance(answers_equal(a, b), bool)
+    if normalize_answer(a):
+        assert answers_equal(a, a)
