@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adaptive_ttc.scoring.base import Score, ScoreItem, Scored
+from adaptive_ttc.scoring.base import Score, Scored, ScoreItem
 from adaptive_ttc.types import Usage
 
 

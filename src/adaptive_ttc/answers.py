@@ -1,31 +1,22 @@
 """Final answers: extract them from a completion, normalise them into vote keys, and decide equivalence.
 
-``answers_equal`` asks math-verify (``parse``/``verify``) when plain normalisation cannot decide. math-verify
-guards its own work with ``signal.alarm``: that raises ``ValueError`` off the main thread and clobbers any
-other ``SIGALRM`` user, so it is always called here with its timeouts off (``parsing_timeout=None``,
-``timeout_seconds=None``). Without them ``verify`` can run for minutes on inputs such as ``10^{10^{10}}``, so
-the inputs are bounded instead: answers longer than ``_MAX_VERIFY_CHARS`` and parsed expressions with huge
-powers, factorials or unevaluated sums are never handed to ``verify``, and the plain comparison decides.
+``answers_equal`` compares vote keys and numeric values first and asks math-verify (through
+``adaptive_ttc._symbolic``) only when those cannot decide; that module keeps it thread-safe and bounded.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+
+from adaptive_ttc._symbolic import symbolic_equal
 
 __all__ = ["answers_equal", "extract_answer", "normalize_answer"]
 
-_MAX_VERIFY_CHARS = 200
 _MAX_PHRASE_CHARS = 500
 _MAX_CACHED_CHARS = 1000
 _MAX_WRAPPERS = 8
-_MAX_EXPONENT = 1000
-_MAX_NODES = 300
-_UNSAFE_FUNCS = frozenset(("Sum", "Product", "Integral", "Limit", "Derivative"))
-_FACTORIAL_FUNCS = frozenset(("factorial", "factorial2", "subfactorial", "gamma", "binomial"))
 
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
@@ -239,7 +230,7 @@ def answers_equal(predicted: str | None, reference: str) -> bool:
     numeric = _numbers_equal((predicted, pred_key), (reference, ref_key))
     if numeric is not None:
         return numeric
-    return _math_verify_equal(pred_key, ref_key) is True
+    return symbolic_equal(pred_key, ref_key) is True
 
 
 def _numbers_equal(pred: tuple[str, str], ref: tuple[str, str]) -> bool | None:
@@ -260,95 +251,3 @@ def _decimal_places(text: str) -> int:
     """How many decimal places the one number in ``text`` was written with (0 when not a decimal)."""
     match = _DECIMAL.fullmatch(text.strip())
     return len(match.group(1)) if match else 0
-
-
-_LOG = logging.getLogger(__name__)
-
-
-class _TimeoutNoticeFilter(logging.Filter):
-    """Drops math-verify's notice that its timeouts are off: this module bounds its inputs instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timeout is disabled")
-
-
-def _load_math_verify() -> Any:
-    try:
-        import math_verify  # noqa: PLC0415 - optional at run time; answers work without it
-    except ImportError:
-        _LOG.debug("math-verify is not installed; answers are compared by normalised text and value")
-        return None
-    for name in ("math_verify.parser", "math_verify.grader"):
-        logging.getLogger(name).addFilter(_TimeoutNoticeFilter())
-    return math_verify
-
-
-_math_verify: Any = _load_math_verify()
-
-
-def _math_verify_equal(pred_key: str, ref_key: str) -> bool | None:
-    """math-verify's verdict, or ``None`` when it is unavailable, fails, or the input is unsafe."""
-    module = _math_verify
-    if module is None or len(pred_key) > _MAX_VERIFY_CHARS or len(ref_key) > _MAX_VERIFY_CHARS:
-        return None
-    try:
-        gold, target = _parse(module, ref_key), _parse(module, pred_key)
-        if not gold or not target or not all(_is_tame(e) for e in (*gold, *target)):
-            return None
-        return bool(module.verify(gold, target, timeout_seconds=None))
-    except Exception:  # math-verify and sympy raise many kinds of errors on odd input
-        _LOG.debug("math-verify failed on %r vs %r", pred_key, ref_key, exc_info=True)
-        return None
-
-
-def _parse(module: Any, key: str) -> list[Any]:
-    parsed = module.parse(f"${key}$", parsing_timeout=None)
-    return list(parsed) if parsed else list(module.parse(key, parsing_timeout=None) or [])
-
-
-def _is_tame(expression: Any) -> bool:
-    """False for parsed expressions that sympy may take minutes to compare (towers, huge factorials).
-
-    A bound, not a proof: powers need a small exponent, factorial-like functions small arguments, and
-    unevaluated sums, products, integrals and limits are refused outright.
-    """
-    if isinstance(expression, str):
-        return True
-    nodes = _walk(expression)
-    if len(nodes) > _MAX_NODES:
-        return False
-    for node in nodes:
-        name = type(node).__name__
-        if name in _UNSAFE_FUNCS:
-            return False
-        if name == "Pow" and not _small(node.exp):
-            return False
-        if name in _FACTORIAL_FUNCS and not all(_small(a) for a in node.args):
-            return False
-    return True
-
-
-def _walk(expression: Any) -> list[Any]:
-    """The expression's nodes, at most ``_MAX_NODES + 1`` of them."""
-    nodes: list[Any] = []
-    stack = [expression]
-    while stack and len(nodes) <= _MAX_NODES:
-        node = stack.pop()
-        nodes.append(node)
-        stack.extend(getattr(node, "args", ()))
-    return nodes
-
-
-def _small(value: Any) -> bool:
-    """True when ``value`` is bounded by ``_MAX_EXPONENT``: symbolic with small numbers, or numerically."""
-    nodes = _walk(value)
-    try:
-        if any(getattr(n, "is_Number", False) and abs(complex(n)) > _MAX_EXPONENT for n in nodes):
-            return False
-        if getattr(value, "free_symbols", None):
-            return True
-        if any(type(n).__name__ in ("Pow", *_FACTORIAL_FUNCS) for n in nodes):
-            return False
-        return abs(complex(value.evalf(15))) <= _MAX_EXPONENT
-    except (TypeError, ValueError, OverflowError, AttributeError):
-        return False

@@ -105,9 +105,7 @@ class WorkflowBudget:
     def _check_shares(self, shares: Mapping[str, float]) -> None:
         _require(self.tokens is not None, "node_shares divide the token cap; set tokens as well")
         for node, share in shares.items():
-            _require(
-                isinstance(node, str) and bool(node), f"node_shares keys must be non-empty strings: {node!r}"
-            )
+            _require(isinstance(node, str) and bool(node), f"node_shares keys must be non-empty strings: {node!r}")
             number = isinstance(share, int | float) and not isinstance(share, bool)
             _require(number and 0 < share <= 1, f"node_shares[{node!r}] must be in (0, 1], got {share!r}")
         total = sum(shares.values())
@@ -200,9 +198,7 @@ class Ledger:
         self._records: list[CallRecord] = []
         self._by_node: dict[str, int] = {}
         shares = budget.node_shares or {}
-        self._pool_caps: dict[str | None, int] = {
-            n: math.floor(s * (budget.tokens or 0)) for n, s in shares.items()
-        }
+        self._pool_caps: dict[str | None, int] = {n: math.floor(s * (budget.tokens or 0)) for n, s in shares.items()}
         self._pool_caps[None] = (budget.tokens or 0) - sum(self._pool_caps.values())
         self._pool_used: dict[str | None, int] = dict.fromkeys(self._pool_caps, 0)  # spent + reserved
         self._pool_calls: dict[str | None, int] = dict.fromkeys(self._pool_caps, 0)  # started, not released

@@ -27,15 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="answer one question with a decoding strategy")
     gen.add_argument("question", help="the user message to answer")
     gen.add_argument("--backend", default="embedded", help="'embedded' (in-process SmolLM2) or a server URL")
-    gen.add_argument(
-        "--model", default=None, help="served model name (URL backends; default: the only one served)"
-    )
+    gen.add_argument("--model", default=None, help="served model name (URL backends; default: the only one served)")
     gen.add_argument("--strategy", default="greedy", choices=STRATEGY_NAMES)
     gen.add_argument("--n", type=int, default=4, help="samples (bon) or beams kept (beam)")
     gen.add_argument("--selector", default="majority", help="best-of-N selector: majority, reward, weighted")
-    gen.add_argument(
-        "--width", type=int, default=2, help="beam search: expansions per beam (vllm-beam: beams)"
-    )
+    gen.add_argument("--width", type=int, default=2, help="beam search: expansions per beam (vllm-beam: beams)")
     gen.add_argument("--max-steps", type=int, default=20, help="beam search: maximum steps")
     gen.add_argument("--scorer", default=None, help="self-certainty, mean-logprob, judge, or prm:URL[#model]")
     gen.add_argument("--system", default=None, help="an optional system message")

@@ -78,14 +78,10 @@ class GenerationRequest:
             if not self.prompt.strip():
                 raise InvalidRequestError("the prompt is empty; pass the text to complete")
             if self.continue_final_message:
-                raise InvalidRequestError(
-                    "continue_final_message applies to messages; a prompt always continues"
-                )
+                raise InvalidRequestError("continue_final_message applies to messages; a prompt always continues")
             return
         if not self.messages:
-            raise InvalidRequestError(
-                "the request has no messages and no prompt; pass at least one user message"
-            )
+            raise InvalidRequestError("the request has no messages and no prompt; pass at least one user message")
         if not any(m.content.strip() for m in self.messages):
             raise InvalidRequestError("every message is empty; pass the question as a non-empty user message")
         if self.continue_final_message and self.messages[-1].role != "assistant":

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive_ttc import answers
+from adaptive_ttc import _symbolic
 from adaptive_ttc.answers import answers_equal, extract_answer, normalize_answer
 
 MATH_ALPHABET = st.sampled_from(
@@ -139,7 +139,7 @@ def test_answers_equal_works_off_the_main_thread() -> None:
 
 
 def test_answers_equal_without_math_verify(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(answers, "_math_verify", None)
+    monkeypatch.setattr(_symbolic, "_math_verify", None)
     assert answers_equal("0.5", "\\frac{1}{2}")
     assert answers_equal("$1,000$", "1000")
     assert not answers_equal("\\sqrt{18}", "3\\sqrt{2}")  # only math-verify knows this one
@@ -154,14 +154,14 @@ class _Broken:
 
 
 def test_answers_equal_when_math_verify_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(answers, "_math_verify", _Broken())
+    monkeypatch.setattr(_symbolic, "_math_verify", _Broken())
     assert answers_equal("42.0", "42")
     assert not answers_equal("\\sqrt{18}", "3\\sqrt{2}")
 
 
 def test_math_verify_is_called_without_signal_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    real = answers._math_verify
+    real = _symbolic._module()
 
     class Spy:
         def parse(self, text: str, **kwargs: Any) -> Any:
@@ -172,7 +172,7 @@ def test_math_verify_is_called_without_signal_timeouts(monkeypatch: pytest.Monke
             calls.append(kwargs)
             return real.verify(gold, target, **kwargs)
 
-    monkeypatch.setattr(answers, "_math_verify", Spy())
+    monkeypatch.setattr(_symbolic, "_math_verify", Spy())
     assert answers_equal("\\sqrt{18}", "3\\sqrt{2}")
     assert calls
     assert all(c.get("parsing_timeout", c.get("timeout_seconds", "missing")) is None for c in calls)

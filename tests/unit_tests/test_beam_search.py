@@ -32,8 +32,14 @@ async def test_each_step_is_one_batch_and_best_beams_are_kept() -> None:
         "": [step("A"), step("B"), step("C"), step("D")],
         "A\n\n": [step("A1 The answer is 1", boundary=False), step("A2")],
         "C\n\n": [step("C1"), step("C2 The answer is 2", boundary=False)],
-        "C\n\nC1\n\n": [step("C1x The answer is 3", boundary=False), step("C1y The answer is 4", boundary=False)],
-        "A\n\nA2\n\n": [step("A2x The answer is 5", boundary=False), step("A2y The answer is 6", boundary=False)],
+        "C\n\nC1\n\n": [
+            step("C1x The answer is 3", boundary=False),
+            step("C1y The answer is 4", boundary=False),
+        ],
+        "A\n\nA2\n\n": [
+            step("A2x The answer is 5", boundary=False),
+            step("A2y The answer is 6", boundary=False),
+        ],
     }
     scores = {
         "A": 0.8, "B": 0.1, "C": 0.9, "D": 0.2,

@@ -16,7 +16,9 @@ REQUEST = GenerationRequest(messages=(Message("user", "What is 6*7?"),), max_tok
 
 def cands(answers: list[str | None], scores: list[float] | None = None) -> list[Candidate]:
     scores = scores or [0.0] * len(answers)
-    return [Candidate(f"t{i}", 1, "stop", score=s, answer=a) for i, (a, s) in enumerate(zip(answers, scores))]
+    return [
+        Candidate(f"t{i}", 1, "stop", score=s, answer=a) for i, (a, s) in enumerate(zip(answers, scores, strict=True))
+    ]
 
 
 def test_majority_picks_most_common_answer() -> None:

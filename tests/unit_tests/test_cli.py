@@ -11,12 +11,24 @@ from adaptive_ttc.cli import EXIT_USAGE, main
     ("argv", "message"),
     [
         (["generate", "", "--backend", "http://127.0.0.1:9/v1", "--model", "m"], "every message is empty"),
-        (["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--model", "m", "--max-tokens", "0"], "max_tokens"),
+        (
+            ["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--model", "m", "--max-tokens", "0"],
+            "max_tokens",
+        ),
         (["generate", "hi", "--backend", "127.0.0.1:9", "--model", "m"], "http(s) URL"),
         (["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--strategy", "bon", "--n", "0"], "n >= 1"),
-        (["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--strategy", "bon", "--selector", "x"], "selector"),
-        (["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--strategy", "beam", "--width", "3"], "divide"),
-        (["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--model", "m", "--strategy", "beam"], "--scorer"),
+        (
+            ["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--strategy", "bon", "--selector", "x"],
+            "selector",
+        ),
+        (
+            ["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--strategy", "beam", "--width", "3"],
+            "divide",
+        ),
+        (
+            ["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--model", "m", "--strategy", "beam"],
+            "--scorer",
+        ),
     ],
 )
 def test_bad_arguments_exit_with_usage_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,9 +59,7 @@ def test_default_cache_follows_the_environment(
     assert embedded.default_cache_dir() == tmp_path
 
 
-def fake_conversion(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedded: ModuleType, fail: bool
-) -> list[Path]:
+def fake_conversion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedded: ModuleType, fail: bool) -> list[Path]:
     """Replace the real GGUF conversion with a slow file write; returns the directories it wrote to."""
     source = tmp_path / "model.gguf"
     source.write_bytes(b"gguf")
@@ -79,14 +77,11 @@ def fake_conversion(
     return calls
 
 
-def test_concurrent_callers_convert_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedded: ModuleType
-) -> None:
+def test_concurrent_callers_convert_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedded: ModuleType) -> None:
     calls = fake_conversion(monkeypatch, tmp_path, embedded, fail=False)
     found: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: found.append(embedded.packaged_model_dir(tmp_path / "cache")))
-        for _ in range(4)
+        threading.Thread(target=lambda: found.append(embedded.packaged_model_dir(tmp_path / "cache"))) for _ in range(4)
     ]
     for thread in threads:
         thread.start()

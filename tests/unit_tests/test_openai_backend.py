@@ -49,9 +49,7 @@ def chat_reply(texts: list[str], *, prompt_tokens: int = 10, token_ids: bool = T
     }
 
 
-def backend_with(
-    handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any
-) -> OpenAICompatibleBackend:
+def backend_with(handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any) -> OpenAICompatibleBackend:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return OpenAICompatibleBackend(URL, "m", client=client, **kwargs)
 
@@ -138,9 +136,7 @@ async def test_chat_logprobs_are_parsed() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         reply = chat_reply(["yes"], token_ids=False)
         reply["choices"][0]["logprobs"] = {
-            "content": [
-                {"token": "yes", "logprob": -0.2, "top_logprobs": [{"token": "yes", "logprob": -0.2}]}
-            ]
+            "content": [{"token": "yes", "logprob": -0.2, "top_logprobs": [{"token": "yes", "logprob": -0.2}]}]
         }
         return httpx.Response(200, json=reply)
 

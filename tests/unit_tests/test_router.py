@@ -35,7 +35,15 @@ def synthetic_log(questions: int = 90, seed: int = 0) -> list[Observation]:
             correct = {0: 0.9, 1: 0.1 + 0.1 * n, 2: 0.02}[kind]
             tokens = 40.0 * (1 + kind) * n
             rows.append(
-                Observation(text, config.label, min(1.0, correct), 30 + 5 * kind, tokens, tokens / n * 1.3, 0.02 * tokens / n + 0.1)
+                Observation(
+                    text,
+                    config.label,
+                    min(1.0, correct),
+                    30 + 5 * kind,
+                    tokens,
+                    tokens / n * 1.3,
+                    0.02 * tokens / n + 0.1,
+                )
             )
     return rows
 

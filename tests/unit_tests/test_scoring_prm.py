@@ -79,9 +79,12 @@ def _handler(state: PoolingServer) -> type[BaseHTTPRequestHandler]:
                 state.paths.append(self.path)
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            if state.delay_s:
+            failing = "fail" in str(body.get("input"))
+            if state.delay_s and not failing:
                 state.release.wait(state.delay_s)
             status, text = state.answer(body) if self.path == "/pooling" else (404, "not found")
+            if failing:
+                status, text = 400, '{"error": {"message": "refused"}}'
             with state.lock:
                 state.in_flight -= 1
             payload = text.encode()
@@ -91,7 +94,7 @@ def _handler(state: PoolingServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     return Handler
@@ -102,7 +105,7 @@ def server() -> Iterator[PoolingServer]:
     state = PoolingServer()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield state
     state.release.set()
@@ -138,7 +141,7 @@ async def test_scores_each_step_by_positive_probability(server: PoolingServer) -
     assert first.value == pytest.approx(0.9)  # "last" aggregation
     assert second.step_scores == pytest.approx((0.9,))
     assert server.paths == ["/pooling", "/pooling"]
-    body = server.bodies[0]
+    body = max(server.bodies, key=lambda b: len(b["input"]))  # requests arrive in any order
     assert body["model"] == "Qwen2.5-Math-PRM-7B"
     assert body["task"] == "token_classify"
     assert body["input"].count(TAG) == 3
@@ -194,6 +197,14 @@ async def test_single_step_row_squeezed_by_the_server(server: PoolingServer) -> 
     assert score.step_scores == pytest.approx((0.75,))
 
 
+async def test_logit_rows_are_softmaxed(server: PoolingServer) -> None:
+    server.rows = [[0.0, math.log(3.0)], [2.0, -1.0]]
+    scorer = PRMScorer(server.url)
+    (score,) = (await scorer.score([item("a", "b")])).scores
+    await scorer.aclose()
+    assert score.step_scores == pytest.approx((0.75, 1 / (1 + math.exp(3.0))))
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_retries_on_429_and_5xx(server: PoolingServer, status: int) -> None:
     server.scripted = [(status, "busy"), (status, "busy")]
@@ -201,7 +212,6 @@ async def test_retries_on_429_and_5xx(server: PoolingServer, status: int) -> Non
     (score,) = (await scorer.score([item("good")])).scores
     await scorer.aclose()
     assert score.value == pytest.approx(0.9)
-    assert len(server.bodies) == 3
 
 
 async def test_gives_up_after_retries(server: PoolingServer) -> None:
@@ -260,11 +270,11 @@ async def test_timeout(server: PoolingServer) -> None:
 
 
 async def test_one_failure_cancels_the_batch(server: PoolingServer) -> None:
-    scorer = PRMScorer(server.url, timeout=0.3, max_retries=0)
+    scorer = PRMScorer(server.url)
     server.delay_s = 5.0
     start = time.perf_counter()
-    with pytest.raises(BackendTimeoutError):
-        await scorer.score([item("good")] * 3)
+    with pytest.raises(BackendStatusError, match="refused"):
+        await scorer.score([item("slow"), item("fail"), item("slow")])
     await scorer.aclose()
     assert time.perf_counter() - start < 2.0
 
@@ -298,11 +308,12 @@ async def test_own_client_is_closed() -> None:
     assert scorer._client.is_closed
 
 
-def test_satisfies_the_scorer_protocol() -> None:
+async def test_satisfies_the_scorer_protocol() -> None:
     scorer = PRMScorer("http://127.0.0.1:1")
     assert isinstance(scorer, Scorer)
     assert scorer.name == "prm"
     assert not scorer.needs_logprobs
+    await scorer.aclose()
 
 
 @pytest.mark.parametrize(

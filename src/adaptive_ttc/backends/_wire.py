@@ -88,9 +88,7 @@ def _completion(choice: Any, request: GenerationRequest, reported_output: int | 
         # Without token ids or log-probabilities the per-choice count is unknown; share the reported total.
         count = (reported_output or 0) // request.n
     finish = _FINISH.get(str(choice.get("finish_reason")), "unknown")
-    return Completion(
-        text=str(text), finish_reason=finish, output_tokens=count, token_ids=ids, logprobs=logprobs
-    )
+    return Completion(text=str(text), finish_reason=finish, output_tokens=count, token_ids=ids, logprobs=logprobs)
 
 
 def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
@@ -101,10 +99,7 @@ def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
         TokenLogprob(
             token=str(item.get("token", "")),
             logprob=float(item.get("logprob", 0.0)),
-            top=tuple(
-                (str(t.get("token", "")), float(t.get("logprob", 0.0)))
-                for t in item.get("top_logprobs") or ()
-            ),
+            top=tuple((str(t.get("token", "")), float(t.get("logprob", 0.0))) for t in item.get("top_logprobs") or ()),
         )
         for item in content
     )
@@ -124,9 +119,7 @@ def _completion_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
     )
 
 
-def _usage(
-    usage_data: dict[str, Any] | None, data: dict[str, Any], completions: tuple[Completion, ...]
-) -> Usage:
+def _usage(usage_data: dict[str, Any] | None, data: dict[str, Any], completions: tuple[Completion, ...]) -> Usage:
     if usage_data is None:
         # Some servers omit usage; fall back to what the choices tell (prompt unknown unless echoed as ids).
         prompt_ids = data.get("prompt_token_ids")

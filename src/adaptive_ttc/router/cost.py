@@ -41,12 +41,15 @@ class _LogRegressor:
 
     def __init__(self, x: Matrix, y: Sequence[float]) -> None:
         target = np.log1p(np.asarray(y, dtype=np.float64))
-        self.model = Ridge(alpha=3.0).fit(x, target)
-        residual = target - self.model.predict(x)
+        model = Ridge(alpha=3.0).fit(x, target)
+        # Kept as plain arrays: scikit-learn's per-call validation would cost more than the product itself.
+        self.coef = np.asarray(model.coef_, dtype=np.float64)
+        self.intercept = float(model.intercept_)
+        residual = target - (x @ self.coef + self.intercept)
         self.spread = float(np.std(residual)) if len(target) > 1 else 0.5
 
     def predict(self, x: Matrix) -> tuple[Matrix, Matrix]:
-        mean = self.model.predict(x)
+        mean = x @ self.coef + self.intercept
         return np.expm1(mean).clip(0), np.expm1(mean + UPPER_Z * self.spread).clip(0)
 
 
@@ -59,7 +62,9 @@ class CostModel:
     else from the latencies observed in the training log.
     """
 
-    def __init__(self, features: FeatureExtractor, grid: Sequence[Configuration], profile: BackendProfile | None = None) -> None:
+    def __init__(
+        self, features: FeatureExtractor, grid: Sequence[Configuration], profile: BackendProfile | None = None
+    ) -> None:
         self.features = features
         self.grid = tuple(grid)
         self.profile = profile
@@ -70,7 +75,9 @@ class CostModel:
         for config in self.grid:
             rows = [o for o in observations if o.configuration == config.label]
             if not rows:
-                raise ConfigurationError(f"no observations of configuration {config.label!r}; collect them or drop it from the grid")
+                raise ConfigurationError(
+                    f"no observations of configuration {config.label!r}; collect them or drop it from the grid"
+                )
             x = self.features.transform([o.question for o in rows])
             self._models[config.label] = {t: _LogRegressor(x, [getattr(o, t) for o in rows]) for t in _TARGETS}
         return self
@@ -85,24 +92,40 @@ class CostModel:
         """Estimates per question (outer) and configuration (inner, in grid order)."""
         if not self._models:
             raise ConfigurationError("the cost model is not fitted; train it or load a router file")
-        x = self.features.transform(questions)
+        return self.predict_rows(self.features.transform(questions))
+
+    def predict_rows(self, x: Matrix) -> list[list[CostEstimate]]:
+        """Like ``predict``, from feature rows already computed."""
+        if not self._models:
+            raise ConfigurationError("the cost model is not fitted; train it or load a router file")
         columns = [self._config_estimates(config, x) for config in self.grid]
-        return [[column[i] for column in columns] for i in range(len(questions))]
+        return [[column[i] for column in columns] for i in range(len(x))]
 
     def _config_estimates(self, config: Configuration, x: Matrix) -> list[CostEstimate]:
         models = self._models[config.label]
         (inp, inp_hi), (out, out_hi) = models["input_tokens"].predict(x), models["output_tokens"].predict(x)
-        if self.profile is None:
+        profile = self.profile
+        if profile is None:
             lat, lat_hi = models["latency_s"].predict(x)
         else:
-            (longest, longest_hi), (steps, steps_hi) = models["longest_tokens"].predict(x), models["steps"].predict(x)
-            lat = np.array([self._latency(config, i, lo, s) for i, lo, s in zip(inp, longest, steps, strict=True)])
-            lat_hi = np.array([self._latency(config, i, lo, s) for i, lo, s in zip(inp_hi, longest_hi, steps_hi, strict=True)])
+            (longest, longest_hi), (steps, steps_hi) = (
+                models["longest_tokens"].predict(x),
+                models["steps"].predict(x),
+            )
+            lat = _latencies(profile, config, inp, longest, steps)
+            lat_hi = _latencies(profile, config, inp_hi, longest_hi, steps_hi)
         return [
             CostEstimate(float(inp[i]), float(out[i]), float(lat[i]), float(inp_hi[i] + out_hi[i]), float(lat_hi[i]))
             for i in range(len(x))
         ]
 
-    def _latency(self, config: Configuration, input_tokens: float, longest: float, steps: float) -> float:
-        assert self.profile is not None  # noqa: S101 - only called when a profile is set
-        return self.profile.latency(input_tokens=input_tokens, longest_tokens=longest, sequences=config.samples, steps=max(1.0, steps))
+
+def _latencies(
+    profile: BackendProfile, config: Configuration, inputs: Matrix, longest: Matrix, steps: Matrix
+) -> Matrix:
+    return np.array(
+        [
+            profile.latency(input_tokens=i, longest_tokens=lo, sequences=config.samples, steps=max(1.0, s))
+            for i, lo, s in zip(inputs, longest, steps, strict=True)
+        ]
+    )

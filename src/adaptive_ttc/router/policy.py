@@ -30,7 +30,9 @@ class Lambdas:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tokens) and math.isfinite(self.latency)) or self.tokens < 0 or self.latency < 0:
-            raise ConfigurationError(f"lambdas must be finite and >= 0, got tokens={self.tokens}, latency={self.latency}")
+            raise ConfigurationError(
+                f"lambdas must be finite and >= 0, got tokens={self.tokens}, latency={self.latency}"
+            )
 
     def scaled(self, tokens: float, latency: float) -> Lambdas:
         """Lambdas multiplied by pacing factors."""
@@ -100,7 +102,16 @@ def choose(
             time_room is None or cost.latency_upper_s <= time_room
         )
         predictions.append(
-            Prediction(config.label, float(accuracy), cost.tokens, cost.tokens_upper, cost.latency_s, cost.latency_upper_s, float(utility), fits)
+            Prediction(
+                config.label,
+                float(accuracy),
+                cost.tokens,
+                cost.tokens_upper,
+                cost.latency_s,
+                cost.latency_upper_s,
+                float(utility),
+                fits,
+            )
         )
     feasible = [i for i, p in enumerate(predictions) if p.fits]
     if not feasible:

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +59,21 @@ class BackendProfile:
         elif x >= math.log2(points[-1][0]):
             total = points[-1][1]  # beyond the largest measured batch, assume throughput has saturated
         else:
-            for (n0, v0), (n1, v1) in zip(points, points[1:], strict=False):
-                if n0 <= sequences <= n1:
-                    t = (x - math.log2(n0)) / (math.log2(n1) - math.log2(n0))
-                    total = v0 + t * (v1 - v0)
-                    break
+            (n0, v0), (n1, v1) = next((a, b) for a, b in pairwise(points) if a[0] <= sequences <= b[0])
+            t = (x - math.log2(n0)) / (math.log2(n1) - math.log2(n0))
+            total = v0 + t * (v1 - v0)
         return total / max(1, sequences)
 
     def latency(self, *, input_tokens: float, longest_tokens: float, sequences: int, steps: float = 1.0) -> float:
         """Estimated seconds of a strategy run: per-step overheads, prefill, decode of the longest sequence."""
         per_step = self.request_overhead_s + self.step_overhead_s * (steps > 1)
         scoring = self.scorer_s_per_item * sequences * steps if steps > 1 else 0.0
-        return steps * per_step + input_tokens / self.prefill_tokens_per_s + longest_tokens / self.sequence_speed(sequences) + scoring
+        return (
+            steps * per_step
+            + input_tokens / self.prefill_tokens_per_s
+            + longest_tokens / self.sequence_speed(sequences)
+            + scoring
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the profile as versioned JSON."""
@@ -85,7 +89,10 @@ class BackendProfile:
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read backend profile {path}: {exc}") from exc
         if data.pop("format", None) != PROFILE_FORMAT or data.pop("version", None) != PROFILE_VERSION:
-            raise ConfigurationError(f"{path} is not an adaptive-ttc profile of version {PROFILE_VERSION}; measure it again with `adaptive-ttc profile`")
+            raise ConfigurationError(
+                f"{path} is not an adaptive-ttc profile of version {PROFILE_VERSION}; "
+                "measure it again with `adaptive-ttc profile`"
+            )
         data["decode_tokens_per_s"] = {int(k): float(v) for k, v in data["decode_tokens_per_s"].items()}
         try:
             return BackendProfile(**data)
@@ -97,7 +104,9 @@ _LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who count
 _DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per line."
 
 
-async def measure_profile(backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64) -> BackendProfile:
+async def measure_profile(
+    backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64
+) -> BackendProfile:
     """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes."""
     tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
     await backend.generate([tiny])  # warm-up
@@ -106,9 +115,21 @@ async def measure_profile(backend: Backend, label: str, *, sequences: tuple[int,
     prefill = long.usage.input_tokens / max(1e-6, long.latency_s - overhead)
     speeds: dict[int, float] = {}
     for n in sequences:
-        request = GenerationRequest(messages=(Message("user", _DECODE_PROMPT),), n=n, temperature=0.8 if n > 1 else 0.0, max_tokens=decode_tokens, seed=0)
+        request = GenerationRequest(
+            messages=(Message("user", _DECODE_PROMPT),),
+            n=n,
+            temperature=0.8 if n > 1 else 0.0,
+            max_tokens=decode_tokens,
+            seed=0,
+        )
         (result,) = await backend.generate([request])
         longest = max(c.output_tokens for c in result.completions)
         decode_s = max(1e-6, result.latency_s - overhead)
         speeds[n] = longest * n / decode_s
-    return BackendProfile(backend=label, model=backend.model, request_overhead_s=overhead, prefill_tokens_per_s=prefill, decode_tokens_per_s=speeds)
+    return BackendProfile(
+        backend=label,
+        model=backend.model,
+        request_overhead_s=overhead,
+        prefill_tokens_per_s=prefill,
+        decode_tokens_per_s=speeds,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import zipfile
@@ -66,8 +65,9 @@ class Router:
 
     def predict(self, question: str) -> tuple[list[float], list[CostEstimate]]:
         """Predicted accuracy and cost of every configuration on ``question``."""
-        accuracies = self.accuracy.predict([question])[0]
-        return [float(a) for a in accuracies], self.cost.predict([question])[0]
+        rows = self.features.transform([question])
+        accuracies = self.accuracy.predict_rows(rows)[0]
+        return [float(a) for a in accuracies], self.cost.predict_rows(rows)[0]
 
     def decide(
         self,
@@ -98,7 +98,12 @@ class Router:
             archive.writestr("models.pkl", payload)
 
     @staticmethod
-    def load(path: str | Path, *, grid: Sequence[Configuration] | None = None, features: FeatureExtractor | None = None) -> Router:
+    def load(
+        path: str | Path,
+        *,
+        grid: Sequence[Configuration] | None = None,
+        features: FeatureExtractor | None = None,
+    ) -> Router:
         """Read a router file; its version, grid and feature extractor are checked before the models load.
 
         Only load router files you trust: the fitted models are pickled.
@@ -106,11 +111,16 @@ class Router:
         meta, payload = _read(Path(path))
         saved_grid = parse_grid(meta["grid"])
         if grid is not None and [c.label for c in grid] != [c.label for c in saved_grid]:
-            raise ConfigurationError(f"router {path} was trained on {meta['grid']}, not on {[c.label for c in grid]}; retrain it for this grid")
+            raise ConfigurationError(
+                f"router {path} was trained on {meta['grid']}, not on {[c.label for c in grid]}; "
+                "retrain it for this grid"
+            )
         if features is not None and features.name != meta["features"]:
-            raise ConfigurationError(f"router {path} expects features {meta['features']!r}, got {features.name!r}; retrain it")
+            raise ConfigurationError(
+                f"router {path} expects features {meta['features']!r}, got {features.name!r}; retrain it"
+            )
         router = Router(saved_grid, features=make_features(meta["features"]), lambdas=Lambdas(**meta["lambdas"]))
-        models = pickle.loads(payload)  # noqa: S301 - router files are written by `adaptive-ttc train`; documented as trusted input
+        models = pickle.loads(payload)
         router.accuracy, router.cost = models["accuracy"], models["cost"]
         router.meta = {k: v for k, v in meta.items() if k not in ("format", "version", "grid", "features", "lambdas")}
         return router
@@ -122,11 +132,14 @@ def _read(path: Path) -> tuple[dict[str, Any], bytes]:
             meta = json.loads(archive.read("meta.json"))
             payload = archive.read("models.pkl")
     except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:
-        raise ConfigurationError(f"{path} is not a readable adaptive-ttc router file ({exc}); train one with `adaptive-ttc train`") from exc
+        raise ConfigurationError(
+            f"{path} is not a readable adaptive-ttc router file ({exc}); train one with `adaptive-ttc train`"
+        ) from exc
     if not isinstance(meta, dict) or meta.get("format") != ROUTER_FORMAT:
         raise ConfigurationError(f"{path} is not an adaptive-ttc router file")
     if meta.get("version") != ROUTER_VERSION:
         raise ConfigurationError(
-            f"router {path} has format version {meta.get('version')!r}; this adaptive-ttc reads version {ROUTER_VERSION}. Retrain it with `adaptive-ttc train`"
+            f"router {path} has format version {meta.get('version')!r}; this adaptive-ttc reads version "
+            f"{ROUTER_VERSION}. Retrain it with `adaptive-ttc train`"
         )
     return meta, payload

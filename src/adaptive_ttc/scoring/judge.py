@@ -125,9 +125,7 @@ class JudgeScorer:
             requests.extend(self._request(item.question, prefix) for prefix in prefixes)
         results = await self.backend.generate(requests) if requests else []
         if len(results) != len(requests):
-            raise BackendResponseError(
-                f"the judge returned {len(results)} results for {len(requests)} requests"
-            )
+            raise BackendResponseError(f"the judge returned {len(results)} results for {len(requests)} requests")
         probabilities = [_first_probability(result) for result in results]
         scores: list[Score] = []
         offset = 0

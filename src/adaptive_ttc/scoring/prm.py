@@ -9,7 +9,8 @@ so ``POST {base_url}/pooling`` with ``{"model", "input", "task": "token_classify
 
 one softmaxed ``[p_negative, p_positive]`` row per ``<extra_0>`` in the input. The input follows the model
 card: the ChatML conversation (a system prompt, the question as the user turn, and the steps joined and
-terminated by ``<extra_0>`` as the assistant turn). A step's score is its ``p_positive``.
+terminated by ``<extra_0>`` as the assistant turn). A step's score is its ``p_positive`` (rows that do not
+sum to one are taken as logits, as a server started with ``use_activation`` off returns, and softmaxed).
 
 No PRM runs on the development machine (it needs a GPU), so the tests exercise this module against a local
 HTTP server that answers in vLLM's documented format.
@@ -18,6 +19,7 @@ HTTP server that answers in vLLM's documented format.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
@@ -91,7 +93,8 @@ class PRMScorer:
         max_retries: retries after the first attempt on retryable failures.
         backoff_s: the first retry's wait (and its random jitter); later waits double, up to 4 s.
         max_connections: size of the connection pool (and so of the concurrency).
-        task: the pooling task sent with each request; ``None`` leaves it out (vLLM older than 0.11).
+        task: the pooling task sent with each request; ``None`` leaves it out (for vLLM 0.10 and older,
+            which predate the ``token_classify`` task).
         client: an ``httpx.AsyncClient`` to use instead of creating one (not closed by ``aclose``).
     """
 
@@ -110,9 +113,7 @@ class PRMScorer:
         task: str | None = "token_classify",
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        _check_settings(
-            base_url, step_tag=step_tag, timeout=timeout, retries=max_retries, pool=max_connections
-        )
+        _check_settings(base_url, step_tag=step_tag, timeout=timeout, retries=max_retries, pool=max_connections)
         aggregate((), aggregation)  # raises ConfigurationError for an unknown aggregation
         root = base_url.rstrip("/")
         self.url = (root[: -len("/v1")] if root.endswith("/v1") else root) + "/pooling"
@@ -190,17 +191,13 @@ class PRMScorer:
                 f"the PRM at {self.url} did not answer in time ({type(exc).__name__}); raise timeout="
             ) from exc
         except httpx.HTTPError as exc:
-            raise BackendUnavailableError(
-                f"request to {self.url} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise BackendUnavailableError(f"request to {self.url} failed: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:
             raise self._status_error(response)
         try:
             return response.json()
         except ValueError as exc:
-            raise BackendResponseError(
-                f"{self.url} answered with invalid JSON: {response.text[:200]!r}"
-            ) from exc
+            raise BackendResponseError(f"{self.url} answered with invalid JSON: {response.text[:200]!r}") from exc
 
     def _status_error(self, response: httpx.Response) -> BackendStatusError:
         body = response.text[:2000]
@@ -224,9 +221,7 @@ class PRMScorer:
 def _check_settings(base_url: str, *, step_tag: str, timeout: float, retries: int, pool: int) -> None:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
-            f"base_url must be an http(s) URL such as http://127.0.0.1:8001, got {base_url!r}"
-        )
+        raise ConfigurationError(f"base_url must be an http(s) URL such as http://127.0.0.1:8001, got {base_url!r}")
     if not step_tag:
         raise ConfigurationError("step_tag must be the PRM's step token, e.g. '<extra_0>'")
     if timeout <= 0 or retries < 0 or pool < 1:
@@ -251,7 +246,14 @@ def _positive_probabilities(data: Any, steps: int, url: str) -> tuple[float, ...
         raise BackendResponseError(
             f"{url} returned step scores that are not [p_negative, p_positive] pairs: {str(rows)[:200]}"
         )
-    return tuple(float(row[1]) for row in rows)
+    return tuple(_positive(float(row[0]), float(row[1])) for row in rows)
+
+
+def _positive(negative: float, positive: float) -> float:
+    """P(positive) from a row of probabilities, or of logits when the server skipped the softmax."""
+    if abs(negative + positive - 1.0) <= 1e-3 and 0.0 <= positive <= 1.0:
+        return positive
+    return 1.0 / (1.0 + math.exp(min(negative - positive, 700.0)))
 
 
 def _is_number(value: Any) -> bool:

@@ -18,9 +18,7 @@ SCORER_SPECS: tuple[str, ...] = ("self-certainty", "mean-logprob", "judge", "prm
 
 def _judge(backend: Backend | None) -> Scorer:
     if backend is None:
-        raise ConfigurationError(
-            "the judge scorer asks a chat model; pass backend= (often the policy itself)"
-        )
+        raise ConfigurationError("the judge scorer asks a chat model; pass backend= (often the policy itself)")
     return JudgeScorer(backend)
 
 
@@ -52,8 +50,6 @@ def make_scorer(spec: str, *, backend: Backend | None) -> Scorer:
     if kind == "prm":
         url, _, model = target.partition("#")
         if not url:
-            raise ConfigurationError(
-                "the prm scorer needs the pooling server's URL: prm:http://HOST:PORT[#model]"
-            )
+            raise ConfigurationError("the prm scorer needs the pooling server's URL: prm:http://HOST:PORT[#model]")
         return PRMScorer(url, model or None)
     raise ConfigurationError(f"unknown scorer {spec!r}; use one of {', '.join(SCORER_SPECS)}")

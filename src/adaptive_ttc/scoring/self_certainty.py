@@ -52,13 +52,18 @@ def token_self_certainty(token: TokenLogprob, vocab_size: int | None = None) -> 
 
     Returns:
         The divergence in nats (>= 0).
+
+    Raises:
+        InvalidRequestError: the token has fewer than two alternatives.
     """
     logprobs = [_finite(lp) for _, lp in token.top]
     k = len(logprobs)
+    if k < 2:
+        raise InvalidRequestError(f"self-certainty needs at least 2 top log-probabilities per token, got {k}")
     peak = max(logprobs)
     log_mass = peak + math.log(sum(math.exp(lp - peak) for lp in logprobs))
     if vocab_size is None or vocab_size <= k or log_mass >= 0.0:
-        return -math.log(k) - sum(lp - log_mass for lp in logprobs) / k
+        return max(0.0, -math.log(k) - sum(lp - log_mass for lp in logprobs) / k)
     tail = max(-math.expm1(log_mass), math.exp(_LOGPROB_FLOOR))
     tail_logprob = math.log(tail / (vocab_size - k))
     mean_logprob = (sum(logprobs) + (vocab_size - k) * tail_logprob) / vocab_size
@@ -131,9 +136,7 @@ class SelfCertaintyScorer:
         means = [self._step_mean(tokens) for tokens in per_step]
         step_scores = _fill_gaps(means)
         if step_scores is None:
-            raise InvalidRequestError(
-                f"item {index} has no generated tokens in any step; {self._needs_message()}"
-            )
+            raise InvalidRequestError(f"item {index} has no generated tokens in any step; {self._needs_message()}")
         return Score(step_scores, aggregate(step_scores, self.aggregation))
 
     def _checked_logprobs(self, index: int, item: ScoreItem) -> tuple[tuple[TokenLogprob, ...], ...]:
@@ -148,8 +151,7 @@ class SelfCertaintyScorer:
             for tokens in item.step_logprobs:
                 if any(len(token.top) < 2 for token in tokens):
                     raise InvalidRequestError(
-                        f"item {index} has tokens with fewer than 2 top log-probabilities; "
-                        + self._needs_message()
+                        f"item {index} has tokens with fewer than 2 top log-probabilities; " + self._needs_message()
                     )
         return item.step_logprobs
 

@@ -33,16 +33,12 @@ class Strategy(Protocol):
         """True when ``run`` must be given a scorer."""
         ...
 
-    async def run(
-        self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
-    ) -> StrategyResult:
+    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
         """Answer ``request`` on ``backend``; every backend request's usage is summed into the result."""
         ...
 
 
-def candidate_from(
-    completion: Completion, *, score: float | None = None, answer: str | None = None
-) -> Candidate:
+def candidate_from(completion: Completion, *, score: float | None = None, answer: str | None = None) -> Candidate:
     """A candidate holding a completion's text and cost."""
     return Candidate(
         text=completion.text,

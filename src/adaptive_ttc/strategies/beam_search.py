@@ -106,9 +106,7 @@ class BeamSearch:
     def needs_scorer(self) -> bool:
         return True
 
-    async def run(
-        self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
-    ) -> StrategyResult:
+    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
         """Search step by step; return every finished (and, at the step limit, unfinished) beam."""
         scorer = self._checked(backend, scorer)
         start = time.perf_counter()
@@ -148,9 +146,7 @@ class BeamSearch:
         if scorer is None:
             raise ConfigurationError("beam search needs a scorer (self-certainty, judge or prm:URL)")
         if scorer.needs_logprobs and not backend.capabilities.logprobs:
-            raise ConfigurationError(
-                f"scorer {scorer.name!r} needs log-probabilities this backend cannot give"
-            )
+            raise ConfigurationError(f"scorer {scorer.name!r} needs log-probabilities this backend cannot give")
         if not backend.capabilities.continuation:
             raise ConfigurationError("beam search needs a backend that can continue a partial answer")
         return scorer
@@ -197,9 +193,7 @@ class BeamSearch:
         state.active = unfinished[: self.n // self.width]
         state.steps += 1
 
-    def _expand(
-        self, request: GenerationRequest, beam: _Beam, width: int, logprobs: bool
-    ) -> GenerationRequest:
+    def _expand(self, request: GenerationRequest, beam: _Beam, width: int, logprobs: bool) -> GenerationRequest:
         budget = max(1, min(self.step_max_tokens, request.max_tokens - beam.tokens))
         common: dict[str, Any] = {
             "n": width,
@@ -220,9 +214,7 @@ class BeamSearch:
 
     def _child(self, beam: _Beam, completion: Completion, max_tokens: int) -> _Beam:
         tokens = beam.tokens + completion.output_tokens
-        ended_at_boundary = completion.finish_reason == "stop" and completion.text.endswith(
-            self.step_delimiter
-        )
+        ended_at_boundary = completion.finish_reason == "stop" and completion.text.endswith(self.step_delimiter)
         done = (
             not ended_at_boundary
             or has_final_answer(completion.text)

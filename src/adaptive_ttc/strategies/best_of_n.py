@@ -52,13 +52,9 @@ def select(candidates: Sequence[Candidate], selector: Selector) -> int:
     totals = _votes(candidates, weights)
     if not totals:
         return _argmax(scores)
-    order = {
-        key: i for i, key in reversed(list(enumerate(normalize_answer(c.answer or "") for c in candidates)))
-    }
+    order = {key: i for i, key in reversed(list(enumerate(normalize_answer(c.answer or "") for c in candidates)))}
     winner = max(totals, key=lambda key: (totals[key], -order[key]))
-    members = [
-        i for i, c in enumerate(candidates) if c.answer is not None and normalize_answer(c.answer) == winner
-    ]
+    members = [i for i, c in enumerate(candidates) if c.answer is not None and normalize_answer(c.answer) == winner]
     return max(members, key=lambda i: (scores[i], -i))
 
 
@@ -89,17 +85,13 @@ class BestOfN:
     def needs_scorer(self) -> bool:
         return self.selector != "majority"
 
-    async def run(
-        self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
-    ) -> StrategyResult:
+    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
         """Sample, score when the selector needs it, and select."""
         if self.needs_scorer and scorer is None:
             raise ConfigurationError(f"selector {self.selector!r} needs a scorer; pass one or use 'majority'")
         use_scorer = scorer if self.needs_scorer else None
         if use_scorer is not None and use_scorer.needs_logprobs and not backend.capabilities.logprobs:
-            raise ConfigurationError(
-                f"scorer {use_scorer.name!r} needs log-probabilities this backend cannot give"
-            )
+            raise ConfigurationError(f"scorer {use_scorer.name!r} needs log-probabilities this backend cannot give")
         start = time.perf_counter()
         wants_logprobs = use_scorer is not None and use_scorer.needs_logprobs
         sampled = request.replace(

@@ -25,9 +25,7 @@ class Greedy:
     def needs_scorer(self) -> bool:
         return False
 
-    async def run(
-        self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
-    ) -> StrategyResult:
+    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
         """Generate once at temperature 0 and return that answer."""
         start = time.perf_counter()
         (result,) = await backend.generate([request.replace(n=1, temperature=0.0, use_beam_search=False)])

@@ -37,16 +37,12 @@ class VLLMBeamSearch:
     def needs_scorer(self) -> bool:
         return False
 
-    async def run(
-        self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None
-    ) -> StrategyResult:
+    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
         """One beam-search request; the server orders beams by cumulative log-probability."""
         if not backend.capabilities.beam_search:
             raise ConfigurationError("this backend has no token-level beam search; use a vLLM server")
         start = time.perf_counter()
-        beam = request.replace(
-            n=self.width, temperature=0.0, use_beam_search=True, logprobs=False, top_logprobs=0
-        )
+        beam = request.replace(n=self.width, temperature=0.0, use_beam_search=True, logprobs=False, top_logprobs=0)
         (result,) = await backend.generate([beam])
         candidates = [candidate_from(c, answer=extract_answer(c.text)) for c in result.completions]
         return result_from(
