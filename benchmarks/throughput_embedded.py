@@ -74,9 +74,8 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     """Print one JSON line per measured ``n``."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    raw_text = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw_text)
     parser.add_argument("--backend", default="embedded", help="'embedded' or an OpenAI-compatible base URL")
     parser.add_argument("--model", default=None, help="the served model name (URL backends)")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 8], help="sequences per request")

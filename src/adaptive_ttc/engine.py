@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from adaptive_ttc.backends.base import Backend, InputTokenCounter, input_tokens_upper_bound
-from adaptive_ttc.budget import Allowance, Ledger, Reservation
 from adaptive_ttc.errors import BackendError, BudgetExhausted, ConfigurationError
+from adaptive_ttc.ledger import Allowance, Ledger, Reservation
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Decision, Lambdas
 from adaptive_ttc.router.router import Router
@@ -25,7 +26,8 @@ MIN_USEFUL_TOKENS = 32
 TARGET_SLACK = 2.0
 """A call may plan up to this multiple of its fair share of the tokens left (pacing evens it out)."""
 _GREEDY = Configuration("greedy")
-_RESERVE_ATTEMPTS = 3
+_WAIT_STEP_S = 0.02
+_MAX_WAIT_S = 600.0  # at most this long for parallel calls to hand back reserved tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class Engine:
         """Decide, reserve an upper bound, run, and charge what was really spent."""
         start = time.perf_counter()
         input_upper = await self._input_upper(request)
-        allowance, decision, max_tokens, bound, reservation = self._reserve(request, input_upper, ledger, node)
+        allowance, decision, max_tokens, bound, reservation = await self._reserve(request, input_upper, ledger, node)
         overhead = time.perf_counter() - start
         strategy = self._strategy(decision.configuration, bound if ledger is not None else None, input_upper)
         result = await self._execute(strategy, request.replace(max_tokens=max_tokens), ledger, reservation)
@@ -104,23 +106,29 @@ class Engine:
         reserved = reservation.tokens if reservation is not None else None
         return EngineResult(result, decision, max_tokens, reserved, allowance, overhead)
 
-    def _reserve(
+    async def _reserve(
         self, request: GenerationRequest, input_upper: int, ledger: Ledger | None, node: str | None
     ) -> tuple[Allowance | None, Decision, int, int, Reservation | None]:
-        """Plan and reserve; a parallel call may take the room between the two, so plan again then."""
-        for attempt in range(_RESERVE_ATTEMPTS):
+        """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits."""
+        waited = 0.0
+        while True:
             allowance = ledger.allowance(node) if ledger is not None else None
-            decision, max_tokens, bound = self._plan(request, input_upper, allowance, ledger)
-            if ledger is None:
-                return allowance, decision, max_tokens, bound, None
             try:
-                reservation = ledger.reserve(bound, node=node, ignore_deadline=decision.reason == "degraded")
+                decision, max_tokens, bound = self._plan(request, input_upper, allowance, ledger)
+                if ledger is None:
+                    return allowance, decision, max_tokens, bound, None
+                degraded = decision.reason == "degraded"
+                reservation = ledger.reserve(bound, node=node, ignore_deadline=degraded)
             except BudgetExhausted:
-                if attempt == _RESERVE_ATTEMPTS - 1:
+                # Tokens reserved by calls in flight come back when they finish: wait for them, not fail.
+                seconds_left = ledger.seconds_left if ledger is not None else None
+                limit = _MAX_WAIT_S if seconds_left is None else min(_MAX_WAIT_S, seconds_left)
+                if ledger is None or ledger.tokens_reserved == 0 or waited >= limit:
                     raise
+                await asyncio.sleep(_WAIT_STEP_S)
+                waited += _WAIT_STEP_S
                 continue
             return allowance, decision, max_tokens, bound, reservation
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _input_upper(self, request: GenerationRequest) -> int:
         if isinstance(self.backend, InputTokenCounter):

@@ -18,6 +18,7 @@ from adaptive_ttc.backends.transformers import (
     TransformersBackend,
     packaged_model_dir,
 )
+from adaptive_ttc.errors import BackendError, InvalidRequestError
 from adaptive_ttc.types import GenerationRequest, Message
 
 pytestmark = pytest.mark.embedded
@@ -147,3 +148,31 @@ async def test_a_mixed_batch_returns_results_in_order(backend: TransformersBacke
     assert all(c.output_tokens <= 6 for c in results[1].completions)
     assert results[2].completions[0].output_tokens <= 3
     assert results[1].usage.input_tokens < results[0].usage.input_tokens  # a raw prompt has no chat template
+
+
+async def test_stop_string_is_looked_for_in_the_output_only(backend: TransformersBackend) -> None:
+    partial = Message("assistant", "Here are three fruits:\n")  # the prompt ends in half of the stop string
+    request = GenerationRequest(
+        messages=(Message("user", "List three fruits, one per line."), partial),
+        continue_final_message=True,
+        max_tokens=12,
+        stop=("\n\n",),
+    )
+    (result,) = await backend.generate([request])
+    assert result.completions[0].text.strip()  # not cut after a first "\n" that completes "\n\n" with the prompt
+
+
+async def test_counts_input_tokens_before_sending(backend: TransformersBackend) -> None:
+    requests = [GenerationRequest(messages=FRANCE, max_tokens=2), GenerationRequest(prompt="1, 2, 3,", max_tokens=2)]
+    counted = await backend.count_input_tokens(requests)
+    results = await backend.generate(requests)
+    assert counted == [r.usage.input_tokens for r in results]
+
+
+async def test_context_overflow_and_closed_backend_are_typed_errors(backend: TransformersBackend) -> None:
+    with pytest.raises(InvalidRequestError, match="more than the model's context of 8192"):
+        await backend.generate([GenerationRequest(messages=FRANCE, max_tokens=8192)])
+    closing = TransformersBackend.from_pretrained(packaged_model_dir())
+    await closing.aclose()
+    with pytest.raises(BackendError, match="closed"):
+        await closing.generate([GenerationRequest(messages=FRANCE, max_tokens=2)])

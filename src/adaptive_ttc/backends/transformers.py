@@ -43,7 +43,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 try:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 except ImportError as exc:
     raise EmbeddedModelError(f"the embedded backend needs torch and transformers: {exc}; {INSTALL_HINT}") from exc
 
@@ -152,6 +152,24 @@ def _cut_at_stop(text: str, request: GenerationRequest) -> str:
         return text
     position, stop = min(hits, key=lambda hit: (hit[0], -len(hit[1])))
     return text[: position + len(stop)] if request.include_stop_in_output else text[:position]
+
+
+class _GeneratedTextStop(StoppingCriteria):
+    """Ends a row once its generated text holds a stop string.
+
+    transformers' own ``stop_strings`` also matches a stop string that begins in the prompt (a partial answer
+    ending in a newline stops at once on the stop string "\\n\\n"); vLLM, like this, looks at the output only.
+    """
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_width: int) -> None:
+        self._tokenizer, self._stops, self._width = tokenizer, stops, prompt_width
+        self._window = 2 * max(len(stop) for stop in stops) + 2  # tokens; most decode to one character or more
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        tails = input_ids[:, self._width :][:, -self._window :]
+        texts = self._tokenizer.batch_decode(tails, skip_special_tokens=True)
+        done = [any(stop in text for stop in self._stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersBackend:
@@ -303,7 +321,8 @@ class TransformersBackend:
                 "top_k": 0,
             }
         if settings.stop:
-            kwargs.update(stop_strings=list(settings.stop), tokenizer=self._tokenizer)
+            criterion = _GeneratedTextStop(self._tokenizer, settings.stop, width)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([criterion])
         if settings.seed is not None and settings.temperature > 0.0:
             torch.manual_seed(settings.seed)
         with torch.inference_mode():

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive_ttc.budget import Ledger, Reservation, WorkflowBudget
-from adaptive_ttc.budget import __all__ as budget_all
 from adaptive_ttc.errors import BudgetExhausted, ConfigurationError, InvalidRequestError
+from adaptive_ttc.ledger import Ledger, Reservation, WorkflowBudget
+from adaptive_ttc.ledger import __all__ as budget_all
 from adaptive_ttc.types import Usage
 
 
@@ -102,7 +102,7 @@ def test_weights_round_up_and_default_is_plain_sum() -> None:
 
 
 def test_public_surface() -> None:
-    import adaptive_ttc.budget as module
+    import adaptive_ttc.ledger as module
 
     expected = ["Allowance", "BudgetReport", "CallRecord", "Ledger", "Reservation", "WorkflowBudget"]
     assert sorted(budget_all) == expected

@@ -1,0 +1,302 @@
+"""``AdaptiveChatModel``: a LangChain chat model that picks a decoding strategy per call under a workflow budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+
+from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.engine import Engine, EngineResult
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.langchain.messages import to_messages
+from adaptive_ttc.langchain.portal import Portal
+from adaptive_ttc.langchain.scope import find_ledger
+from adaptive_ttc.ledger import Ledger
+from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.policy import Lambdas
+from adaptive_ttc.router.router import Router
+from adaptive_ttc.types import GenerationRequest
+
+__all__ = ["EMBEDDED_MODEL", "AdaptiveChatModel"]
+
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_ROUTER = Path(__file__).resolve().parent.parent / "data" / "default_router.zip"
+
+
+class AdaptiveChatModel(BaseChatModel):
+    """A chat model that spends test-time compute where it pays, inside the run's workflow budget.
+
+    Each call decides a configuration (greedy, best-of-N, beam search) from the router's predicted accuracy
+    and cost, reserves an upper bound of its tokens in the workflow budget (found with ``adaptive_ttc.budget``,
+    the LangGraph run context, or ``config["configurable"]``), runs it, and charges what it really spent.
+
+    Example:
+        ```python
+        llm = AdaptiveChatModel(base_url="http://127.0.0.1:8000/v1", model="Qwen2.5-1.5B-Instruct")
+        with adaptive_ttc.budget(tokens=50_000, seconds=60) as b:
+            graph.invoke({"question": "..."})
+        print(b.report())
+        ```
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    model: str | None = None
+    """Served model name (vLLM); defaults to the embedded model's name."""
+    base_url: str | None = None
+    """An OpenAI-compatible server (vLLM), e.g. ``http://127.0.0.1:8000/v1``; none means the embedded model."""
+    api_key: SecretStr | None = None
+    """Bearer token for ``base_url``."""
+    backend: Any = Field(default=None, exclude=True)
+    """A ready ``Backend`` (overrides ``base_url``); e.g. ``FakeBackend`` in tests."""
+    router: Any = Field(default=None, exclude=True)
+    """A ``Router``, or the path of a router file from ``adaptive-ttc train``; default: the packaged router."""
+    strategy: str | None = None
+    """A fixed configuration label (``greedy``, ``bon-majority-8``, ``beam-4x2x20``) instead of routing."""
+    scorer: Any = Field(default=None, exclude=True)
+    """A ``Scorer`` or spec (``self-certainty``, ``judge``, ``prm:URL``) for reward-guided configurations."""
+    lambda_tokens: float | None = Field(default=None, ge=0)
+    """Accuracy given up per token when no budget paces the call (default: the router's)."""
+    lambda_latency: float | None = Field(default=None, ge=0)
+    """Accuracy given up per second when no budget paces the call (default: the router's)."""
+    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
+    """Sampling temperature of sampled configurations (greedy always uses 0)."""
+    max_tokens: int = Field(default=512, ge=1)
+    """Most tokens one answer may generate (a budget may cut it further)."""
+    timeout: float | None = Field(default=120.0, gt=0)
+    """Seconds per HTTP request."""
+    stop: list[str] | None = None
+    """Stop strings."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of a backend request on 429/5xx/connection errors."""
+    streaming: bool = False
+    """Accepted for compatibility; use ``stream``/``astream`` to stream."""
+
+    _portal: Portal = PrivateAttr(default_factory=Portal)
+    _engine: Engine | None = PrivateAttr(default=None)
+    _engine_lock: asyncio.Lock | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> AdaptiveChatModel:
+        if self.strategy is not None:
+            Configuration.parse(self.strategy)
+        if self.backend is not None and not isinstance(self.backend, Backend):
+            raise ConfigurationError(f"backend must implement the Backend protocol, got {type(self.backend).__name__}")
+        if self.router is not None and not isinstance(self.router, Router | str | Path):
+            raise ConfigurationError(f"router must be a Router or a router file path, got {type(self.router).__name__}")
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "adaptive-ttc"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self._model_name,
+            "base_url": self.base_url,
+            "strategy": self.strategy or "auto",
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    @property
+    def _model_name(self) -> str:
+        if self.model:
+            return self.model
+        if self.backend is not None:
+            return str(self.backend.model)
+        return EMBEDDED_MODEL
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="adaptive_ttc",
+            ls_model_name=str(kwargs.get("model") or self._model_name),
+            ls_model_type="chat",
+            ls_temperature=float(kwargs.get("temperature", self.temperature)),
+            ls_max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    # --- the one async core -------------------------------------------------------------------------------
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            messages=to_messages(messages),
+            max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+            temperature=float(kwargs.get("temperature", self.temperature)),
+            stop=tuple(stop if stop is not None else self.stop or ()),
+        )
+
+    async def _run(self, request: GenerationRequest, ledger: Ledger | None, node: str | None) -> EngineResult:
+        engine = await self._get_engine()
+        return await engine.run(request, ledger=ledger, node=node)
+
+    async def _get_engine(self) -> Engine:
+        if self._engine_lock is None:
+            self._engine_lock = asyncio.Lock()  # created on the portal loop, the only loop that runs _run
+        async with self._engine_lock:
+            if self._engine is None:
+                self._engine = await asyncio.to_thread(self._build_engine)
+        return self._engine
+
+    def _build_engine(self) -> Engine:
+        backend = self.backend or self._open_backend()
+        scorer = self.scorer
+        if isinstance(scorer, str):
+            from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415 - only when a scorer spec is given
+
+            scorer = make_scorer(scorer, backend=backend)
+        router = self.router
+        if isinstance(router, str | Path):
+            router = Router.load(router)
+        configuration = Configuration.parse(self.strategy) if self.strategy else None
+        if router is None and configuration is None:
+            router = Router.load(DEFAULT_ROUTER) if DEFAULT_ROUTER.exists() else None
+            configuration = None if router is not None else Configuration("greedy")
+        base = router.lambdas if router is not None else Lambdas()
+        lambdas = Lambdas(
+            self.lambda_tokens if self.lambda_tokens is not None else base.tokens,
+            self.lambda_latency if self.lambda_latency is not None else base.latency,
+        )
+        return Engine(backend, router=router, configuration=configuration, scorer=scorer, lambdas=lambdas)
+
+    def _open_backend(self) -> Backend:
+        if self.base_url:
+            from adaptive_ttc.backends.openai_compat import OpenAICompatibleBackend  # noqa: PLC0415
+
+            return OpenAICompatibleBackend(
+                self.base_url,
+                self._model_name,
+                api_key=self.api_key.get_secret_value() if self.api_key else None,
+                timeout=self.timeout or 120.0,
+                max_retries=self.max_retries,
+            )
+        from adaptive_ttc.backends.transformers import TransformersBackend  # noqa: PLC0415 - optional extra
+
+        return TransformersBackend.packaged()
+
+    def _result(self, out: EngineResult, ledger: Ledger | None) -> ChatResult:
+        message = AIMessage(
+            content=out.result.text, usage_metadata=_usage(out), response_metadata=self._metadata(out, ledger)
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": out.result.model})
+
+    def _metadata(self, out: EngineResult, ledger: Ledger | None) -> dict[str, Any]:
+        trace = out.trace()
+        trace["strategy"] = out.result.strategy
+        trace["latency_s"] = out.result.latency_s
+        trace["requests"] = out.result.requests
+        if ledger is not None:
+            trace["budget_tokens_left"] = ledger.tokens_left
+            trace["budget_seconds_left"] = ledger.seconds_left
+        return {
+            "model_name": out.result.model,
+            "finish_reason": out.result.selected.finish_reason,
+            "adaptive_ttc": trace,
+        }
+
+    # --- LangChain entry points: async core, one thin sync path -------------------------------------------
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._request(messages, stop, kwargs)
+        ledger, node = _scope(run_manager.metadata if run_manager else None)
+        out = await self._portal.acall(self._run(request, ledger, node))
+        return self._result(out, ledger)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._request(messages, stop, kwargs)
+        ledger, node = _scope(run_manager.metadata if run_manager else None)
+        return self._result(self._portal.call(self._run(request, ledger, node)), ledger)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Stream the chosen answer as one chunk, when it is chosen (a strategy must see all candidates)."""
+        result = await self._agenerate(messages, stop, run_manager, **kwargs)
+        chunk = _as_chunk(result)
+        if run_manager is not None:
+            await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+        yield chunk
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Stream the chosen answer as one chunk, when it is chosen."""
+        chunk = _as_chunk(self._generate(messages, stop, run_manager, **kwargs))
+        if run_manager is not None:
+            run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+        yield chunk
+
+
+def _usage(out: EngineResult) -> UsageMetadata:
+    usage = out.result.usage
+    return UsageMetadata(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        input_token_details=InputTokenDetails(cache_read=usage.cached_input_tokens),
+    )
+
+
+def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
+    message = result.generations[0].message
+    if not isinstance(message, AIMessage):
+        raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
+    chunk = AIMessageChunk(
+        content=message.content,
+        usage_metadata=message.usage_metadata,
+        response_metadata=message.response_metadata,
+        chunk_position="last",
+    )
+    return ChatGenerationChunk(message=chunk)
+
+
+def _scope(metadata: Mapping[str, Any] | None) -> tuple[Ledger | None, str | None]:
+    """The run's ledger and graph node, read in the CALLER's context (before hopping to the portal)."""
+    configurable: Mapping[str, Any] | None = None
+    context: Any = None
+    try:
+        from langgraph.config import get_config  # noqa: PLC0415 - langgraph is optional at call time
+
+        config = get_config()
+        configurable = config.get("configurable") or {}
+        runtime = configurable.get("__pregel_runtime")
+        context = getattr(runtime, "context", None)
+    except (ImportError, RuntimeError):
+        pass
+    node = (metadata or {}).get("langgraph_node")
+    return find_ledger(configurable, context), str(node) if node is not None else None

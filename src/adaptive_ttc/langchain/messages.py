@@ -1,0 +1,67 @@
+"""Convert LangChain messages to adaptive-ttc's records, refusing what the backends cannot take."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage, ChatMessage
+
+from adaptive_ttc.errors import InvalidRequestError
+from adaptive_ttc.types import Message, Role
+
+__all__ = ["to_messages"]
+
+_ROLE_OF_TYPE: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "human": "user",
+    "ai": "assistant",
+    "tool": "tool",
+}
+
+
+def _text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequestError(f"message {index} has content of type {type(content).__name__}; use text")
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise InvalidRequestError(
+                f"message {index} holds a {kind!r} content block; adaptive-ttc's backends take text only"
+            )
+    return "".join(parts)
+
+
+def _clean(text: str, index: int) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"message {index} is not valid Unicode text ({exc.reason} at position {exc.start}); "
+            "decode it with errors='replace' first"
+        ) from None
+    return text
+
+
+def to_messages(messages: Sequence[BaseMessage]) -> tuple[Message, ...]:
+    """Our messages for a LangChain message list; tool calls of assistant messages are kept as text."""
+    if not messages:
+        raise InvalidRequestError("no messages to answer; pass at least one human message")
+    converted = []
+    for index, message in enumerate(messages):
+        if isinstance(message, ChatMessage) and message.role in ("system", "user", "assistant", "tool"):
+            role: Role = message.role  # type: ignore[assignment]  # narrowed by the check above
+        elif message.type in _ROLE_OF_TYPE:
+            role = _ROLE_OF_TYPE[message.type]
+        else:
+            raise InvalidRequestError(f"message {index} is a {message.type!r} message, which adaptive-ttc cannot send")
+        converted.append(Message(role, _clean(_text(message.content, index), index)))
+    return tuple(converted)

@@ -1,0 +1,65 @@
+"""One event loop, on its own thread, that owns a chat model's backend connections.
+
+An ``httpx.AsyncClient`` belongs to the loop it was first used on. LangChain calls a chat model from many
+loops and threads (``invoke`` in worker threads, ``ainvoke`` in the caller's loop, LangGraph's sync nodes
+on a pool), so every backend call is sent to this one loop: the sync path blocks on the future, the async
+path awaits it (and cancelling the awaiting task cancels the work on the portal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["Portal"]
+
+T = TypeVar("T")
+
+
+class Portal:
+    """A daemon thread running an asyncio loop; coroutines are submitted to it from anywhere."""
+
+    def __init__(self, name: str = "adaptive-ttc") -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the portal and block until it finishes (the sync path)."""
+        loop = self._running_loop()
+        if _current_loop() is loop:
+            coroutine.close()
+            raise RuntimeError("a blocking call was made from the portal's own loop; use the async API there")
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    async def acall(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the portal and await it from the caller's loop (the async path)."""
+        loop = self._running_loop()
+        if _current_loop() is loop:
+            return await coroutine
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
+
+    def close(self) -> None:
+        """Stop the loop; later calls start a new one."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
