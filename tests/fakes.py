@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adaptive_ttc.scoring.base import Score, Scored, ScoreItem
-from adaptive_ttc.types import Usage
+from adaptive_ttc.backends.base import Backend, BackendCapabilities
+from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
 
 
 class TableScorer:
@@ -31,6 +32,31 @@ class TableScorer:
             value = self.table.get("\n\n".join(item.steps), 0.0)
             scores.append(Score(step_scores=(value,), value=value))
         return Scored(tuple(scores), Usage(input_tokens=len(items)), 0.0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class CountingBackend:
+    """Wraps a real backend and counts the batches and requests sent through it."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.batches = 0
+        self.requests: list[GenerationRequest] = []
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        return self.inner.capabilities
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.batches += 1
+        self.requests.extend(requests)
+        return await self.inner.generate(requests)
 
     async def aclose(self) -> None:
         return None

@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 from adaptive_ttc import OpenAICompatibleBackend
+from adaptive_ttc.backends.base import Backend
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,22 @@ async def vllm_backend(vllm_url: str, vllm_model: str) -> AsyncIterator[OpenAICo
     backend = OpenAICompatibleBackend(vllm_url, vllm_model, timeout=300)
     yield backend
     await backend.aclose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def embedded_backend() -> AsyncIterator[Backend]:
+    """The real packaged SmolLM2 model, in-process (converted into the cache on first use)."""
+    pytest.importorskip("transformers")
+    from adaptive_ttc.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend.packaged()
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture(params=["vllm", "embedded"])
+def real_backend(request: pytest.FixtureRequest) -> Backend:
+    """Each real backend in turn."""
+    name = "vllm_backend" if request.param == "vllm" else "embedded_backend"
+    backend: Backend = request.getfixturevalue(name)
+    return backend
