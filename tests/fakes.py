@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adaptive_ttc.scoring.base import Score, Scored, ScoreItem
 from adaptive_ttc.backends.base import Backend, BackendCapabilities
+from adaptive_ttc.scoring.base import Score, Scored, ScoreItem
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
 
 
