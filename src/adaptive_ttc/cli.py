@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from adaptive_ttc.backends.base import Backend
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("question", help="the user message to answer")
     gen.add_argument("--backend", default="embedded", help="'embedded' (in-process SmolLM2) or a server URL")
     gen.add_argument("--model", default=None, help="served model name (URL backends; default: the only one served)")
-    gen.add_argument("--strategy", default="greedy", choices=STRATEGY_NAMES)
+    gen.add_argument("--strategy", default="greedy", choices=(*STRATEGY_NAMES, "auto"))
     gen.add_argument("--n", type=int, default=4, help="samples (bon) or beams kept (beam)")
     gen.add_argument("--selector", default="majority", help="best-of-N selector: majority, reward, weighted")
     gen.add_argument("--width", type=int, default=2, help="beam search: expansions per beam (vllm-beam: beams)")
@@ -40,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (URL backends)")
     gen.add_argument("--json", action="store_true", help="print the full result as JSON")
+    gen.add_argument("--router", default=None, help="router file from `adaptive-ttc train` (--strategy auto)")
+    gen.add_argument("--budget-tokens", type=int, default=None, help="token budget of this call")
+    gen.add_argument("--budget-seconds", type=float, default=None, help="time budget of this call")
+    prof = commands.add_parser("profile", help="measure a backend's speed and save its profile")
+    prof.add_argument("--backend", default="embedded", help="'embedded' or a server URL")
+    prof.add_argument("--model", default=None, help="served model name (URL backends)")
+    prof.add_argument("--out", required=True, help="where to write the profile (JSON)")
+    prof.add_argument("--decode-tokens", type=int, default=64, help="tokens decoded per measurement")
+    prof.add_argument("--timeout", type=float, default=300.0, help="seconds per HTTP request (URL backends)")
     return parser
 
 
@@ -71,33 +81,109 @@ async def _generate(args: argparse.Namespace) -> dict[str, Any]:
     request = GenerationRequest(
         messages=tuple(messages), max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
     )
+    routed = args.strategy == "auto" or args.budget_tokens is not None or args.budget_seconds is not None
+    if routed:
+        return await _generate_routed(args, request)
     strategy = make_strategy(
         args.strategy, n=args.n, selector=args.selector, width=args.width, max_steps=args.max_steps
     )
-    if strategy.needs_scorer and args.scorer is None:
-        raise ConfigurationError(
-            f"strategy {strategy.name!r} needs --scorer (self-certainty, mean-logprob, judge, prm:URL)"
-        )
+    _require_scorer(strategy.needs_scorer, args.scorer, strategy.name)
     backend = await open_backend(args.backend, args.model, args.timeout)
     scorer: Scorer | None = None
     try:
-        if strategy.needs_scorer:
-            from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415 - only when a scorer is asked for
-
-            scorer = make_scorer(args.scorer, backend=backend)
+        scorer = _make_scorer(args.scorer, backend) if strategy.needs_scorer else None
         result = await strategy.run(request, backend, scorer)
     finally:
-        if scorer is not None:
-            await scorer.aclose()
-        await backend.aclose()
+        await _close(backend, scorer)
     return result.to_dict()
+
+
+async def _generate_routed(args: argparse.Namespace, request: GenerationRequest) -> dict[str, Any]:
+    """Through the engine: a router (``auto``) or a fixed configuration, under an optional call budget."""
+    from adaptive_ttc.engine import Engine  # noqa: PLC0415 - loads scikit-learn; only for this path
+    from adaptive_ttc.ledger import WorkflowBudget  # noqa: PLC0415
+    from adaptive_ttc.router import Configuration, Router  # noqa: PLC0415
+
+    router = configuration = None
+    if args.strategy == "auto":
+        router = Router.load(args.router) if args.router else _default_router()
+    else:
+        configuration = Configuration.parse(_label(args))
+        _require_scorer(configuration.needs_scorer, args.scorer, configuration.label)
+    ledger = None
+    if args.budget_tokens is not None or args.budget_seconds is not None:
+        budget = WorkflowBudget(tokens=args.budget_tokens, seconds=args.budget_seconds, expected_calls=1)
+        ledger = budget.open()
+    backend = await open_backend(args.backend, args.model, args.timeout)
+    scorer: Scorer | None = None
+    try:
+        scorer = _make_scorer(args.scorer, backend) if args.scorer else None
+        engine = Engine(backend, router=router, configuration=configuration, scorer=scorer)
+        out = await engine.run(request, ledger=ledger)
+    finally:
+        await _close(backend, scorer)
+    return {**out.result.to_dict(), "decision": out.trace()}
+
+
+def _label(args: argparse.Namespace) -> str:
+    if args.strategy == "bon":
+        return f"bon-{args.selector}-{args.n}"
+    if args.strategy == "beam":
+        return f"beam-{args.n}x{args.width}x{args.max_steps}"
+    if args.strategy == "greedy":
+        return "greedy"
+    raise ConfigurationError(f"--strategy {args.strategy} cannot run under a budget; use greedy, bon, beam or auto")
+
+
+def _default_router() -> Any:
+    from adaptive_ttc.langchain.chat_model import DEFAULT_ROUTER  # noqa: PLC0415
+    from adaptive_ttc.router import Router  # noqa: PLC0415
+
+    if not DEFAULT_ROUTER.exists():
+        raise ConfigurationError("--strategy auto needs --router FILE (train one with `adaptive-ttc train`)")
+    return Router.load(DEFAULT_ROUTER)
+
+
+def _require_scorer(needed: bool, spec: str | None, name: str) -> None:
+    if needed and spec is None:
+        raise ConfigurationError(f"strategy {name!r} needs --scorer (self-certainty, mean-logprob, judge, prm:URL)")
+
+
+def _make_scorer(spec: str, backend: Backend) -> Scorer:
+    from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415 - only when a scorer is asked for
+
+    return make_scorer(spec, backend=backend)
+
+
+async def _close(backend: Backend, scorer: Scorer | None) -> None:
+    if scorer is not None:
+        await scorer.aclose()
+    await backend.aclose()
+
+
+async def _profile(args: argparse.Namespace) -> dict[str, Any]:
+    from adaptive_ttc.router.profile import measure_profile  # noqa: PLC0415
+
+    backend = await open_backend(args.backend, args.model, args.timeout)
+    try:
+        profile = await measure_profile(backend, args.backend, decode_tokens=args.decode_tokens)
+    finally:
+        await backend.aclose()
+    profile.save(args.out)
+    return {"profile": args.out, **dataclasses.asdict(profile)}
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]] = {
+    "generate": _generate,
+    "profile": _profile,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        output = asyncio.run(_generate(args))
+        output = asyncio.run(_COMMANDS[args.command](args))
     except (ConfigurationError, ValueError) as exc:
         print(f"adaptive-ttc: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -107,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("adaptive-ttc: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(output, indent=2, ensure_ascii=False))
+    if getattr(args, "json", True):
+        print(json.dumps(output, indent=2, ensure_ascii=False, default=str))
     else:
         print(output["text"])
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,44 @@ def test_generate_unreachable_backend_fails_cleanly() -> None:
     assert done.returncode == 1
     assert "BackendUnavailableError" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_generate_auto_with_router_and_budget(vllm_url: str, tmp_path: Path) -> None:
+    from adaptive_ttc.router import Router, parse_grid
+    from tests.unit_tests.test_router import synthetic_log
+
+    router_file = tmp_path / "router.zip"
+    Router(parse_grid(["greedy", "bon-majority-4", "bon-majority-8"])).fit(synthetic_log()).save(router_file)
+    done = run_cli(
+        "What is 17 + 25?",
+        "--backend", vllm_url, "--strategy", "auto", "--router", str(router_file),
+        "--budget-tokens", "400", "--max-tokens", "64", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["strategy"] == out["decision"]["configuration"]
+    assert out["usage"]["total_tokens"] <= 400
+    assert out["decision"]["reserved_tokens"] <= 400
+    assert len(out["decision"]["predictions"]) == 3
+
+
+def test_budget_too_small_for_the_prompt_fails_cleanly(vllm_url: str, vllm_model: str) -> None:
+    done = run_cli("What is 17 + 25?", "--backend", vllm_url, "--model", vllm_model, "--budget-tokens", "5")
+    assert done.returncode == 1
+    assert "BudgetExhausted" in done.stderr
+
+
+def test_profile_command(vllm_url: str, vllm_model: str, tmp_path: Path) -> None:
+    out_file = tmp_path / "profile.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "adaptive_ttc.cli", "profile", "--backend", vllm_url, "--model", vllm_model,
+         "--out", str(out_file), "--decode-tokens", "16"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    from adaptive_ttc.router import BackendProfile
+
+    profile = BackendProfile.load(out_file)
+    assert profile.prefill_tokens_per_s > 0
+    assert set(profile.decode_tokens_per_s) == {1, 2, 4, 8}
+    assert profile.sequence_speed(8) < profile.sequence_speed(1) * 8
