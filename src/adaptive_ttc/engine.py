@@ -174,6 +174,13 @@ class Engine:
             if room is not None and allowance.target_tokens is not None:
                 room = min(room, max(TARGET_SLACK * allowance.target_tokens, 0.0))
             time_room = allowance.seconds
+        if request.tools:
+            # A tool call is an action, not an answer to vote on: calls with tools run greedy (documented).
+            tools_decision = Decision(_GREEDY, "tools", lambdas, (), room, time_room)
+            planned = self._fit(_GREEDY, request, input_upper, allowance, ledger)
+            if planned is not None:
+                return tools_decision, *planned
+            return self._degrade(request, input_upper, allowance, ledger, lambdas)
         for decision in self._candidates(request, lambdas, room, time_room):
             planned = self._fit(decision.configuration, request, input_upper, allowance, ledger)
             if planned is not None:

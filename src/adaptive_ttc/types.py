@@ -20,6 +20,7 @@ __all__ = [
     "Role",
     "StrategyResult",
     "TokenLogprob",
+    "ToolCall",
     "Usage",
 ]
 
@@ -30,11 +31,22 @@ MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for: its id, the function's name and its JSON arguments (as text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message: a role and its text."""
+    """One chat message: a role and its text; assistant messages may carry tool calls, tool messages answer one."""
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -64,10 +76,13 @@ class GenerationRequest:
     seed: int | None = None
     continue_final_message: bool = False
     use_beam_search: bool = False
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple(self.messages))
         object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "tools", tuple(self.tools))
         self._check_input()
         self._check_sampling()
 
@@ -82,7 +97,9 @@ class GenerationRequest:
             return
         if not self.messages:
             raise InvalidRequestError("the request has no messages and no prompt; pass at least one user message")
-        if not any(m.content.strip() for m in self.messages):
+        if self.tools and self.prompt is not None:
+            raise InvalidRequestError("tools need chat messages; pass messages= instead of prompt")
+        if not any(m.content.strip() or m.tool_calls for m in self.messages):
             raise InvalidRequestError("every message is empty; pass the question as a non-empty user message")
         if self.continue_final_message and self.messages[-1].role != "assistant":
             raise InvalidRequestError(
@@ -142,6 +159,7 @@ class Completion:
     output_tokens: int
     token_ids: tuple[int, ...] | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +211,7 @@ class Candidate:
     score: float | None = None
     step_scores: tuple[float, ...] = ()
     answer: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

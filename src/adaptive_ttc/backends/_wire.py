@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from adaptive_ttc.errors import BackendResponseError
-from adaptive_ttc.types import Completion, FinishReason, GenerationRequest, TokenLogprob, Usage
+from adaptive_ttc.types import Completion, FinishReason, GenerationRequest, Message, TokenLogprob, ToolCall, Usage
 
-__all__ = ["build_payload", "endpoint_for", "parse_response"]
+__all__ = ["build_payload", "endpoint_for", "parse_response", "wire_message"]
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -36,7 +37,11 @@ def build_payload(request: GenerationRequest, model: str, *, vllm: bool) -> dict
     if request.seed is not None:
         body["seed"] = request.seed
     if request.messages:
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        body["messages"] = [wire_message(m) for m in request.messages]
+        if request.tools:
+            body["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         if request.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = request.top_logprobs
@@ -53,6 +58,33 @@ def build_payload(request: GenerationRequest, model: str, *, vllm: bool) -> dict
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
     return body
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not isinstance(calls, list):
+        return ()
+    parsed = []
+    for index, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BackendResponseError(f"a tool call in the server's answer has no function name: {str(call)[:200]}")
+        arguments = function.get("arguments")
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+        parsed.append(ToolCall(id=str(call.get("id") or f"call_{index}"), name=function["name"], arguments=text))
+    return tuple(parsed)
 
 
 def parse_response(data: Any, request: GenerationRequest) -> tuple[tuple[Completion, ...], Usage]:
@@ -74,9 +106,11 @@ def _completion(choice: Any, request: GenerationRequest, reported_output: int | 
     if request.messages:
         message = choice.get("message") or {}
         text = message.get("content") or ""
+        tool_calls = _tool_calls(message)
         logprobs = _chat_logprobs(choice.get("logprobs")) if request.logprobs else None
     else:
         text = choice.get("text") or ""
+        tool_calls = ()
         logprobs = _completion_logprobs(choice.get("logprobs")) if request.logprobs else None
     token_ids = choice.get("token_ids")
     ids = tuple(int(t) for t in token_ids) if isinstance(token_ids, list) else None
@@ -88,7 +122,14 @@ def _completion(choice: Any, request: GenerationRequest, reported_output: int | 
         # Without token ids or log-probabilities the per-choice count is unknown; share the reported total.
         count = (reported_output or 0) // request.n
     finish = _FINISH.get(str(choice.get("finish_reason")), "unknown")
-    return Completion(text=str(text), finish_reason=finish, output_tokens=count, token_ids=ids, logprobs=logprobs)
+    return Completion(
+        text=str(text),
+        finish_reason=finish,
+        output_tokens=count,
+        token_ids=ids,
+        logprobs=logprobs,
+        tool_calls=tool_calls,
+    )
 
 
 def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:

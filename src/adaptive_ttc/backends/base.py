@@ -27,6 +27,7 @@ class BackendCapabilities:
     beam_search: bool = False
     chat: bool = True
     raw_prompt: bool = True
+    tools: bool = False
 
 
 @runtime_checkable
@@ -92,6 +93,10 @@ def check_supported(capabilities: BackendCapabilities, requests: Sequence[Genera
             raise InvalidRequestError(f"{name} cannot continue a partial assistant message")
         if request.use_beam_search and not capabilities.beam_search:
             raise InvalidRequestError(f"{name} has no token-level beam search; use a vLLM server for it")
+        if request.tools and not capabilities.tools:
+            raise InvalidRequestError(
+                f"{name} cannot call tools; use a vLLM server started with --enable-auto-tool-choice and a parser"
+            )
         if request.messages and not capabilities.chat:
             raise InvalidRequestError(f"{name} takes raw prompts only; pass prompt= instead of messages")
         if request.prompt is not None and not capabilities.raw_prompt:

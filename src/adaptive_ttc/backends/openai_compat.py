@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adaptive_ttc.backends._wire import build_payload, endpoint_for, parse_response
+from adaptive_ttc.backends._wire import build_payload, endpoint_for, parse_response, wire_message
 from adaptive_ttc.backends.base import BackendCapabilities, check_supported, input_tokens_upper_bound
 from adaptive_ttc.errors import (
     BackendResponseError,
@@ -98,7 +98,7 @@ class OpenAICompatibleBackend:
 
     @property
     def capabilities(self) -> BackendCapabilities:
-        return BackendCapabilities(logprobs=True, continuation=self._vllm, beam_search=self._vllm)
+        return BackendCapabilities(logprobs=True, continuation=self._vllm, beam_search=self._vllm, tools=True)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Send every request concurrently; results come back in order."""
@@ -122,9 +122,11 @@ class OpenAICompatibleBackend:
     async def _count_one(self, request: GenerationRequest) -> int:
         body: dict[str, Any] = {"model": self._model}
         if request.messages:
-            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            body["messages"] = [wire_message(m) for m in request.messages]
             body["add_generation_prompt"] = not request.continue_final_message
             body["continue_final_message"] = request.continue_final_message
+            if request.tools:
+                body["tools"] = list(request.tools)  # the chat template renders them into the prompt
         else:
             body["prompt"] = request.prompt
         root = self.base_url.removesuffix("/v1")

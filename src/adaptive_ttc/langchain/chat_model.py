@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.langchain.messages import to_messages
+from adaptive_ttc.langchain.messages import to_langchain_tool_calls, to_messages
 from adaptive_ttc.langchain.portal import Portal
 from adaptive_ttc.langchain.scope import find_ledger
 from adaptive_ttc.ledger import Ledger
@@ -85,6 +90,17 @@ class AdaptiveChatModel(BaseChatModel):
     _engine: Engine | None = PrivateAttr(default=None)
     _engine_lock: asyncio.Lock | None = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, values: Any) -> Any:
+        """``base_url`` and ``api_key`` default to ``ADAPTIVE_TTC_BASE_URL`` and ``ADAPTIVE_TTC_API_KEY``."""
+        if isinstance(values, dict):
+            if values.get("base_url") is None and os.environ.get("ADAPTIVE_TTC_BASE_URL"):
+                values = {**values, "base_url": os.environ["ADAPTIVE_TTC_BASE_URL"]}
+            if values.get("api_key") is None and os.environ.get("ADAPTIVE_TTC_API_KEY"):
+                values = {**values, "api_key": os.environ["ADAPTIVE_TTC_API_KEY"]}
+        return values
+
     @model_validator(mode="after")
     def _check_settings(self) -> AdaptiveChatModel:
         if self.strategy is not None:
@@ -139,6 +155,8 @@ class AdaptiveChatModel(BaseChatModel):
             max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
             temperature=float(kwargs.get("temperature", self.temperature)),
             stop=tuple(stop if stop is not None else self.stop or ()),
+            tools=tuple(kwargs.get("tools") or ()),
+            tool_choice=kwargs.get("tool_choice"),
         )
 
     async def _run(self, request: GenerationRequest, ledger: Ledger | None, node: str | None) -> EngineResult:
@@ -190,8 +208,13 @@ class AdaptiveChatModel(BaseChatModel):
         return TransformersBackend.packaged()
 
     def _result(self, out: EngineResult, ledger: Ledger | None) -> ChatResult:
+        tool_calls, invalid = to_langchain_tool_calls(out.result.selected.tool_calls)
         message = AIMessage(
-            content=out.result.text, usage_metadata=_usage(out), response_metadata=self._metadata(out, ledger)
+            content=out.result.text,
+            tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
+            usage_metadata=_usage(out),
+            response_metadata=self._metadata(out, ledger),
         )
         return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": out.result.model})
 
@@ -208,6 +231,25 @@ class AdaptiveChatModel(BaseChatModel):
             "finish_reason": out.result.selected.finish_reason,
             "adaptive_ttc": trace,
         }
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer tools to the model (vLLM's tool calling). Calls with tools always run greedy.
+
+        Args:
+            tools: tools as LangChain tools, functions, pydantic models or OpenAI tool dicts.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"``/``"any"``/``True``, or a tool name.
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        choice = _tool_choice(tool_choice, formatted)
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        return super().bind(tools=formatted, **kwargs)
 
     # --- LangChain entry points: async core, one thin sync path -------------------------------------------
 
@@ -262,6 +304,19 @@ class AdaptiveChatModel(BaseChatModel):
         yield chunk
 
 
+def _tool_choice(choice: dict[str, Any] | str | bool | None, tools: list[dict[str, Any]]) -> Any:
+    if choice is None or choice is False:
+        return None
+    if choice is True or choice in ("any", "required"):
+        return "required"
+    if choice in ("auto", "none") or isinstance(choice, dict):
+        return choice
+    names = [t["function"]["name"] for t in tools]
+    if choice not in names:
+        raise ConfigurationError(f"tool_choice {choice!r} names no bound tool; tools are {names}")
+    return {"type": "function", "function": {"name": choice}}
+
+
 def _usage(out: EngineResult) -> UsageMetadata:
     usage = out.result.usage
     return UsageMetadata(
@@ -278,6 +333,10 @@ def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
         raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
     chunk = AIMessageChunk(
         content=message.content,
+        tool_call_chunks=[
+            {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(message.tool_calls)
+        ],
         usage_metadata=message.usage_metadata,
         response_metadata=message.response_metadata,
         chunk_position="last",

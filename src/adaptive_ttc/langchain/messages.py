@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, ChatMessage
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 
 from adaptive_ttc.errors import InvalidRequestError
-from adaptive_ttc.types import Message, Role
+from adaptive_ttc.types import Message, Role, ToolCall
 
-__all__ = ["to_messages"]
+__all__ = ["to_langchain_tool_calls", "to_messages"]
 
 _ROLE_OF_TYPE: dict[str, Role] = {
     "system": "system",
@@ -63,5 +64,45 @@ def to_messages(messages: Sequence[BaseMessage]) -> tuple[Message, ...]:
             role = _ROLE_OF_TYPE[message.type]
         else:
             raise InvalidRequestError(f"message {index} is a {message.type!r} message, which adaptive-ttc cannot send")
-        converted.append(Message(role, _clean(_text(message.content, index), index)))
+        tool_calls: tuple[ToolCall, ...] = ()
+        if isinstance(message, AIMessage):
+            tool_calls = tuple(
+                ToolCall(id=str(c.get("id") or f"call_{i}"), name=c["name"], arguments=json.dumps(c.get("args", {})))
+                for i, c in enumerate(message.tool_calls)
+            )
+        call_id = message.tool_call_id if isinstance(message, ToolMessage) else None
+        converted.append(Message(role, _clean(_text(message.content, index), index), tool_calls, call_id))
     return tuple(converted)
+
+
+def to_langchain_tool_calls(calls: Sequence[ToolCall]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """LangChain ``tool_calls`` and ``invalid_tool_calls`` (arguments that are not a JSON object)."""
+    valid: list[dict[str, Any]] = []
+    invalid: list[dict[str, Any]] = []
+    for call in calls:
+        try:
+            args = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError as exc:
+            invalid.append(
+                {
+                    "name": call.name,
+                    "args": call.arguments,
+                    "id": call.id,
+                    "error": str(exc),
+                    "type": "invalid_tool_call",
+                }
+            )
+            continue
+        if isinstance(args, dict):
+            valid.append({"name": call.name, "args": args, "id": call.id, "type": "tool_call"})
+        else:
+            invalid.append(
+                {
+                    "name": call.name,
+                    "args": call.arguments,
+                    "id": call.id,
+                    "error": "arguments are not an object",
+                    "type": "invalid_tool_call",
+                }
+            )
+    return valid, invalid

@@ -18,7 +18,7 @@ DEFAULT_LAMBDA_TOKENS = 1e-4
 DEFAULT_LAMBDA_LATENCY = 1e-2
 """Accuracy given up per second: 10 seconds must buy at least 10 points of accuracy."""
 
-Reason = Literal["utility", "fixed", "degraded"]
+Reason = Literal["utility", "fixed", "degraded", "tools"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ def candidate_from(completion: Completion, *, score: float | None = None, answer
         finish_reason=completion.finish_reason,
         score=score,
         answer=answer,
+        tool_calls=completion.tool_calls,
     )
 
 

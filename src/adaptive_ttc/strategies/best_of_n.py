@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -110,14 +111,7 @@ class BestOfN:
             scored = await use_scorer.score(items)
             scoring_usage = scored.usage
             candidates = [
-                Candidate(
-                    text=c.text,
-                    output_tokens=c.output_tokens,
-                    finish_reason=c.finish_reason,
-                    score=s.value,
-                    step_scores=s.step_scores,
-                    answer=c.answer,
-                )
+                dataclasses.replace(c, score=s.value, step_scores=s.step_scores)
                 for c, s in zip(candidates, scored.scores, strict=True)
             ]
         chosen = select(candidates, self.selector)
