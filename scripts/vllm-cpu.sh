@@ -44,6 +44,7 @@ start() {
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model_dir" --served-model-name "$NAME" --dtype bfloat16 --max-model-len 2048 \
       --enforce-eager --host 127.0.0.1 --port "$PORT" --enable-prefix-caching \
+      --enable-auto-tool-choice --tool-call-parser hermes \
       >"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"
   local waited=0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
@@ -34,7 +36,29 @@ from adaptive_ttc.types import GenerationRequest
 __all__ = ["EMBEDDED_MODEL", "AdaptiveChatModel"]
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+T = TypeVar("T")
 DEFAULT_ROUTER = Path(__file__).resolve().parent.parent / "data" / "default_router.zip"
+
+
+class _Resources:
+    """What one model owns: its portal loop, its engine, and the backend/scorer it created (to close them)."""
+
+    def __init__(self) -> None:
+        self.portal = Portal()
+        self.engine: Engine | None = None
+        self.lock: asyncio.Lock | None = None
+        self.owned: list[Any] = []
+
+    def own(self, resource: T) -> T:
+        self.owned.append(resource)
+        return resource
+
+    def close(self) -> None:
+        owned, self.owned, self.engine, self.lock = self.owned, [], None, None
+        for resource in owned:
+            with contextlib.suppress(Exception):  # closing is best effort; the process may be shutting down
+                self.portal.call(resource.aclose())
+        self.portal.close()
 
 
 class AdaptiveChatModel(BaseChatModel):
@@ -86,9 +110,16 @@ class AdaptiveChatModel(BaseChatModel):
     streaming: bool = False
     """Accepted for compatibility; use ``stream``/``astream`` to stream."""
 
-    _portal: Portal = PrivateAttr(default_factory=Portal)
-    _engine: Engine | None = PrivateAttr(default=None)
-    _engine_lock: asyncio.Lock | None = PrivateAttr(default=None)
+    _resources: _Resources = PrivateAttr(default_factory=_Resources)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Close the connections this model opened when it is garbage-collected (or at ``close()``)."""
+        super().model_post_init(context)
+        weakref.finalize(self, self._resources.close)
+
+    def close(self) -> None:
+        """Close the backend and scorer this model created, and stop its event-loop thread."""
+        self._resources.close()
 
     @model_validator(mode="before")
     @classmethod
@@ -164,20 +195,23 @@ class AdaptiveChatModel(BaseChatModel):
         return await engine.run(request, ledger=ledger, node=node)
 
     async def _get_engine(self) -> Engine:
-        if self._engine_lock is None:
-            self._engine_lock = asyncio.Lock()  # created on the portal loop, the only loop that runs _run
-        async with self._engine_lock:
-            if self._engine is None:
-                self._engine = await asyncio.to_thread(self._build_engine)
-        return self._engine
+        resources = self._resources
+        if resources.lock is None:
+            resources.lock = asyncio.Lock()  # created on the portal loop, the only loop that runs _run
+        async with resources.lock:
+            if resources.engine is None:
+                resources.engine = await asyncio.to_thread(self._build_engine)
+        return resources.engine
 
     def _build_engine(self) -> Engine:
-        backend = self.backend or self._open_backend()
+        backend = self.backend
+        if backend is None:
+            backend = self._resources.own(self._open_backend())
         scorer = self.scorer
         if isinstance(scorer, str):
             from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415 - only when a scorer spec is given
 
-            scorer = make_scorer(scorer, backend=backend)
+            scorer = self._resources.own(make_scorer(scorer, backend=backend))
         router = self.router
         if isinstance(router, str | Path):
             router = Router.load(router)
@@ -262,7 +296,7 @@ class AdaptiveChatModel(BaseChatModel):
     ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
         ledger, node = _scope(run_manager.metadata if run_manager else None)
-        out = await self._portal.acall(self._run(request, ledger, node))
+        out = await self._resources.portal.acall(self._run(request, ledger, node))
         return self._result(out, ledger)
 
     def _generate(
@@ -274,7 +308,7 @@ class AdaptiveChatModel(BaseChatModel):
     ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
         ledger, node = _scope(run_manager.metadata if run_manager else None)
-        return self._result(self._portal.call(self._run(request, ledger, node)), ledger)
+        return self._result(self._resources.portal.call(self._run(request, ledger, node)), ledger)
 
     async def _astream(
         self,

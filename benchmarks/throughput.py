@@ -1,9 +1,11 @@
-"""Decode throughput of a backend on a GSM8K-style question: one greedy sequence and n sampled ones.
+"""Decode throughput of backends on a GSM8K-style question, one greedy sequence and n sampled ones, side by side.
 
-    python benchmarks/throughput_embedded.py                          # the embedded SmolLM2 (transformers)
-    python benchmarks/throughput_embedded.py --backend http://127.0.0.1:8765/v1   # a vLLM server
+    python benchmarks/throughput.py                                              # the embedded SmolLM2 only
+    python benchmarks/throughput.py --backend embedded http://127.0.0.1:8765/v1  # embedded and vLLM, interleaved
 
-Tokens per second is the total generated tokens of one request divided by its wall-clock seconds.
+Tokens per second is the total generated tokens of one request divided by its wall-clock seconds. With several
+backends, the measurements alternate between them (round-robin, ``--repeats`` rounds) so that the shared
+machine's noise hits all of them alike; the table reports medians and the ratio to the first backend.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
 from typing import Any
 
@@ -64,22 +67,39 @@ async def measure(backend: Backend, n: int, max_tokens: int, seed: int = 0) -> d
 
 
 async def _main(args: argparse.Namespace) -> None:
-    backend = await open_backend(args.backend, args.model)
+    backends = [await open_backend(spec, args.model if spec != "embedded" else None) for spec in args.backend]
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
-        for n in args.n:
-            print(json.dumps(await measure(backend, n, args.max_tokens)), flush=True)
+        for _ in range(args.repeats):
+            for n in args.n:
+                for spec, backend in zip(args.backend, backends, strict=True):
+                    row = await measure(backend, n, args.max_tokens)
+                    rows.setdefault((spec, n), []).append(row)
+                    print(json.dumps({"backend_spec": spec, **row}), flush=True)
     finally:
-        await backend.aclose()
+        for backend in backends:
+            await backend.aclose()
+    _table(args, rows)
+
+
+def _table(args: argparse.Namespace, rows: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+    print("\n| backend | n | tokens/s (median) | runs | vs first backend |\n| --- | --- | --- | --- | --- |")
+    for n in args.n:
+        base = statistics.median(r["tokens_per_s"] for r in rows[(args.backend[0], n)])
+        for spec in args.backend:
+            speed = statistics.median(r["tokens_per_s"] for r in rows[(spec, n)])
+            print(f"| {spec} | {n} | {speed:.1f} | {len(rows[(spec, n)])} | {speed / base:.2f}x |")
 
 
 def main() -> None:
-    """Print one JSON line per measured ``n``."""
+    """Print one JSON line per measurement, then a markdown table."""
     raw_text = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw_text)
-    parser.add_argument("--backend", default="embedded", help="'embedded' or an OpenAI-compatible base URL")
+    parser.add_argument("--backend", nargs="+", default=["embedded"], help="'embedded' and/or base URLs")
     parser.add_argument("--model", default=None, help="the served model name (URL backends)")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 8], help="sequences per request")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="round-robin rounds over the backends")
     asyncio.run(_main(parser.parse_args()))
 
 
