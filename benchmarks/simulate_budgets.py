@@ -7,7 +7,21 @@
 Every call goes through the REAL ``Engine``, ``Ledger`` and ``Router``; only the backend is simulated: a
 ``FakeBackend`` whose responder returns, for the question asked and the ``n`` requested, texts with the
 tabulated number of tokens (so truncation by a cut ``max_tokens`` is real), wrapped to wait the tabulated
-latency. A call's correctness is looked up in the table after the engine returns.
+latency. A call's correctness is looked up in the table after the engine returns. The router is the real
+``Router`` with its predictions memoized per question text (``MemoRouter``: a pure function, so decisions are
+unchanged; the engine re-plans every 20 ms while it waits for parallel calls' reservations, which would
+otherwise dominate the run time; its real per-call cost is measured by ``engine_overhead.py``).
+
+Policies, all at the same token cap and deadline per workflow:
+- ``static <configuration>``: ``Engine(configuration=...)`` with a ``Ledger``; when the configuration does not
+  fit what is left, the engine cuts ``max_tokens``, degrades to greedy or refuses the call, as it would.
+- ``router, fixed lambda``: the paper's per-query policy under the hard cap. The engine runs with the router and
+  a ``FixedLambdaLedger`` (the real ledger, whose allowance has its pacing scales pinned to 1.0, no fair-share
+  target, and all the time left before the deadline as the call's time room), so the cap is enforced by the
+  same reservations as everywhere. "(default)" uses the router's default lambdas; "(tuned)" a token price
+  chosen on the training questions so that the unconstrained policy spends the cap per call on average.
+- ``router + pacing``: the engine with the router and the plain ``Ledger`` (fair share, pacing), with
+  ``expected_calls=K`` ("K known") or without it.
 
 Time is VIRTUAL: the run uses an asyncio event loop whose clock jumps to the next timer whenever every task
 is waiting (a discrete-event simulation), and the ledger, the engine and the strategies read that clock.
@@ -76,6 +90,7 @@ from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import BudgetExhausted
 from adaptive_ttc.ledger import Allowance, Ledger, WorkflowBudget
 from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.router.cost import CostEstimate
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router
@@ -378,6 +393,23 @@ def virtual_time(clock: VirtualClock) -> Iterator[None]:
 # -- policies and workflows ---------------------------------------------------------------------------------
 
 
+class MemoRouter(Router):
+    """A router whose predictions are memoized per question text (a pure function of it), so the engine's
+    re-planning while it waits for reserved tokens costs no CPU here; every decision is unchanged. Counts
+    the decisions asked of it (``Router.decide`` predicts once per decision)."""
+
+    def __init__(self, grid: Sequence[Configuration]) -> None:
+        super().__init__(grid)
+        self._memo: dict[str, tuple[list[float], list[CostEstimate]]] = {}
+        self.decisions = 0
+
+    def predict(self, question: str) -> tuple[list[float], list[CostEstimate]]:
+        self.decisions += 1
+        if question not in self._memo:
+            self._memo[question] = super().predict(question)
+        return self._memo[question]
+
+
 class FixedLambdaLedger(Ledger):
     """The paper's per-query policy under the hard cap: lambdas never paced (scales 1.0), no fair share of
     the tokens (a call may plan up to all that is left), and all the time left before the deadline as room."""
@@ -486,7 +518,7 @@ class WorkflowOutcome:
 
     calls: tuple[CallOutcome, ...]
     budget_share: float
-    time_share: float
+    time_share: float | None
     deadline_missed: bool
 
     @property
@@ -505,7 +537,7 @@ class Level:
     def budget(self, workflow: Workflow, expected_calls: bool) -> WorkflowBudget:
         return WorkflowBudget(
             tokens=max(1, round(self.tokens_per_call * workflow.calls)),
-            seconds=self.seconds_per_stage * len(workflow.stages),
+            seconds=self.seconds_per_stage * len(workflow.stages) if self.seconds_per_stage > 0 else None,
             expected_calls=workflow.calls if expected_calls else None,
         )
 
@@ -523,7 +555,7 @@ class Simulation:
     """The table, the fitted router and the workflows every policy is run on, on one virtual clock."""
 
     table: Table
-    router: Router
+    router: MemoRouter
     train: list[str]
     workflows: list[Workflow]
     clock: VirtualClock
@@ -556,24 +588,29 @@ class Simulation:
             parallel = len(stage) > 1
             calls.extend(await asyncio.gather(*(self.run_call(engine, ledger, q, parallel) for q in stage)))
         report = ledger.report()
-        cap, deadline = budget.tokens or 0, budget.seconds or 0.0
+        cap, deadline = budget.tokens or 0, budget.seconds
         if report.overrun_tokens != 0 or report.tokens_spent > cap:
             raise AssertionError(
                 f"{policy.name}: {report.tokens_spent} tokens spent of {cap}, overrun {report.overrun_tokens}"
             )
         finished = max((c.started_s + c.latency_s for c in report.calls), default=0.0)
-        return WorkflowOutcome(tuple(calls), report.tokens_spent / cap, finished / deadline, report.deadline_missed)
+        time_share = None if deadline is None else finished / deadline
+        return WorkflowOutcome(tuple(calls), report.tokens_spent / cap, time_share, report.deadline_missed)
 
-    async def run_policy(self, policy: Policy, level: Level) -> list[WorkflowOutcome]:
+    async def run_policy(self, policy: Policy, level: Level) -> tuple[list[WorkflowOutcome], int]:
+        """The policy on every workflow, and how many router decisions (plans and re-plans) it took."""
         engine = policy.engine(SimBackend(self.table), self.router)
-        return [await self.run_workflow(engine, policy, w, level) for w in self.workflows]
+        before = self.router.decisions
+        outcomes = [await self.run_workflow(engine, policy, w, level) for w in self.workflows]
+        return outcomes, self.router.decisions - before
 
     async def run_level(self, level: Level) -> dict[str, Any]:
         """Every policy on the same workflows at one budget level."""
         router = self.router
         tuned = Lambdas(tune_lambda(router, self.train, self.table, level.tokens_per_call), router.lambdas.latency)
         policies = make_policies(self.table.grid, router.lambdas, tuned)
-        outcomes = {p.name: await self.run_policy(p, level) for p in policies}
+        runs = {p.name: await self.run_policy(p, level) for p in policies}
+        outcomes = {name: run[0] for name, run in runs.items()}
         static = [p.name for p in policies if p.configuration is not None]
         best = max(static, key=lambda name: sum(o.correct for o in outcomes[name]))
         return {
@@ -583,7 +620,10 @@ class Simulation:
             "tuned_lambda_tokens": tuned.tokens,
             "default_lambdas": {"tokens": router.lambdas.tokens, "latency": router.lambdas.latency},
             "best_static": best,
-            "policies": [summarize(name, runs, outcomes[best], self.seed) for name, runs in outcomes.items()],
+            "policies": [
+                {**summarize(name, outcomes[name], outcomes[best], self.seed), "router_decisions": run[1]}
+                for name, run in runs.items()
+            ],
         }
 
 
@@ -611,6 +651,7 @@ def summarize(
     sizes = [len(o.calls) for o in outcomes]
     correct = [o.correct for o in outcomes]
     differences = [o.correct - b.correct for o, b in zip(outcomes, baseline, strict=True)]
+    shares = [o.time_share for o in outcomes if o.time_share is not None]
     return {
         "policy": name,
         "accuracy": sum(correct) / sum(sizes),
@@ -618,7 +659,7 @@ def summarize(
         "delta_vs_best_static": sum(differences) / sum(sizes),
         "delta_ci95": bootstrap_ci(differences, sizes, seed),
         "budget_used": float(np.mean([o.budget_share for o in outcomes])),
-        "time_used": float(np.mean([o.time_share for o in outcomes])),
+        "time_used": float(np.mean(shares)) if shares else None,
         "token_overruns": 0,  # run_workflow raises otherwise
         "deadline_misses": sum(o.deadline_missed for o in outcomes),
         "calls": len(calls),
@@ -637,31 +678,44 @@ def _short(label: str) -> str:
     return "g" if label == "greedy" else label.removeprefix("bon-majority-")
 
 
+def _per_call(row: dict[str, Any]) -> str:
+    return f"{row['router_decisions'] / row['calls']:.1f}" if row["router_decisions"] else "-"
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def _deadline(seconds_per_stage: float) -> str:
+    return f"deadline {seconds_per_stage:.1f} s per stage" if seconds_per_stage > 0 else "no deadline"
+
+
 def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
     """The markdown tables, one per budget level."""
     head = (
         "| policy | accuracy [95% CI] | Δ vs best static [95% CI] | budget used | time used | overruns "
-        "| deadline misses | degraded | cut | truncated | waited | configurations run (% of calls) |"
+        "| deadline misses | degraded | cut | truncated | waited | router decisions per call "
+        "| configurations run (% of calls) |"
     )
     lines: list[str] = []
     for level in levels:
         lines += [
             f"**Token cap {level['tokens_factor']:g}x greedy** ({level['tokens_per_call']:.0f} tokens per call x K), "
-            f"deadline {level['seconds_per_stage']:.1f} s per stage; {workflows} workflows, "
+            f"{_deadline(level['seconds_per_stage'])}; {workflows} workflows, "
             f"{level['policies'][0]['calls']} calls; tuned lambda_T = {level['tuned_lambda_tokens']:.2e}; "
             f"best static: {level['best_static']}",
             "",
             head,
-            "|" + " --- |" * 12,
+            "|" + " --- |" * 13,
         ]
         for r in level["policies"]:
             mix = ", ".join(f"{_short(k)} {100 * v:.0f}" for k, v in r["mix"].items())
             lines.append(
                 f"| {r['policy']} | {r['accuracy']:.3f} [{r['accuracy_ci95'][0]:.3f}, {r['accuracy_ci95'][1]:.3f}] "
                 f"| {r['delta_vs_best_static']:+.3f} [{r['delta_ci95'][0]:+.3f}, {r['delta_ci95'][1]:+.3f}] "
-                f"| {100 * r['budget_used']:.0f}% | {100 * r['time_used']:.0f}% | {r['token_overruns']} "
+                f"| {100 * r['budget_used']:.0f}% | {_percent(r['time_used'])} | {r['token_overruns']} "
                 f"| {r['deadline_misses']}/{workflows} | {r['degraded']} | {r['cut']} | {r['truncated']} "
-                f"| {r['waited']} "
+                f"| {r['waited']} | {_per_call(r)} "
                 f"| {mix} |"
             )
         lines.append("")
@@ -673,20 +727,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--log", type=Path, help="a generation log (JSONL of observations); default: synthetic")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulate_budgets.json"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--questions", type=int, help="synthetic questions, half to train (default 400; quick 120)")
-    parser.add_argument("--workflows", type=int, help="workflows per budget level (default 150; quick 30)")
+    parser.add_argument("--questions", type=int, help="synthetic questions, half to train (default 400; quick 100)")
+    parser.add_argument("--workflows", type=int, help="workflows per budget level (default 150; quick 24)")
     parser.add_argument(
         "--budgets", type=float, nargs="+", help="token caps as multiples of greedy (default 2 4 8; quick 4)"
     )
     parser.add_argument(
-        "--deadline-factor", type=float, default=2.0, help="deadline per stage, in mean greedy latencies"
+        "--deadline-factor",
+        type=float,
+        default=2.0,
+        help="deadline per stage, in mean greedy latencies (0: no deadline)",
     )
     parser.add_argument("--max-tokens", type=int, default=1024, help="max_tokens of every request")
     parser.add_argument("--quick", action="store_true", help="a small run for CI (about 10 s)")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.questions = args.questions or (120 if quick else 400)
-    args.workflows = args.workflows or (30 if quick else 150)
+    args.questions = args.questions or (100 if quick else 400)
+    args.workflows = args.workflows or (24 if quick else 150)
     args.budgets = args.budgets or ([4.0] if quick else [2.0, 4.0, 8.0])
     return args
 
@@ -713,7 +770,8 @@ def simulate(args: argparse.Namespace) -> None:
     table = load_log_table(args.log) if args.log else synthetic_table(args.questions, args.seed, grid)
     train, test = split_questions(list(table.cells), args.seed)
     train_set = set(train)
-    router = Router(table.grid).fit([o for o in table.observations if o.question in train_set])
+    router = MemoRouter(table.grid)
+    router.fit([o for o in table.observations if o.question in train_set])
     workflows = make_workflows(args.workflows, test, args.seed + 1)
     greedy_tokens = table.mean("greedy", lambda c: c.tokens)
     greedy_seconds = table.mean("greedy", lambda c: c.latency_s)

@@ -52,6 +52,20 @@ class EngineResult:
         return trace
 
 
+async def _wait_for_change(ledger: Ledger, limit: float) -> float:
+    """Sleep until a call in flight settles (spent or reserved tokens change), at most ``limit`` seconds.
+
+    Polls the ledger's counters (cheap), not the router, so waiting calls cost almost nothing; works whatever
+    loop or thread the other calls run on.
+    """
+    before = (ledger.tokens_spent, ledger.tokens_reserved)
+    waited = 0.0
+    while waited < limit and (ledger.tokens_spent, ledger.tokens_reserved) == before:
+        await asyncio.sleep(_WAIT_STEP_S)
+        waited += _WAIT_STEP_S
+    return max(waited, _WAIT_STEP_S)
+
+
 class Engine:
     """Runs calls: decides a configuration per call and keeps the workflow budget's ledger true.
 
@@ -125,8 +139,7 @@ class Engine:
                 limit = _MAX_WAIT_S if seconds_left is None else min(_MAX_WAIT_S, seconds_left)
                 if ledger is None or ledger.tokens_reserved == 0 or waited >= limit:
                     raise
-                await asyncio.sleep(_WAIT_STEP_S)
-                waited += _WAIT_STEP_S
+                waited += await _wait_for_change(ledger, limit - waited)
                 continue
             return allowance, decision, max_tokens, bound, reservation
 
@@ -168,12 +181,18 @@ class Engine:
         lambdas = self.lambdas
         room: float | None = None
         time_room: float | None = None
+        if allowance is not None and allowance.deadline_s is not None and allowance.deadline_s <= 0:
+            return self._degrade(request, input_upper, allowance, ledger, lambdas)  # past the deadline
         if allowance is not None:
             lambdas = lambdas.scaled(allowance.lambda_tokens_scale, allowance.lambda_latency_scale)
             room = allowance.tokens
             if room is not None and allowance.target_tokens is not None:
                 room = min(room, max(TARGET_SLACK * allowance.target_tokens, 0.0))
-            time_room = allowance.seconds
+            if allowance.seconds is not None:
+                # like tokens: a call may take up to TARGET_SLACK times its fair share, never past the deadline
+                time_room = TARGET_SLACK * allowance.seconds
+                if allowance.deadline_s is not None:
+                    time_room = min(time_room, allowance.deadline_s)
         if request.tools:
             # A tool call is an action, not an answer to vote on: calls with tools run greedy (documented).
             tools_decision = Decision(_GREEDY, "tools", lambdas, (), room, time_room)

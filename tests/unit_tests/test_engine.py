@@ -180,3 +180,15 @@ def test_random_workflows_never_exceed_the_cap(cap: int, calls: int, seed: int, 
     assert len(report.calls) == len(reported)
     assert report.overrun_tokens == 0
     assert ledger.tokens_reserved == 0
+
+
+async def test_past_the_deadline_a_fixed_configuration_degrades_or_raises() -> None:
+    now = [0.0]
+    ledger = WorkflowBudget(tokens=100_000, seconds=10.0).open(clock=lambda: now[0])
+    now[0] = 11.0
+    out = await Engine(FakeBackend(), configuration=Configuration("bon", n=4)).run(ask(), ledger=ledger)
+    assert out.decision.reason == "degraded"
+    assert out.result.strategy == "greedy"
+    strict = WorkflowBudget(tokens=100_000, seconds=10.0, on_exhausted="raise").open(clock=lambda: now[0])
+    with pytest.raises(BudgetExhausted):
+        await Engine(FakeBackend(), configuration=Configuration("greedy")).run(ask(), ledger=strict)

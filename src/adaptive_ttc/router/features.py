@@ -39,7 +39,7 @@ class FeatureExtractor(Protocol):
 class TextFeatures:
     """Cheap features that need no model: length, digits, numbers, wording cues, hashed word n-grams.
 
-    Costs tens of microseconds per question, so it adds nothing noticeable to a call.
+    Costs about 0.2 ms per question (mostly the hashing), well under 1% of the cheapest real call.
 
     Args:
         hash_features: width of the hashed unigram+bigram block (0 turns it off).

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import sklearn
+from threadpoolctl import threadpool_limits
 
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.configs import Configuration, parse_grid
@@ -55,8 +56,10 @@ class Router:
 
     def fit(self, observations: Sequence[Observation]) -> Router:
         """Fit the accuracy predictor and the cost model on generation-log observations."""
-        self.accuracy.fit(observations)
-        self.cost.fit(observations)
+        # One BLAS thread: these fits are small, and a threaded BLAS on a busy machine made them 100x slower.
+        with threadpool_limits(limits=1):
+            self.accuracy.fit(observations)
+            self.cost.fit(observations)
         return self
 
     def use_profile(self, profile: BackendProfile | None) -> None:
