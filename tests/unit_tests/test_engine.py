@@ -189,6 +189,8 @@ async def test_past_the_deadline_a_fixed_configuration_degrades_or_raises() -> N
     out = await Engine(FakeBackend(), configuration=Configuration("bon", n=4)).run(ask(), ledger=ledger)
     assert out.decision.reason == "degraded"
     assert out.result.strategy == "greedy"
+    now[0] = 0.0
     strict = WorkflowBudget(tokens=100_000, seconds=10.0, on_exhausted="raise").open(clock=lambda: now[0])
+    now[0] = 11.0
     with pytest.raises(BudgetExhausted):
         await Engine(FakeBackend(), configuration=Configuration("greedy")).run(ask(), ledger=strict)
