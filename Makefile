@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/adaptive-ttc generate "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?" --backend embedded --strategy greedy --max-tokens 200
+	$(BIN)/adaptive-ttc demo
 
 test: $(STAMP)
 	scripts/test.sh

@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--router", default=None, help="router file from `adaptive-ttc train` (--strategy auto)")
     gen.add_argument("--budget-tokens", type=int, default=None, help="token budget of this call")
     gen.add_argument("--budget-seconds", type=float, default=None, help="time budget of this call")
+    demo = commands.add_parser("demo", help="a budgeted LangGraph agent: adaptive against fixed strategies")
+    demo.add_argument("--backend", default="embedded", help="'embedded' or a server URL")
+    demo.add_argument("--model", default=None, help="served model name (URL backends)")
+    demo.add_argument("--router", default=None, help="router file (default: the packaged router)")
+    demo.add_argument("--budget-tokens", type=int, default=2500, help="token budget per problem")
+    demo.add_argument("--budget-seconds", type=float, default=120.0, help="time budget per problem")
+    demo.add_argument("--max-tokens", type=int, default=160, help="most tokens per answer")
     prof = commands.add_parser("profile", help="measure a backend's speed and save its profile")
     prof.add_argument("--backend", default="embedded", help="'embedded' or a server URL")
     prof.add_argument("--model", default=None, help="served model name (URL backends)")
@@ -173,7 +180,29 @@ async def _profile(args: argparse.Namespace) -> dict[str, Any]:
     return {"profile": args.out, **dataclasses.asdict(profile)}
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]] = {
+async def _demo(args: argparse.Namespace) -> None:
+    from adaptive_ttc.demo import run_demo  # noqa: PLC0415 - pulls in LangGraph and rich
+    from adaptive_ttc.langchain import AdaptiveChatModel  # noqa: PLC0415
+
+    if args.backend != "embedded" and not args.backend.startswith(("http://", "https://")):
+        raise ConfigurationError(f"--backend must be 'embedded' or an http(s) URL, got {args.backend!r}")
+    base_url = None if args.backend == "embedded" else args.backend
+    model = args.model
+    if base_url is not None and model is None:
+        probe = await open_backend(base_url, None)
+        model = probe.model
+        await probe.aclose()
+
+    def factory(strategy: str | None) -> AdaptiveChatModel:
+        return AdaptiveChatModel(
+            base_url=base_url, model=model, strategy=strategy, router=args.router, max_tokens=args.max_tokens
+        )
+
+    await run_demo(factory, tokens=args.budget_tokens, seconds=args.budget_seconds)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any] | None]]] = {
+    "demo": _demo,
     "generate": _generate,
     "profile": _profile,
 }
@@ -193,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("adaptive-ttc: interrupted", file=sys.stderr)
         return 130
+    if output is None:
+        return 0
     if getattr(args, "json", True):
         print(json.dumps(output, indent=2, ensure_ascii=False, default=str))
     else:
