@@ -193,8 +193,8 @@ class Engine:
                 time_room = TARGET_SLACK * allowance.seconds
                 if allowance.deadline_s is not None:
                     time_room = min(time_room, allowance.deadline_s)
-        if request.tools:
-            # A tool call is an action, not an answer to vote on: calls with tools run greedy (documented).
+        if request.tools or request.response_format is not None:
+            # A tool call is an action and a JSON object is not an answer to vote on: such calls run greedy.
             tools_decision = Decision(_GREEDY, "tools", lambdas, (), room, time_room)
             planned = self._fit(_GREEDY, request, input_upper, allowance, ledger)
             if planned is not None:

@@ -36,6 +36,8 @@ def build_payload(request: GenerationRequest, model: str, *, vllm: bool) -> dict
         body["stop"] = list(request.stop)
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
     if request.messages:
         body["messages"] = [wire_message(m) for m in request.messages]
         if request.tools:

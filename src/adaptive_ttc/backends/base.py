@@ -28,6 +28,7 @@ class BackendCapabilities:
     chat: bool = True
     raw_prompt: bool = True
     tools: bool = False
+    structured_output: bool = False
 
 
 @runtime_checkable
@@ -97,6 +98,8 @@ def check_supported(capabilities: BackendCapabilities, requests: Sequence[Genera
             raise InvalidRequestError(
                 f"{name} cannot call tools; use a vLLM server started with --enable-auto-tool-choice and a parser"
             )
+        if request.response_format is not None and not capabilities.structured_output:
+            raise InvalidRequestError(f"{name} cannot constrain output to a JSON schema; use a vLLM server")
         if request.messages and not capabilities.chat:
             raise InvalidRequestError(f"{name} takes raw prompts only; pass prompt= instead of messages")
         if request.prompt is not None and not capabilities.raw_prompt:

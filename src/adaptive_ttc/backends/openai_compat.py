@@ -98,7 +98,9 @@ class OpenAICompatibleBackend:
 
     @property
     def capabilities(self) -> BackendCapabilities:
-        return BackendCapabilities(logprobs=True, continuation=self._vllm, beam_search=self._vllm, tools=True)
+        return BackendCapabilities(
+            logprobs=True, continuation=self._vllm, beam_search=self._vllm, tools=True, structured_output=True
+        )
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Send every request concurrently; results come back in order."""

@@ -8,18 +8,21 @@ import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic.v1 import BaseModel as BaseModelV1
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.engine import Engine, EngineResult
@@ -188,6 +191,7 @@ class AdaptiveChatModel(BaseChatModel):
             stop=tuple(stop if stop is not None else self.stop or ()),
             tools=tuple(kwargs.get("tools") or ()),
             tool_choice=kwargs.get("tool_choice"),
+            response_format=kwargs.get("response_format"),
         )
 
     async def _run(self, request: GenerationRequest, ledger: Ledger | None, node: str | None) -> EngineResult:
@@ -284,6 +288,41 @@ class AdaptiveChatModel(BaseChatModel):
         if choice is not None:
             kwargs["tool_choice"] = choice
         return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answer in the shape of ``schema`` (a pydantic class, TypedDict or JSON schema).
+
+        ``json_schema`` (default) constrains decoding with vLLM's structured outputs; ``json_mode`` asks for any
+        JSON object; ``function_calling`` goes through ``bind_tools``. Such calls run greedy.
+        """
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        function = convert_to_openai_tool(schema)["function"]
+        if method == "json_schema":
+            spec = {"name": function["name"], "schema": function.get("parameters", {}), "strict": True}
+            response_format: dict[str, Any] = {"type": "json_schema", "json_schema": spec}
+        elif method == "json_mode":
+            response_format = {"type": "json_object"}
+        else:
+            raise ConfigurationError(f"unknown method {method!r}; use json_schema, json_mode or function_calling")
+        llm = self.bind(
+            response_format=response_format,
+            ls_structured_output_format={"schema": function, "kwargs": {"method": method}},
+        )
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel | BaseModelV1)
+        parser: Runnable[Any, Any] = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks([fallback], exception_key="parsing_error")
 
     # --- LangChain entry points: async core, one thin sync path -------------------------------------------
 

@@ -33,6 +33,8 @@ def _text(content: Any, index: int) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
             parts.append(block["text"])
+        elif isinstance(block, dict) and block.get("type") in ("tool_use", "tool_call"):
+            continue  # the call itself travels in the message's tool_calls
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise InvalidRequestError(
