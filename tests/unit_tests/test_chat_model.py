@@ -113,3 +113,32 @@ def test_bad_settings() -> None:
         AdaptiveChatModel(backend=object())
     with pytest.raises(ValueError, match="max_tokens"):
         AdaptiveChatModel(max_tokens=0)
+
+
+def test_opentelemetry_span_carries_real_usage() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    llm = AdaptiveChatModel(backend=FakeBackend(["The answer is 4."], model_name="fake"), strategy="bon-majority-2")
+    from adaptive_ttc.langchain import telemetry
+
+    original = telemetry._trace.get_tracer
+    telemetry._trace.get_tracer = lambda *a, **k: tracer  # type: ignore[assignment]
+    try:
+        message = llm.invoke("2+2?")
+    finally:
+        telemetry._trace.get_tracer = original  # type: ignore[assignment]
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "chat fake"
+    assert span.attributes is not None
+    assert message.usage_metadata is not None
+    assert span.attributes["gen_ai.usage.input_tokens"] == message.usage_metadata["input_tokens"]
+    assert span.attributes["gen_ai.usage.output_tokens"] == message.usage_metadata["output_tokens"]
+    assert span.attributes["adaptive_ttc.configuration"] == "bon-majority-2"
+    assert trace.get_current_span() is not span

@@ -8,6 +8,7 @@ import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -30,6 +31,7 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.langchain.messages import to_langchain_tool_calls, to_messages
 from adaptive_ttc.langchain.portal import Portal
 from adaptive_ttc.langchain.scope import find_ledger
+from adaptive_ttc.langchain.telemetry import call_span, record_result
 from adaptive_ttc.ledger import Ledger
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Lambdas
@@ -335,7 +337,9 @@ class AdaptiveChatModel(BaseChatModel):
     ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
         ledger, node = _scope(run_manager.metadata if run_manager else None)
-        out = await self._resources.portal.acall(self._run(request, ledger, node))
+        with self._span(request) as span:
+            out = await self._resources.portal.acall(self._run(request, ledger, node))
+            record_result(span, out)
         return self._result(out, ledger)
 
     def _generate(
@@ -347,7 +351,14 @@ class AdaptiveChatModel(BaseChatModel):
     ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
         ledger, node = _scope(run_manager.metadata if run_manager else None)
-        return self._result(self._resources.portal.call(self._run(request, ledger, node)), ledger)
+        with self._span(request) as span:
+            out = self._resources.portal.call(self._run(request, ledger, node))
+            record_result(span, out)
+        return self._result(out, ledger)
+
+    def _span(self, request: GenerationRequest) -> AbstractContextManager[Any]:
+        provider = "vllm" if self.base_url else "adaptive_ttc"
+        return call_span(self._model_name, provider, request.max_tokens, request.temperature)
 
     async def _astream(
         self,
