@@ -12,6 +12,7 @@ from typing import Any
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import AdaptiveTTCError, ConfigurationError
+from adaptive_ttc.eval import commands as eval_commands
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies import STRATEGY_NAMES, make_strategy
 from adaptive_ttc.types import GenerationRequest, Message
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", required=True, help="where to write the profile (JSON)")
     prof.add_argument("--decode-tokens", type=int, default=64, help="tokens decoded per measurement")
     prof.add_argument("--timeout", type=float, default=300.0, help="seconds per HTTP request (URL backends)")
+    eval_commands.add_parsers(commands)
     return parser
 
 
@@ -205,6 +207,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str
     "demo": _demo,
     "generate": _generate,
     "profile": _profile,
+    "collect": eval_commands.collect_command,
+    "train": eval_commands.train_command,
+    "evaluate": eval_commands.evaluate_command,
 }
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from adaptive_ttc.backends.base import Backend, InputTokenCounter, input_tokens_upper_bound
-from adaptive_ttc.errors import BackendError, BudgetExhausted, ConfigurationError
+from adaptive_ttc.backends.base import Backend, BackendCapabilities, InputTokenCounter, input_tokens_upper_bound
+from adaptive_ttc.errors import BackendError, BackendTimeoutError, BudgetExhausted, ConfigurationError
 from adaptive_ttc.ledger import Allowance, Ledger, Reservation
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Decision, Lambdas
@@ -17,7 +19,7 @@ from adaptive_ttc.router.router import Router
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies import BeamSearch, Strategy
 from adaptive_ttc.strategies.steps import question_of
-from adaptive_ttc.types import GenerationRequest, StrategyResult, Usage
+from adaptive_ttc.types import GenerationRequest, GenerationResult, StrategyResult, Usage
 
 __all__ = ["MIN_USEFUL_TOKENS", "Engine", "EngineResult"]
 
@@ -28,11 +30,19 @@ TARGET_SLACK = 2.0
 _GREEDY = Configuration("greedy")
 _WAIT_STEP_S = 0.02
 _MAX_WAIT_S = 600.0  # at most this long for parallel calls to hand back reserved tokens
+_RETRY_PAUSE_S = 0.2
+_MIN_RETRY_S = 0.1  # no retry starts with less than this left before the deadline
+_DEADLINE_GRACE_S = 0.25  # the engine's own cut comes this long after the deadline its requests carry
+_COUNT_SHARE = 0.25  # counting a prompt's tokens may take at most this share of the time left
 
 
 @dataclass(frozen=True, slots=True)
 class EngineResult:
-    """A strategy result with the decision that chose it and the budget state around it."""
+    """A strategy result with the decision that chose it and the budget state around it.
+
+    ``attempts`` counts the engine's attempts (more than one when a failure was retried); ``failed_tokens`` is
+    what the failed ones were charged (weighted tokens, 0 without a budget).
+    """
 
     result: StrategyResult
     decision: Decision
@@ -40,16 +50,72 @@ class EngineResult:
     reserved_tokens: int | None
     allowance: Allowance | None
     overhead_s: float
+    attempts: int = 1
+    failed_tokens: int = 0
 
     def trace(self) -> dict[str, Any]:
-        """The decision trace: configuration, predictions, allowance, lambdas, budget use."""
+        """The decision trace: configuration, predictions, allowance, lambdas, budget use, what degraded."""
         trace = self.decision.to_dict()
         trace["max_tokens"] = self.max_tokens
         trace["reserved_tokens"] = self.reserved_tokens
         trace["engine_overhead_s"] = round(self.overhead_s, 6)
         if self.allowance is not None:
             trace["allowance"] = dataclasses.asdict(self.allowance)
+        if self.attempts > 1:
+            trace["attempts"] = self.attempts
+            trace["failed_tokens"] = self.failed_tokens
+        if self.result.details:
+            trace["strategy_details"] = dict(self.result.details)
         return trace
+
+
+@dataclass
+class _History:
+    """The attempts of one call so far: what the failed ones were charged, and whether to try again."""
+
+    attempts: int = 0
+    backend_attempts: int = 0
+    charged: Usage = field(default_factory=Usage)
+    failed_tokens: int = 0
+    retry: bool = False
+    last: BackendError | None = None
+
+    def failed(self, exc: BackendError) -> None:
+        """Make ``exc`` tell what the whole call spent and how many attempts it made."""
+        self.backend_attempts += exc.attempts
+        exc.attempts = self.backend_attempts
+        exc.spent = self.charged if self.charged.total_tokens else exc.spent
+        self.last = exc
+
+
+class _Metered:
+    """The backend as one attempt sees it: forwards batches and keeps every usage they report, failed or not."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.reported = Usage()
+        self.unreported: list[GenerationRequest] = []
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        return self.backend.capabilities
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        try:
+            results = await self.backend.generate(requests)
+        except BackendError as exc:
+            self.reported = self.reported + (exc.spent or Usage())
+            self.unreported.extend(exc.unreported)
+            raise
+        self.reported = self.reported + Usage.sum([r.usage for r in results])
+        return results
+
+    async def aclose(self) -> None:
+        return None  # the engine's backend belongs to whoever gave it
 
 
 async def _wait_for_change(ledger: Ledger, limit: float) -> float:
@@ -76,6 +142,8 @@ class Engine:
         scorer: the scorer reward-guided configurations use; configurations that need one are skipped
             without it.
         lambdas: prices of a token and a second when no budget paces them (default: the router's).
+        retries: with a budget, how often a call is planned and run again after a failure the backend did
+            not retry because the server may have processed the request (``BackendError.retryable``).
     """
 
     def __init__(
@@ -86,6 +154,7 @@ class Engine:
         configuration: Configuration | None = None,
         scorer: Scorer | None = None,
         lambdas: Lambdas | None = None,
+        retries: int = 1,
     ) -> None:
         if router is None and configuration is None:
             raise ConfigurationError("give the engine a trained router or a fixed configuration")
@@ -96,17 +165,61 @@ class Engine:
         self.configuration = configuration
         self.scorer = scorer
         self.lambdas = lambdas or (router.lambdas if router is not None else Lambdas())
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
+        self.retries = retries
 
     async def run(
         self, request: GenerationRequest, *, ledger: Ledger | None = None, node: str | None = None
     ) -> EngineResult:
-        """Decide, reserve an upper bound, run, and charge what was really spent."""
+        """Decide, reserve an upper bound, run, and charge what was really spent.
+
+        With a budget, each request carries the workflow's deadline (the backend cuts it there, and the engine
+        cuts the whole call just after), and a failure the server may have processed is retried here up to
+        ``retries`` times, re-planned with what is left after charging the failed attempt (see
+        ``_failure_charge``). A failure that reaches the caller carries in ``spent`` what the call spent.
+        """
+        history = _History()
+        input_upper = await self._input_upper(request, ledger)
+        while True:
+            try:
+                return await self._attempt(request, input_upper, ledger, node, history)
+            except BudgetExhausted:
+                if history.last is None:
+                    raise
+                raise history.last from None  # the retry does not fit: the failure is the news, not the budget
+            except BackendError as exc:
+                history.failed(exc)
+                if not history.retry:
+                    raise
+            left = ledger.seconds_left if ledger is not None else None
+            await asyncio.sleep(_RETRY_PAUSE_S if left is None else min(_RETRY_PAUSE_S, left / 4))
+
+    async def _attempt(
+        self,
+        request: GenerationRequest,
+        input_upper: int,
+        ledger: Ledger | None,
+        node: str | None,
+        history: _History,
+    ) -> EngineResult:
         start = time.perf_counter()
-        input_upper = await self._input_upper(request)
+        history.attempts += 1
         allowance, decision, max_tokens, bound, reservation = await self._reserve(request, input_upper, ledger, node)
         overhead = time.perf_counter() - start
         strategy = self._strategy(decision.configuration, bound if ledger is not None else None, input_upper)
-        result = await self._execute(strategy, request.replace(max_tokens=max_tokens), ledger, reservation)
+        sent = request.replace(max_tokens=max_tokens, deadline=_deadline(ledger), retry_maybe_processed=ledger is None)
+        meter = _Metered(self.backend)
+        try:
+            result = await self._execute(strategy, sent, meter)
+        except BaseException as exc:  # cancellation too: the ledger must not keep a dangling reservation
+            history.retry = isinstance(exc, BackendError) and self._may_retry(exc, ledger, history)
+            spent = self._failure_charge(meter, ledger, reservation, request, input_upper, retry=history.retry)
+            if ledger is not None and reservation is not None:
+                ledger.release(reservation, spent)
+                history.failed_tokens += ledger.budget.weigh(spent) if spent is not None else 0
+            history.charged = history.charged + (spent or Usage())
+            raise
         charge_start = time.perf_counter()
         if ledger is not None and reservation is not None:
             ledger.charge(
@@ -118,7 +231,52 @@ class Engine:
             )
         overhead += time.perf_counter() - charge_start
         reserved = reservation.tokens if reservation is not None else None
-        return EngineResult(result, decision, max_tokens, reserved, allowance, overhead)
+        return EngineResult(
+            result, decision, max_tokens, reserved, allowance, overhead, history.attempts, history.failed_tokens
+        )
+
+    def _may_retry(self, exc: BackendError, ledger: Ledger | None, history: _History) -> bool:
+        """Retry only with a budget (without one, the backend made its own retries), in time, when worth it."""
+        if ledger is None or not exc.retryable or history.attempts > self.retries:
+            return False
+        left = ledger.seconds_left
+        return left is None or left > _MIN_RETRY_S
+
+    def _failure_charge(
+        self,
+        meter: _Metered,
+        ledger: Ledger | None,
+        reservation: Reservation | None,
+        request: GenerationRequest,
+        input_upper: int,
+        *,
+        retry: bool,
+    ) -> Usage | None:
+        """What a failed attempt is charged: the usage its backend requests reported.
+
+        Before a retry, requests that reached the server and reported nothing are also charged their upper
+        bound (prompt + ``n * max_tokens``), at most what the attempt had reserved: the server may have run
+        them to the end, and the budget must hold even then. A final failure or a cancellation is charged
+        what was reported (vLLM stops generating when the client goes away).
+        """
+        spent = meter.reported
+        if retry and ledger is not None and reservation is not None and meter.unreported:
+            budget = ledger.budget
+            root = input_tokens_upper_bound(request)
+            estimate = Usage.sum(
+                [
+                    Usage(
+                        input_tokens=input_upper + max(0, input_tokens_upper_bound(r) - root),
+                        output_tokens=r.n * r.max_tokens,
+                    )
+                    for r in meter.unreported
+                ]
+            )
+            room = max(0, reservation.tokens - budget.weigh(spent))
+            if budget.weigh(estimate) > room:
+                estimate = Usage(output_tokens=math.floor(room / budget.output_token_weight))
+            spent = spent + estimate
+        return spent if spent.total_tokens > 0 else None
 
     async def _reserve(
         self, request: GenerationRequest, input_upper: int, ledger: Ledger | None, node: str | None
@@ -143,26 +301,31 @@ class Engine:
                 continue
             return allowance, decision, max_tokens, bound, reservation
 
-    async def _input_upper(self, request: GenerationRequest) -> int:
+    async def _input_upper(self, request: GenerationRequest, ledger: Ledger | None) -> int:
+        """The prompt's tokens as the backend counts them; the byte bound when it is slow (deadline in sight)."""
         if isinstance(self.backend, InputTokenCounter):
-            (count,) = await self.backend.count_input_tokens([request])
+            left = ledger.seconds_left if ledger is not None else None
+            try:
+                async with asyncio.timeout(None if left is None else left * _COUNT_SHARE):
+                    (count,) = await self.backend.count_input_tokens([request])
+            except TimeoutError:
+                return input_tokens_upper_bound(request)
             return count
         return input_tokens_upper_bound(request)
 
-    async def _execute(
-        self,
-        strategy: Strategy,
-        request: GenerationRequest,
-        ledger: Ledger | None,
-        reservation: Reservation | None,
-    ) -> StrategyResult:
+    async def _execute(self, strategy: Strategy, request: GenerationRequest, backend: _Metered) -> StrategyResult:
+        """Run the strategy; cut it just after the request's deadline if it has not finished (a safety net)."""
+        limit = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        guard = asyncio.timeout(None if limit is None else limit + _DEADLINE_GRACE_S)
         try:
-            return await strategy.run(request, self.backend, self.scorer)
-        except BaseException as exc:  # cancellation too: the ledger must not keep a dangling reservation
-            if ledger is not None and reservation is not None:
-                spent = exc.spent if isinstance(exc, BackendError) else None
-                ledger.release(reservation, spent)
-            raise
+            async with guard:
+                return await strategy.run(request, backend, self.scorer)
+        except TimeoutError as exc:
+            if not guard.expired():
+                raise
+            raise BackendTimeoutError(
+                f"the call ({strategy.name}) was still running at the workflow deadline and was cut"
+            ) from exc
 
     def _strategy(self, configuration: Configuration, limit: int | None, input_upper: int) -> Strategy:
         strategy = configuration.build()
@@ -284,3 +447,9 @@ class Engine:
             )
         decision = Decision(_GREEDY, "degraded", lambdas, (), tokens_left, seconds_left)
         return decision, max_tokens, self._bound(ledger, _GREEDY, input_upper, max_tokens, 1)
+
+
+def _deadline(ledger: Ledger | None) -> float | None:
+    """The workflow's deadline on the ``time.monotonic()`` clock; none once it has passed (a degraded call)."""
+    left = ledger.seconds_left if ledger is not None else None
+    return None if left is None or left <= 0 else time.monotonic() + left

@@ -5,9 +5,9 @@ Every error the library raises on purpose derives from ``AdaptiveTTCError``::
     AdaptiveTTCError
     ├── InvalidRequestError (also ValueError)    bad input, caught before anything is sent
     ├── ConfigurationError (also ValueError)     bad settings: unknown strategy, selector, scorer, grid
-    ├── BackendError                             the backend failed; ``spent`` holds usage it reported
-    │   ├── BackendUnavailableError              cannot connect (wrong URL, server down)
-    │   ├── BackendTimeoutError                  no answer within the timeout
+    ├── BackendError                             the backend failed; ``spent`` holds what the failed call spent
+    │   ├── BackendUnavailableError              cannot connect (wrong URL, server down), or the connection broke
+    │   ├── BackendTimeoutError                  no answer within the timeout, or cut at the call's deadline
     │   ├── BackendStatusError                   the server answered with an HTTP error status
     │   │   └── ModelNotFoundError               the server does not serve the requested model
     │   └── BackendResponseError                 the answer could not be understood (malformed JSON, wrong n)
@@ -17,10 +17,11 @@ Every error the library raises on purpose derives from ``AdaptiveTTCError``::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from adaptive_ttc.types import Usage
+    from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
 
 __all__ = [
     "AdaptiveTTCError",
@@ -52,28 +53,67 @@ class ConfigurationError(AdaptiveTTCError, ValueError):
 class BackendError(AdaptiveTTCError):
     """The backend failed to produce a result.
 
+    The message says what failed; ``str(error)`` adds what was spent when anything was.
+
     Attributes:
-        spent: usage the backend reported before failing (zero when it reported none).
+        spent: usage the backend reported before failing (for a batch, every request's, including the ones
+            that succeeded); the engine replaces it with what the whole call was charged, estimates included.
+        results: for a batch that partly failed, each request's result, or ``None`` where that request failed.
+        unreported: requests that reached the server and failed without reporting usage: they may have
+            consumed tokens nobody counted.
+        retryable: a new attempt may succeed and the backend did not make it (the server may have processed
+            the request); the engine retries such failures within the budget.
+        attempts: attempts the call made (the engine sets it when it retried).
     """
 
-    def __init__(self, message: str, *, spent: Usage | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        spent: Usage | None = None,
+        results: Sequence[GenerationResult | None] = (),
+        unreported: Sequence[GenerationRequest] = (),
+        retryable: bool = False,
+    ) -> None:
         super().__init__(message)
         self.spent = spent
+        self.results: tuple[GenerationResult | None, ...] = tuple(results)
+        self.unreported: tuple[GenerationRequest, ...] = tuple(unreported)
+        self.retryable = retryable
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        notes = []
+        if self.attempts > 1:
+            notes.append(f"after {self.attempts} attempts")
+        if self.spent is not None and self.spent.total_tokens > 0:
+            notes.append(f"spent {self.spent.input_tokens} input + {self.spent.output_tokens} output tokens")
+        return f"{text} [{'; '.join(notes)}]" if notes else text
 
 
 class BackendUnavailableError(BackendError):
-    """The backend cannot be reached (connection refused, DNS failure, server down)."""
+    """The backend cannot be reached (connection refused, DNS failure, server down) or dropped the connection."""
 
 
 class BackendTimeoutError(BackendError):
-    """The backend did not answer within the configured timeout."""
+    """The backend did not answer within the configured timeout, or the call was cut at its deadline."""
 
 
 class BackendStatusError(BackendError):
     """The server answered with an HTTP error status that is not worth retrying (or retries ran out)."""
 
-    def __init__(self, message: str, *, status_code: int, body: str, spent: Usage | None = None) -> None:
-        super().__init__(message, spent=spent)
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str,
+        spent: Usage | None = None,
+        unreported: Sequence[GenerationRequest] = (),
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, spent=spent, unreported=unreported, retryable=retryable)
         self.status_code = status_code
         self.body = body
 

@@ -61,6 +61,12 @@ class GenerationRequest:
 
     ``continue_final_message`` continues the last message (which must be a partial ``assistant`` message)
     instead of opening a new assistant turn: this is how step-level search extends a partial answer.
+
+    ``deadline`` (a ``time.monotonic()`` value) is when the answer must be in: backends cut the request there and
+    do not retry past it; the engine sets it from the workflow's deadline. ``retry_maybe_processed`` lets the
+    backend resend the request after a failure the server may already have processed (HTTP 500/502/504, a
+    broken connection, an unreadable answer), whose tokens nobody reported; the engine turns it off for
+    budgeted calls and retries those failures itself, charging the failed attempt first.
     """
 
     messages: tuple[Message, ...] = ()
@@ -79,13 +85,33 @@ class GenerationRequest:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    deadline: float | None = None
+    retry_maybe_processed: bool = True
 
     def __post_init__(self) -> None:
+        self._check_types()
         object.__setattr__(self, "messages", tuple(self.messages))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "tools", tuple(self.tools))
         self._check_input()
         self._check_sampling()
+
+    def _check_types(self) -> None:
+        """Refuse values of the wrong type before anything works with them."""
+        for name in ("messages", "stop", "tools"):
+            value = getattr(self, name)
+            _require(isinstance(value, list | tuple), f"{name} must be a list or tuple, got {type(value).__name__}")
+        _require(all(isinstance(m, Message) for m in self.messages), "messages must be Message records")
+        _require(all(isinstance(s, str) for s in self.stop), "stop strings must be str")
+        _require(self.prompt is None or isinstance(self.prompt, str), "prompt must be a str or None")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            _require(number, f"{name} must be a number, got {value!r}")
+        _require(
+            isinstance(self.top_logprobs, int) and not isinstance(self.top_logprobs, bool),
+            f"top_logprobs must be an integer, got {self.top_logprobs!r}",
+        )
 
     def _check_input(self) -> None:
         if self.messages and self.prompt is not None:
@@ -127,6 +153,10 @@ class GenerationRequest:
             f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs!r}",
         )
         _require(all(s for s in self.stop), "stop strings must be non-empty")
+        _require(
+            self.deadline is None or (isinstance(self.deadline, int | float) and math.isfinite(self.deadline)),
+            f"deadline must be a time.monotonic() value or None, got {self.deadline!r}",
+        )
         _require(
             not (self.n > 1 and self.temperature == 0.0 and not self.use_beam_search),
             f"n={self.n} with temperature=0 gives {self.n} identical greedy answers; set temperature > 0",

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
+from adaptive_ttc.backends.base import input_tokens_upper_bound
 from adaptive_ttc.errors import BackendResponseError
 from adaptive_ttc.types import Completion, FinishReason, GenerationRequest, Message, TokenLogprob, ToolCall, Usage
 
-__all__ = ["build_payload", "endpoint_for", "parse_response", "wire_message"]
+__all__ = [
+    "build_payload",
+    "endpoint_for",
+    "parse_response",
+    "prompt_unreported",
+    "reported_usage",
+    "salvage_usage",
+    "wire_message",
+]
+
+_USAGE_IN_TEXT = re.compile(r'"usage"\s*:\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -90,21 +103,73 @@ def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
 
 
 def parse_response(data: Any, request: GenerationRequest) -> tuple[tuple[Completion, ...], Usage]:
-    """Completions (ordered by choice index) and the request's usage, counted once for all choices."""
+    """Completions (ordered by choice index) and the request's usage, counted once for all choices.
+
+    Choices that are not objects are dropped, so there may be more or fewer than ``request.n``: the caller
+    checks. Without a readable ``usage`` object the usage is estimated from above (see ``_usage``). Anything
+    unreadable raises ``BackendResponseError`` carrying the usage the answer reported, if any.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        raise BackendResponseError(f"the server's answer has no 'choices' list: {str(data)[:200]}")
-    choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-    if len(choices) != request.n:
-        raise BackendResponseError(f"asked for n={request.n} completions, the server returned {len(choices)}")
-    usage_data = data.get("usage") if isinstance(data.get("usage"), dict) else None
-    reported_output = int(usage_data.get("completion_tokens") or 0) if usage_data else None
-    completions = tuple(_completion(c, request, reported_output) for c in choices)
-    return completions, _usage(usage_data, data, completions)
+        raise BackendResponseError(
+            f"the server's answer has no 'choices' list: {str(data)[:200]}", spent=reported_usage(data)
+        )
+    try:
+        choices = sorted((c for c in data["choices"] if isinstance(c, dict)), key=lambda c: _count(c.get("index")) or 0)
+        usage_data = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        reported_output = _count(usage_data.get("completion_tokens")) if usage_data else None
+        completions = tuple(_completion(c, request, reported_output, len(choices)) for c in choices)
+        return completions, _usage(usage_data, data, completions, request)
+    except BackendResponseError as exc:
+        exc.spent = exc.spent or reported_usage(data)
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise BackendResponseError(
+            f"the server's answer could not be read ({type(exc).__name__}: {exc}): {str(data)[:200]}",
+            spent=reported_usage(data),
+        ) from exc
 
 
-def _completion(choice: Any, request: GenerationRequest, reported_output: int | None) -> Completion:
-    if not isinstance(choice, dict):
-        raise BackendResponseError(f"a choice in the server's answer is not an object: {str(choice)[:200]}")
+def reported_usage(data: Any) -> Usage | None:
+    """The usage an answer (or an error body) reports, or None when it reports none."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    return Usage(
+        input_tokens=_count(usage.get("prompt_tokens")) or 0,
+        cached_input_tokens=(_count(details.get("cached_tokens")) or 0) if isinstance(details, dict) else 0,
+        output_tokens=_count(usage.get("completion_tokens")) or 0,
+    )
+
+
+def prompt_unreported(data: Any) -> bool:
+    """True when an answer tells neither its prompt tokens nor the prompt's token ids."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    prompt = _count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+    return prompt is None and not (isinstance(data, dict) and isinstance(data.get("prompt_token_ids"), list))
+
+
+def salvage_usage(text: str) -> Usage | None:
+    """The usage object of an answer cut short or garbled around it, when it can still be read."""
+    match = _USAGE_IN_TEXT.search(text)
+    if match is None:
+        return None
+    try:
+        return reported_usage({"usage": json.loads(match.group(1))})
+    except ValueError:
+        return None
+
+
+def _count(value: Any) -> int | None:
+    """A token count from JSON: a non-negative whole number, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if value >= 0 else None
+
+
+def _completion(choice: dict[str, Any], request: GenerationRequest, reported_output: int | None, k: int) -> Completion:
     if request.messages:
         message = choice.get("message") or {}
         text = message.get("content") or ""
@@ -114,24 +179,34 @@ def _completion(choice: Any, request: GenerationRequest, reported_output: int | 
         text = choice.get("text") or ""
         tool_calls = ()
         logprobs = _completion_logprobs(choice.get("logprobs")) if request.logprobs else None
+    text = str(text)
+    finish = _FINISH.get(str(choice.get("finish_reason")), "unknown")
     token_ids = choice.get("token_ids")
     ids = tuple(int(t) for t in token_ids) if isinstance(token_ids, list) else None
     if ids is not None:
         count = len(ids)
     elif logprobs is not None:
         count = len(logprobs)
-    else:
+    elif reported_output is not None:
         # Without token ids or log-probabilities the per-choice count is unknown; share the reported total.
-        count = (reported_output or 0) // request.n
-    finish = _FINISH.get(str(choice.get("finish_reason")), "unknown")
+        count = reported_output // max(1, k)
+    else:
+        count = _output_upper_bound(text, finish, request)
     return Completion(
-        text=str(text),
+        text=text,
         finish_reason=finish,
         output_tokens=count,
         token_ids=ids,
         logprobs=logprobs,
         tool_calls=tool_calls,
     )
+
+
+def _output_upper_bound(text: str, finish: FinishReason, request: GenerationRequest) -> int:
+    """Nothing reports the choice's tokens: a byte-level tokenizer makes at most one per UTF-8 byte (plus EOS)."""
+    if finish == "length":
+        return request.max_tokens
+    return min(request.max_tokens, len(text.encode("utf-8", "surrogatepass")) + 1)
 
 
 def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
@@ -162,18 +237,24 @@ def _completion_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
     )
 
 
-def _usage(usage_data: dict[str, Any] | None, data: dict[str, Any], completions: tuple[Completion, ...]) -> Usage:
-    if usage_data is None:
-        # Some servers omit usage; fall back to what the choices tell (prompt unknown unless echoed as ids).
+def _usage(
+    usage_data: dict[str, Any] | None,
+    data: dict[str, Any],
+    completions: tuple[Completion, ...],
+    request: GenerationRequest,
+) -> Usage:
+    """The request's usage; what the server leaves out is bounded from above, so the budget never under-counts.
+
+    A missing prompt count is the prompt's echoed token ids, else the byte bound of the request; a missing
+    output count is the sum of the choices' counts (token ids, log-probabilities, else bytes).
+    """
+    reported = reported_usage({"usage": usage_data}) if usage_data is not None else None
+    prompt = _count(usage_data.get("prompt_tokens")) if usage_data is not None else None
+    if prompt is None:
         prompt_ids = data.get("prompt_token_ids")
-        return Usage(
-            input_tokens=len(prompt_ids) if isinstance(prompt_ids, list) else 0,
-            output_tokens=sum(c.output_tokens for c in completions),
-        )
-    details = usage_data.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return Usage(
-        input_tokens=int(usage_data.get("prompt_tokens") or 0),
-        cached_input_tokens=int(cached or 0),
-        output_tokens=int(usage_data.get("completion_tokens") or 0),
-    )
+        prompt = len(prompt_ids) if isinstance(prompt_ids, list) else input_tokens_upper_bound(request)
+    output = _count(usage_data.get("completion_tokens")) if usage_data is not None else None
+    if output is None:
+        output = sum(c.output_tokens for c in completions)
+    cached = reported.cached_input_tokens if reported is not None else 0
+    return Usage(input_tokens=prompt, cached_input_tokens=min(cached, prompt), output_tokens=output)

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adaptive_ttc.backends._wire import build_payload, endpoint_for, parse_response, wire_message
+from adaptive_ttc.backends._wire import (
+    build_payload,
+    endpoint_for,
+    parse_response,
+    prompt_unreported,
+    reported_usage,
+    salvage_usage,
+    wire_message,
+)
 from adaptive_ttc.backends.base import BackendCapabilities, check_supported, input_tokens_upper_bound
 from adaptive_ttc.errors import (
+    BackendError,
     BackendResponseError,
     BackendStatusError,
     BackendTimeoutError,
@@ -21,31 +33,73 @@ from adaptive_ttc.errors import (
     ConfigurationError,
     ModelNotFoundError,
 )
-from adaptive_ttc.types import GenerationRequest, GenerationResult
+from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
 
 __all__ = ["OpenAICompatibleBackend"]
 
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_SAFE_STATUSES = frozenset({408, 429, 503})
+"""The server refused the request before processing it: resending costs no tokens."""
+_MAYBE_PROCESSED_STATUSES = frozenset({500, 502, 504})
+"""The request failed after the server (or the one behind a proxy) may have processed it."""
+_MAX_RETRY_AFTER_S = 30.0
+_MIN_ATTEMPT_S = 0.05  # no attempt starts with less than this left before the deadline
+_TOKENIZE_TIMEOUT_S = 10.0  # /tokenize is cheap; past this, the byte bound is used instead
+_BACKOFF = wait_exponential_jitter(initial=0.25, max=4.0)
 
 
-class _RetryableStatusError(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
+class _FailedAttemptError(Exception):
+    """One failed attempt: the typed error, and whether the server may have processed the request."""
+
+    def __init__(
+        self, error: BackendError, *, processed: bool, transient: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.processed = processed
+        self.transient = transient
+        self.retry_after = retry_after
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(
-        exc, _RetryableStatusError | httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError
-    )
+@dataclass
+class _Attempts:
+    count: int = 0
+    reported: Usage = field(default_factory=Usage)  # usage that failed attempts reported
+
+
+def _resendable(resend_processed: bool) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        return isinstance(exc, _FailedAttemptError) and exc.transient and (resend_processed or not exc.processed)
+
+    return check
+
+
+def _wait(state: RetryCallState) -> float:
+    """Exponential backoff with jitter, or the server's ``Retry-After`` when longer (at most 30 s)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    after = exc.retry_after if isinstance(exc, _FailedAttemptError) and exc.retry_after is not None else 0.0
+    return max(_BACKOFF(state), after)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None  # absent, or an HTTP date: the backoff decides
+    return min(max(0.0, seconds), _MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
 class OpenAICompatibleBackend:
     """Sends generation requests to ``{base_url}/chat/completions`` or ``{base_url}/completions``.
 
     A request with ``n > 1`` is one HTTP request, so vLLM computes the prompt's prefill once; its usage
-    covers all ``n`` choices and is counted once. Retries (exponential backoff with jitter) happen only on
-    429/5xx answers and connection errors; anything else raises a typed ``BackendError`` at once.
+    covers all ``n`` choices and is counted once.
+
+    Retries (exponential backoff with jitter, or the server's ``Retry-After``) resend a request the server
+    refused before processing it (cannot connect, HTTP 408/429/503). A failure after the server may have
+    processed it (HTTP 500/502/504, a broken connection, unreadable JSON) is resent only when the request
+    allows it (``retry_maybe_processed``; budgeted calls leave that retry to the engine). No attempt starts
+    past the request's ``deadline``, and an attempt still running at the deadline is cut. Usage that failed
+    attempts reported is added to the result. Failures raise a typed ``BackendError``.
 
     Args:
         base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``.
@@ -84,6 +138,7 @@ class OpenAICompatibleBackend:
         self._model = model
         self._vllm = vllm_extensions
         self._max_retries = max_retries
+        self._timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
@@ -103,13 +158,29 @@ class OpenAICompatibleBackend:
         )
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Send every request concurrently; results come back in order."""
+        """Send every request concurrently; results come back in order.
+
+        When some requests of the batch fail, the others still finish, and the first failure is raised with
+        ``results`` (the ones that finished), ``spent`` (all usage reported) and ``unreported`` filled in.
+        """
         check_supported(self.capabilities, requests, f"the server at {self.base_url}")
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        outcomes = await asyncio.gather(*(self._one(r) for r in requests), return_exceptions=True)
+        results: list[GenerationResult] = []
+        failures: list[BackendError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BackendError):
+                failures.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append(outcome)
+        if not failures:
+            return results
+        raise _batch_error(outcomes, failures)
 
     async def list_models(self) -> list[str]:
         """The model names the server serves (``GET /models``)."""
-        data = await self._call("GET", "/models", None)
+        data, _ = await self._call("GET", "/models", None)
         try:
             return [str(m["id"]) for m in data["data"]]
         except (KeyError, TypeError) as exc:
@@ -133,54 +204,130 @@ class OpenAICompatibleBackend:
             body["prompt"] = request.prompt
         root = self.base_url.removesuffix("/v1")
         try:
-            response = await self._client.post(root + "/tokenize", json=body)
-            if response.status_code == 200:
-                return int(response.json()["count"])
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            pass  # the server has no /tokenize: fall back to the byte bound below
+            async with asyncio.timeout(min(self._timeout, _TOKENIZE_TIMEOUT_S)):
+                response = await self._client.post(root + "/tokenize", json=body)
+            count = response.json()["count"] if response.status_code == 200 else None
+        except (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError):
+            count = None  # the server has no /tokenize, or it is slow: fall back to the byte bound below
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return count
         return input_tokens_upper_bound(request)
 
     async def _one(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()
         payload = build_payload(request, self._model, vllm=self._vllm)
-        data = await self._call("POST", endpoint_for(request), payload)
-        completions, usage = parse_response(data, request)
-        model = data.get("model") if isinstance(data.get("model"), str) else self._model
-        return GenerationResult(completions, usage, time.perf_counter() - start, model)
-
-    async def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
-        url = self.base_url + path
+        data, earlier = await self._call("POST", endpoint_for(request), payload, request)
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                stop=stop_after_attempt(self._max_retries + 1),
-                wait=wait_exponential_jitter(initial=0.25, max=4.0),
-                reraise=True,
-            ):
-                with attempt:
-                    response = await self._client.request(method, url, json=payload)
-                    if response.status_code in _RETRY_STATUSES:
-                        raise _RetryableStatusError(response)
-        except _RetryableStatusError as exc:
-            raise self._status_error(exc.response) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            raise BackendUnavailableError(
-                f"cannot reach {url} ({type(exc).__name__}: {exc}); is the server running and is base_url right?"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(f"{url} did not answer in time ({type(exc).__name__}); raise timeout=") from exc
+            completions, usage = parse_response(data, request)
+        except BackendResponseError as exc:
+            exc.unreported = (request,) if exc.spent is None else ()
+            exc.spent = earlier + exc.spent if exc.spent is not None else (earlier if earlier.total_tokens else None)
+            exc.retryable = True
+            raise
+        if self._vllm and prompt_unreported(data):
+            # The answer left the prompt out: count it as vLLM does (the byte bound, without /tokenize).
+            usage = dataclasses.replace(usage, input_tokens=await self._count_one(request))
+        model = data.get("model") if isinstance(data.get("model"), str) else self._model
+        result = GenerationResult(completions, usage + earlier, time.perf_counter() - start, model)
+        if len(completions) != request.n:
+            raise BackendResponseError(
+                f"asked {self.base_url} for n={request.n} completions, the server returned {len(completions)}",
+                spent=result.usage,
+                results=(result,),
+                retryable=True,
+            )
+        return result
+
+    async def _call(
+        self, method: str, path: str, payload: dict[str, Any] | None, request: GenerationRequest | None = None
+    ) -> tuple[Any, Usage]:
+        """The decoded JSON answer, and the usage earlier failed attempts reported (retries per the class doc)."""
+        url = self.base_url + path
+        deadline = request.deadline if request is not None else None
+        resend_processed = request.retry_maybe_processed if request is not None else True
+        attempts = _Attempts()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_resendable(resend_processed)),
+            stop=self._stop(deadline),
+            wait=_wait,
+            reraise=True,
+        )
+        try:
+            data: Any = await retrying(self._attempt, method, url, payload, deadline, attempts)
+        except _FailedAttemptError as failed:
+            error = failed.error
+            if failed.processed and error.spent is None and request is not None:
+                error.unreported = (request,)
+            error.retryable = failed.transient and failed.processed and not resend_processed
+            error.attempts = attempts.count
+            if attempts.reported.total_tokens:
+                error.spent = attempts.reported
+            raise error from failed.__cause__
+        return data, attempts.reported
+
+    def _stop(self, deadline: float | None) -> Callable[[RetryCallState], bool]:
+        """Stop after ``max_retries``, or when the next attempt could not start before the deadline."""
+        out_of_attempts = stop_after_attempt(self._max_retries + 1)
+
+        def stop(state: RetryCallState) -> bool:
+            if out_of_attempts(state):
+                return True
+            return deadline is not None and time.monotonic() + state.upcoming_sleep + _MIN_ATTEMPT_S >= deadline
+
+        return stop
+
+    async def _attempt(
+        self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None, attempts: _Attempts
+    ) -> Any:
+        attempts.count += 1
+        try:
+            return await self._send(method, url, payload, deadline)
+        except _FailedAttemptError as failed:
+            if failed.error.spent is not None:
+                attempts.reported = attempts.reported + failed.error.spent
+            raise
+
+    async def _send(self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None) -> Any:
+        """One HTTP attempt; every failure becomes a classified ``_FailedAttemptError``."""
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            error = BackendTimeoutError(f"no time was left before the call's deadline; {url} was not asked")
+            raise _FailedAttemptError(error, processed=False, transient=False)
+        try:
+            async with asyncio.timeout(left):
+                response = await self._client.request(method, url, json=payload)
+        except TimeoutError as exc:  # our deadline guard (httpx's own timeouts are its exceptions, below)
+            error = BackendTimeoutError(f"{url} had not answered at the call's deadline ({left:.2f}s); cut it")
+            raise _FailedAttemptError(error, processed=True, transient=False) from exc
         except httpx.HTTPError as exc:
-            raise BackendUnavailableError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 400:
-            raise self._status_error(response)
+            raise _transport_failure(url, exc) from exc
+        return self._decode(url, response)
+
+    def _decode(self, url: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        if status in _SAFE_STATUSES:
+            raise _FailedAttemptError(
+                self._status_error(response), processed=False, transient=True, retry_after=_retry_after(response)
+            )
+        if status in _MAYBE_PROCESSED_STATUSES:
+            raise _FailedAttemptError(self._status_error(response), processed=True, transient=True)
+        if status >= 400:
+            raise _FailedAttemptError(self._status_error(response), processed=False, transient=False)
         try:
             return response.json()
         except ValueError as exc:
-            raise BackendResponseError(f"{url} answered with invalid JSON: {response.text[:200]!r}") from exc
+            error = BackendResponseError(
+                f"{url} answered with invalid JSON: {response.text[:200]!r}", spent=salvage_usage(response.text)
+            )
+            raise _FailedAttemptError(error, processed=True, transient=True) from exc
 
     def _status_error(self, response: httpx.Response) -> BackendStatusError:
         body = response.text[:2000]
         status = response.status_code
+        try:
+            spent = reported_usage(response.json())
+        except ValueError:
+            spent = None
         if status == 404 and "model" in body.lower():
             return ModelNotFoundError(
                 f"the server at {self.base_url} does not serve model {self._model!r}: {body[:300]} "
@@ -192,6 +339,7 @@ class OpenAICompatibleBackend:
             f"{response.request.method} {response.request.url} failed with HTTP {status}: {body[:300]}",
             status_code=status,
             body=body,
+            spent=spent,
         )
 
     async def aclose(self) -> None:
@@ -204,3 +352,44 @@ class OpenAICompatibleBackend:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _transport_failure(url: str, exc: httpx.HTTPError) -> _FailedAttemptError:
+    """Classify an httpx error: was the request sent (the server may have processed it), is it worth resending."""
+    name = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        error: BackendError = BackendUnavailableError(
+            f"cannot reach {url} ({name}); is the server running and is base_url right?"
+        )
+        return _FailedAttemptError(error, processed=False, transient=True)
+    if isinstance(exc, httpx.PoolTimeout):
+        error = BackendTimeoutError(f"no free connection to {url} in time ({name}); raise max_connections or timeout")
+        return _FailedAttemptError(error, processed=False, transient=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return _FailedAttemptError(
+            BackendTimeoutError(f"{url} did not answer in time ({name}); raise timeout="),
+            processed=True,
+            transient=False,
+        )
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        error = BackendUnavailableError(
+            f"the connection to {url} broke after the request was sent ({name}); the server may have processed it"
+        )
+        return _FailedAttemptError(error, processed=True, transient=True)
+    return _FailedAttemptError(
+        BackendUnavailableError(f"request to {url} failed: {name}"), processed=True, transient=False
+    )
+
+
+def _batch_error(outcomes: Sequence[GenerationResult | BaseException], failures: list[BackendError]) -> BackendError:
+    """The first failure of a batch, carrying what the whole batch finished, reported and left unreported."""
+    error = failures[0]
+    results = tuple(o if isinstance(o, GenerationResult) else None for o in outcomes)
+    spent = Usage.sum([r.usage for r in results if r is not None] + [f.spent for f in failures if f.spent is not None])
+    if len(outcomes) > 1:
+        error.args = (f"{len(failures)} of {len(outcomes)} requests failed; the first: {error.args[0]}",)
+        error.results = results
+        error.unreported = tuple(r for f in failures for r in f.unreported)
+        error.retryable = all(f.retryable for f in failures)
+    error.spent = spent if spent.total_tokens or error.spent is not None else None
+    return error

@@ -5,17 +5,24 @@ boundary (a blank line by default): ``n`` candidates per step, sent to the backe
 costs one round trip. All candidates are scored, finished ones (final answer, EOS, token cap) leave the
 search, and the best ``n / width`` unfinished ones are kept. The growing prefix is re-sent every step and
 counted as the backend reports it (prefix caching shows up as cached input tokens).
+
+Under faults the search degrades instead of failing: a step whose requests partly fail goes on with the beams
+that came back (``details["partial_steps"]``); a step that fails entirely, or whose scoring fails, ends the
+search with the beams it has (``details["failure"]``); a step that the last one's duration says would not end
+before the request's deadline is not started (``details["stopped_by_deadline"]``). Only a first step that
+fails leaves nothing to return, and its error is raised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
-from adaptive_ttc.errors import BudgetExhausted, ConfigurationError
+from adaptive_ttc.errors import BackendError, BudgetExhausted, ConfigurationError
 from adaptive_ttc.scoring.base import ScoreItem, Scorer
 from adaptive_ttc.strategies.base import result_from
 from adaptive_ttc.strategies.best_of_n import DEFAULT_SAMPLING_TEMPERATURE, SCORER_TOP_LOGPROBS
@@ -62,6 +69,11 @@ class _Search:
     steps: int = 0
     root_input: int | None = None
     stopped_by_budget: bool = False
+    stopped_by_deadline: bool = False
+    failed: Usage = field(default_factory=Usage)  # what failed requests of partial steps reported
+    partial_steps: int = 0
+    failure: str | None = None
+    last_step_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +131,19 @@ class BeamSearch:
             if not self._fits(state, batch):
                 state.stopped_by_budget = True
                 break
-            await self._step(request, backend, scorer, batch, state)
-        beams = state.finished + state.active
+            if _out_of_time(request, state):
+                state.stopped_by_deadline = True
+                break
+            try:
+                if not await self._step(request, backend, scorer, batch, state):
+                    break
+            except BackendError as exc:
+                if state.steps == 0 and not state.finished:
+                    exc.spent = _spent(state) + (exc.spent or Usage())
+                    raise
+                state.failure = str(exc)
+                break
+        beams = state.finished + state.active if state.steps else state.finished
         if not beams:
             raise BudgetExhausted(
                 f"token_limit={self.token_limit} cannot pay for the first step of {self.name}",
@@ -136,10 +159,15 @@ class BeamSearch:
             state.results,
             latency_s=time.perf_counter() - start,
             model=backend.model,
-            usage=state.scoring,
+            usage=state.scoring + state.failed,
         )
         out.details["stopped_by_budget"] = state.stopped_by_budget
+        out.details["stopped_by_deadline"] = state.stopped_by_deadline
         out.details["steps"] = state.steps
+        if state.partial_steps:
+            out.details["partial_steps"] = state.partial_steps
+        if state.failure is not None:
+            out.details["failure"] = state.failure
         return out
 
     def _checked(self, backend: Backend, scorer: Scorer | None) -> Scorer:
@@ -170,20 +198,31 @@ class BeamSearch:
         scorer: Scorer,
         batch: list[GenerationRequest],
         state: _Search,
-    ) -> None:
-        step_results = await backend.generate(batch)
+    ) -> bool:
+        """Expand, score and prune once; False when scoring failed and the search must end with what it has."""
+        started = time.perf_counter()
+        pairs = await _generate(backend, batch, state)
+        step_results = [result for _, result in pairs]
         state.results.extend(step_results)
         if state.root_input is None:
             state.root_input = step_results[0].usage.input_tokens
         children = [
             self._child(beam, completion, request.max_tokens)
-            for beam, result in zip(state.active, step_results, strict=True)
+            for beam, result in pairs
             for completion in result.completions
         ]
-        scored = await scorer.score([self._item(request, c) for c in children])
+        state.spent += sum(r.usage.total_tokens for r in step_results)
+        try:
+            scored = await scorer.score([self._item(request, c) for c in children])
+        except BackendError as exc:
+            state.scoring = state.scoring + (exc.spent or Usage())
+            state.failure = f"scoring failed: {exc}"
+            if state.steps == 0:  # unscored answers are better than none
+                state.finished.extend(dataclasses.replace(c, done=True) for c in children)
+            return False
         state.scoring = state.scoring + scored.usage
         state.last_scoring = scored.usage.total_tokens
-        state.spent += sum(r.usage.total_tokens for r in step_results) + scored.usage.total_tokens
+        state.spent += scored.usage.total_tokens
         children = [
             _Beam(c.steps, c.logprobs, s.step_scores, s.value, c.tokens, c.finish, c.done)
             for c, s in zip(children, scored.scores, strict=True)
@@ -192,6 +231,8 @@ class BeamSearch:
         unfinished = sorted((c for c in children if not c.done), key=lambda c: c.score, reverse=True)
         state.active = unfinished[: self.n // self.width]
         state.steps += 1
+        state.last_step_s = time.perf_counter() - started
+        return True
 
     def _expand(self, request: GenerationRequest, beam: _Beam, width: int, logprobs: bool) -> GenerationRequest:
         budget = max(1, min(self.step_max_tokens, request.max_tokens - beam.tokens))
@@ -245,3 +286,39 @@ class BeamSearch:
             step_scores=beam.step_scores,
             answer=extract_answer(text),
         )
+
+
+async def _generate(
+    backend: Backend, batch: list[GenerationRequest], state: _Search
+) -> list[tuple[_Beam, GenerationResult]]:
+    """Each active beam with its step result; a batch that partly failed goes on with the beams that came back."""
+    try:
+        return list(zip(state.active, await backend.generate(batch), strict=True))
+    except BackendError as exc:
+        pairs = [
+            (beam, r) for beam, r in zip(state.active, exc.results, strict=False) if r is not None and r.completions
+        ]
+        if not pairs:
+            raise
+        succeeded = Usage.sum([r.usage for _, r in pairs])
+        spent = exc.spent or Usage()
+        failed = Usage(
+            max(0, spent.input_tokens - succeeded.input_tokens),
+            max(0, spent.cached_input_tokens - succeeded.cached_input_tokens),
+            max(0, spent.output_tokens - succeeded.output_tokens),
+        )
+        state.failed = state.failed + failed
+        state.spent += failed.total_tokens
+        state.partial_steps += 1
+        return pairs
+
+
+def _out_of_time(request: GenerationRequest, state: _Search) -> bool:
+    """Whether the next step, as long as the last one, would end past the request's deadline."""
+    if request.deadline is None or state.steps == 0:
+        return False
+    return request.deadline - time.monotonic() < state.last_step_s
+
+
+def _spent(state: _Search) -> Usage:
+    return Usage.sum([r.usage for r in state.results]) + state.scoring + state.failed

@@ -7,15 +7,15 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from adaptive_ttc.answers import extract_answer, normalize_answer
 from adaptive_ttc.backends.base import Backend
-from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.errors import BackendError, ConfigurationError
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.base import candidate_from, result_from
 from adaptive_ttc.strategies.steps import question_of, score_item
-from adaptive_ttc.types import Candidate, GenerationRequest, StrategyResult
+from adaptive_ttc.types import Candidate, GenerationRequest, GenerationResult, StrategyResult, Usage
 
 __all__ = ["DEFAULT_SAMPLING_TEMPERATURE", "BestOfN", "Selector", "select"]
 
@@ -63,6 +63,9 @@ def select(candidates: Sequence[Candidate], selector: Selector) -> int:
 class BestOfN:
     """Sample ``n`` answers in ONE backend request (the prompt's prefill is shared) and select one.
 
+    A reply with fewer choices than ``n``, or with aborted samples, still selects among what came back, and a
+    scorer that fails leaves the choice to a majority vote; ``details["partial"]`` says what was missing.
+
     Args:
         n: answers to sample (>= 1).
         selector: ``majority`` (self-consistency, no scorer), ``reward`` (scorer argmax) or ``weighted``
@@ -102,26 +105,60 @@ class BestOfN:
             logprobs=wants_logprobs or request.logprobs,
             top_logprobs=max(request.top_logprobs, SCORER_TOP_LOGPROBS if wants_logprobs else 0),
         )
-        (result,) = await backend.generate([sampled])
+        result, partial = await _sample(backend, sampled)
         candidates = [candidate_from(c, answer=extract_answer(c.text)) for c in result.completions]
         scoring_usage = None
+        selector = self.selector
         if use_scorer is not None:
-            question = question_of(request)
-            items = [score_item(question, c.text, c.logprobs) for c in result.completions]
-            scored = await use_scorer.score(items)
-            scoring_usage = scored.usage
-            candidates = [
-                dataclasses.replace(c, score=s.value, step_scores=s.step_scores)
-                for c, s in zip(candidates, scored.scores, strict=True)
-            ]
-        chosen = select(candidates, self.selector)
-        latency = time.perf_counter() - start
-        return result_from(
+            candidates, scoring_usage, failure = await _scored(use_scorer, request, result, candidates)
+            if failure is not None:
+                selector = "majority"  # the scorer failed: vote instead of failing the call
+                partial = {**(partial or {}), "scoring_failed": failure}
+        # Aborted samples are kept in the trace but not chosen, unless nothing else came back.
+        pool = [i for i, c in enumerate(candidates) if c.finish_reason != "abort"] or list(range(len(candidates)))
+        if len(pool) < len(candidates):
+            partial = {**(partial or {}), "aborted": len(candidates) - len(pool)}
+        chosen = pool[select([candidates[i] for i in pool], selector)]
+        out = result_from(
             self.name,
             candidates,
             chosen,
             [result],
-            latency_s=latency,
+            latency_s=time.perf_counter() - start,
             model=result.model,
             usage=scoring_usage,
         )
+        if partial is not None:
+            out.details["partial"] = partial
+        return out
+
+
+async def _sample(backend: Backend, request: GenerationRequest) -> tuple[GenerationResult, dict[str, Any] | None]:
+    """The request's result; a reply with fewer (or more) choices than asked is used as it came, and reported."""
+    try:
+        (result,) = await backend.generate([request])
+    except BackendError as exc:
+        got = exc.results[0] if len(exc.results) == 1 else None
+        if got is None or not got.completions:
+            raise
+        return got, {"requested": request.n, "received": len(got.completions), "error": str(exc)}
+    return result, None
+
+
+async def _scored(
+    scorer: Scorer, request: GenerationRequest, result: GenerationResult, candidates: list[Candidate]
+) -> tuple[list[Candidate], Usage | None, str | None]:
+    """Candidates with their scores, the scorer's usage, and why scoring failed (None when it did not)."""
+    question = question_of(request)
+    items = [score_item(question, c.text, c.logprobs) for c in result.completions]
+    try:
+        scored = await scorer.score(items)
+    except BackendError as exc:
+        return candidates, exc.spent, str(exc)
+    if len(scored.scores) != len(candidates):
+        return candidates, scored.usage, f"the scorer returned {len(scored.scores)} scores for {len(candidates)}"
+    scored_candidates = [
+        dataclasses.replace(c, score=s.value, step_scores=s.step_scores)
+        for c, s in zip(candidates, scored.scores, strict=True)
+    ]
+    return scored_candidates, scored.usage, None

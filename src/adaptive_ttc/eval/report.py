@@ -1,0 +1,234 @@
+"""``adaptive-ttc evaluate``'s output: report.md (tables), report.json (every figure) and the frontier plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptive_ttc.eval.evaluate import (
+    BOOTSTRAP,
+    Frontier,
+    Replay,
+    bootstrap,
+    build_replay,
+    held_out_ids,
+    metrics,
+    points,
+    sweeps,
+)
+from adaptive_ttc.eval.log import GenerationLog
+from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
+from adaptive_ttc.eval.plots import frontier_plot
+from adaptive_ttc.router.router import Router
+
+__all__ = ["evaluate_to"]
+
+_UNITS = {"tokens": "mean tokens per question (input + output)", "latency": "mean latency per question (s)"}
+
+
+def evaluate_to(
+    log: GenerationLog,
+    router: Router,
+    out: Path,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_resamples: int = BOOTSTRAP,
+    all_questions: bool = False,
+    workflows: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Replay, write report.md, report.json and the two frontier PNGs into ``out``; returns the summary."""
+    ids = held_out_ids(router, log, all_questions=all_questions)
+    replay = build_replay(log, router, ids, resamples=resamples, seed=seed)
+    swept = sweeps(replay)
+    figures = metrics(replay, swept)
+    intervals = bootstrap(replay, swept, resamples=bootstrap_resamples, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {kind: _curves(replay, swept, kind) for kind in ("tokens", "latency")}
+    for kind, series in curves.items():
+        statics = _statics(replay, kind)
+        frontier_plot(
+            statics,
+            series,
+            out / f"frontier_{kind}.png",
+            xlabel=_UNITS[kind],
+            title=f"{log.header.dataset}, {len(ids)} held-out questions: accuracy vs {kind}",
+        )
+    summary: dict[str, Any] = {
+        "log": str(log.path),
+        "dataset": log.header.dataset,
+        "model": log.header.settings.get("model"),
+        "questions": len(ids),
+        "figures": figures,
+        "ci95": intervals,
+        "curves": curves,
+        "spread": spread(log),
+    }
+    if workflows:
+        from adaptive_ttc.eval.workflows import replay_workflows  # noqa: PLC0415 - only with --workflows
+
+        summary["workflows"] = replay_workflows(log, router, ids, resamples=resamples, seed=seed)
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "report.md").write_text(markdown(summary, replay))
+    return {
+        "out": str(out),
+        "questions": len(ids),
+        **{k: v for k, v in figures.items() if not isinstance(v, list)},
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _curves(replay: Replay, swept: dict[str, Frontier], kind: str) -> dict[str, dict[str, list[float]]]:
+    curves = {}
+    for who, name in (("router", "adaptive router"), ("oracle", "oracle router")):
+        frontier = swept[f"{who}-{kind}"]
+        means = points(replay, frontier.choices)
+        seen: dict[tuple[float, float], float] = {}
+        for value, acc, cost in zip(frontier.lambdas, means["accuracy"], means[kind], strict=True):
+            seen.setdefault((round(float(cost), 6), round(float(acc), 6)), float(value))
+        curves[name] = {
+            "cost": [c for c, _ in seen],
+            "accuracy": [a for _, a in seen],
+            "lambda": list(seen.values()),
+        }
+    return curves
+
+
+def _statics(replay: Replay, kind: str) -> dict[str, tuple[float, float]]:
+    cost = replay.tokens if kind == "tokens" else replay.latency
+    return {
+        label: (float(cost[:, i].mean()), float(replay.accuracy[:, i].mean())) for i, label in enumerate(replay.labels)
+    }
+
+
+def _ci(summary: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
+    low_high = summary["ci95"].get(key)
+    if low_high is None or any(math.isnan(v) for v in low_high):
+        return "n/a"
+    return f"[{fmt.format(low_high[0])}, {fmt.format(low_high[1])}]"
+
+
+def _value(value: float, fmt: str = "{:.3f}") -> str:
+    return "not reached" if math.isnan(value) else fmt.format(value)
+
+
+def markdown(summary: dict[str, Any], replay: Replay) -> str:
+    """The report as markdown: headline figures with 95% CIs, then every static configuration."""
+    f = summary["figures"]
+    tokens_needed = f["router_tokens_at_best_static_accuracy"]
+    ratio = "" if math.isnan(tokens_needed) else f" ({tokens_needed / f['best_static_tokens']:.2f}x)"
+    lines = [
+        f"## Held-out replay: `{summary['dataset']}` on {summary['model']} ({summary['questions']} questions)",
+        "",
+        "| figure | value | 95% CI |",
+        "| --- | --- | --- |",
+        f"| best static configuration | `{f['best_static']}` | |",
+        f"| its accuracy | {f['best_static_accuracy']:.3f} | {_ci(summary, 'best_static_accuracy')} |",
+        f"| its mean tokens | {f['best_static_tokens']:.0f} | {_ci(summary, 'best_static_tokens', '{:.0f}')} |",
+        f"| its mean latency (s) | {f['best_static_latency']:.2f} | {_ci(summary, 'best_static_latency', '{:.2f}')} |",
+        f"| mean tokens the router needs for that accuracy | {_value(tokens_needed, '{:.0f}')}{ratio} "
+        f"| {_ci(summary, 'router_tokens_at_best_static_accuracy', '{:.0f}')} |",
+    ]
+    for kind in ("tokens", "latency"):
+        unit = "tokens" if kind == "tokens" else "s"
+        lines.append(
+            f"| router's best accuracy (at {f[f'router_max_accuracy_cost_{kind}']:.1f} {unit}) "
+            f"| {f[f'router_max_accuracy_{kind}']:.3f} | {_ci(summary, f'router_max_accuracy_{kind}')} |"
+        )
+        lines.append(
+            f"| oracle's accuracy at that mean {kind} | {_value(f[f'oracle_accuracy_at_router_{kind}'])} "
+            f"| {_ci(summary, f'oracle_accuracy_at_router_{kind}')} |"
+        )
+        lines.append(
+            f"| router / oracle at equal mean {kind} | {_value(f[f'router_share_of_oracle_{kind}'], '{:.1%}')} "
+            f"| {_ci(summary, f'router_share_of_oracle_{kind}', '{:.1%}')} |"
+        )
+    lines += ["", *_static_table(summary, replay)]
+    if "workflows" in summary:
+        lines += ["", *_workflow_table(summary["workflows"])]
+    if summary.get("spread"):
+        lines += ["", *_spread_table(summary["spread"])]
+    return "\n".join(lines) + "\n"
+
+
+def spread(log: GenerationLog) -> dict[str, dict[str, float]]:
+    """Per source (and ``all``), every logged question: how many greedy gets right, how many only a sample
+    of the pool gets right, and how many no answer gets right; with mean sample accuracy."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in log.rows:
+        if "greedy" in row and "pool" in row:
+            groups.setdefault(str(row.get("source", "")), []).append(row)
+            groups.setdefault("all", []).append(row)
+    table = {}
+    for source, rows in sorted(groups.items(), key=lambda item: (item[0] == "all", item[0])):
+        greedy = [bool(r["greedy"]["candidates"][0]["correct"]) for r in rows]
+        hits = [sum(bool(c["correct"]) for c in r["pool"]["candidates"]) for r in rows]
+        sizes = [len(r["pool"]["candidates"]) for r in rows]
+        table[source] = {
+            "questions": len(rows),
+            "greedy_right": sum(greedy),
+            "only_sampling": sum(1 for g, h in zip(greedy, hits, strict=True) if not g and h > 0),
+            "never": sum(1 for g, h in zip(greedy, hits, strict=True) if not g and h == 0),
+            "sample_accuracy": round(sum(hits) / max(1, sum(sizes)), 4),
+        }
+    return table
+
+
+def _spread_table(table: dict[str, dict[str, float]]) -> list[str]:
+    rows = [
+        "### Spread of the suite (every logged question)",
+        "",
+        "| source | questions | greedy right | wrong greedily, right in some sample | never right | sample accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for source, r in table.items():
+        rows.append(
+            f"| {source} | {r['questions']} | {r['greedy_right']} | {r['only_sampling']} | {r['never']} "
+            f"| {r['sample_accuracy']:.3f} |"
+        )
+    return rows
+
+
+def _workflow_table(workflows: dict[str, Any]) -> list[str]:
+    rows = [
+        f"### Workflows under budgets ({workflows['workflows']} workflows of {workflows['calls'][0]}-"
+        f"{workflows['calls'][1]} calls; budget = factor x calls x a greedy call's mean tokens and latency)",
+        "",
+        "| budget factor | policy | accuracy per call | share of token cap used | deadline missed "
+        "| calls skipped per workflow |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for factor, policies in workflows["by_factor"].items():
+        for policy, r in policies.items():
+            rows.append(
+                f"| {factor} | {policy} | {r['accuracy_per_call']:.3f} | {r['tokens_used_share']:.2f} "
+                f"| {r['deadline_missed']:.1%} | {r['calls_skipped_per_workflow']:.2f} |"
+            )
+    return rows
+
+
+def _static_table(summary: dict[str, Any], replay: Replay) -> list[str]:
+    f = summary["figures"]
+    rows = [
+        "| configuration | accuracy | 95% CI | mean tokens | mean latency (s) | router accuracy at <= these tokens "
+        "| router accuracy at <= this latency |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for i, label in enumerate(replay.labels):
+        rows.append(
+            f"| `{label}` | {replay.accuracy[:, i].mean():.3f} | {_ci(summary, f'static_accuracy:{label}')} "
+            f"| {replay.tokens[:, i].mean():.0f} | {replay.latency[:, i].mean():.2f} "
+            f"| {_value(f['router_at_static_tokens'][i])} | {_value(f['router_at_static_latency'][i])} |"
+        )
+    return rows

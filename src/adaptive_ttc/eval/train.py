@@ -1,0 +1,144 @@
+"""Train a router from a generation log: question-level split, fit, calibration report, save.
+
+The split is by question and stratified by ``source`` (each part of a mixed suite lands on both sides), and
+seeded; the held-out question ids go into the router file's metadata (``meta.json`` -> ``split.test_ids``)
+so ``adaptive-ttc evaluate`` replays only questions the router never saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.eval.log import GenerationLog
+from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes, observations
+from adaptive_ttc.router.configs import parse_grid
+from adaptive_ttc.router.router import Router
+
+__all__ = ["calibration", "split_questions", "train_router", "write_observations"]
+
+DEFAULT_TEST_FRACTION = 0.4
+RELIABILITY_BINS = 10
+
+
+def split_questions(
+    ids: Sequence[str], sources: Sequence[str], *, test_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train ids, test ids): a seeded split by question, stratified by source."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigurationError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for qid, source in zip(ids, sources, strict=True):
+        groups[source].append(qid)
+    rng = np.random.default_rng(seed)
+    train: list[str] = []
+    test: list[str] = []
+    for source in sorted(groups):
+        members = sorted(groups[source])
+        order = [members[i] for i in rng.permutation(len(members))]
+        cut = round(test_fraction * len(order))
+        test.extend(order[:cut])
+        train.extend(order[cut:])
+    if not train or not test:
+        raise ConfigurationError(f"{len(ids)} questions cannot be split into train and test; collect more")
+    return sorted(train), sorted(test)
+
+
+def train_router(
+    log: GenerationLog,
+    *,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> tuple[Router, dict[str, Any]]:
+    """Fit a router on the training questions of ``log``; returns it and its calibration report."""
+    outcomes = log_outcomes(log, resamples=resamples, seed=seed)
+    texts = {row["id"]: row["question"] for row in log.rows}
+    ids = [row["id"] for row in log.rows]
+    train, test = split_questions(
+        ids, [str(row.get("source", "")) for row in log.rows], test_fraction=test_fraction, seed=seed
+    )
+    router = Router(parse_grid(log.header.grid))
+    router.fit(observations(texts, outcomes, train))
+    report = calibration(router, texts, outcomes, train, test)
+    router.meta = {
+        "trained_on": {"log": Path(log.path).name, "dataset": log.header.dataset, **_settings(log)},
+        "split": {"seed": seed, "test_fraction": test_fraction, "train_questions": len(train), "test_ids": test},
+        "resamples": resamples,
+        "calibration": {k: v for k, v in report.items() if k != "reliability"},
+    }
+    return router, report
+
+
+def write_observations(log: GenerationLog, path: Path, *, resamples: int, seed: int) -> None:
+    """Every question's outcomes as ``Observation`` JSONL rows (what ``benchmarks/simulate_budgets.py --log`` reads)."""
+    outcomes = log_outcomes(log, resamples=resamples, seed=seed)
+    texts = {row["id"]: row["question"] for row in log.rows}
+    rows = observations(texts, outcomes, [row["id"] for row in log.rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(dataclasses.asdict(o)) + "\n" for o in rows))
+
+
+def _settings(log: GenerationLog) -> dict[str, Any]:
+    keys = ("backend", "model", "pool", "temperature", "max_tokens", "system", "grader", "scorer")
+    return {k: log.header.settings.get(k) for k in keys}
+
+
+def calibration(
+    router: Router,
+    texts: dict[str, str],
+    outcomes: dict[str, dict[str, Outcome]],
+    train: Sequence[str],
+    test: Sequence[str],
+) -> dict[str, Any]:
+    """Brier score on the held-out questions, against a features-blind baseline, and reliability bins.
+
+    The baseline predicts each configuration's mean training accuracy for every question (what the paper's
+    cost model does for costs): the router's features are worth something only if it beats it.
+    """
+    labels = [c.label for c in router.grid]
+    predicted = router.accuracy.predict([texts[q] for q in test])
+    observed = np.array([[outcomes[q][label].accuracy for label in labels] for q in test])
+    prior = np.array([np.mean([outcomes[q][label].accuracy for q in train]) for label in labels])
+    brier = float(np.mean((predicted - observed) ** 2))
+    baseline = float(np.mean((prior[None, :] - observed) ** 2))
+    per_config = {
+        label: round(float(np.mean((predicted[:, i] - observed[:, i]) ** 2)), 4) for i, label in enumerate(labels)
+    }
+    return {
+        "train_questions": len(train),
+        "test_questions": len(test),
+        "brier": round(brier, 4),
+        "brier_baseline": round(baseline, 4),
+        "brier_by_configuration": per_config,
+        "mean_predicted": round(float(predicted.mean()), 4),
+        "mean_observed": round(float(observed.mean()), 4),
+        "reliability": reliability(predicted.ravel(), observed.ravel()),
+    }
+
+
+def reliability(predicted: np.ndarray[Any, Any], observed: np.ndarray[Any, Any]) -> list[dict[str, float]]:
+    """Equal-width bins of predicted probability: mean prediction, mean outcome and count per bin."""
+    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+    which = np.clip(np.digitize(predicted, edges[1:-1]), 0, RELIABILITY_BINS - 1)
+    bins = []
+    for b in range(RELIABILITY_BINS):
+        mask = which == b
+        if mask.any():
+            bins.append(
+                {
+                    "low": round(float(edges[b]), 2),
+                    "high": round(float(edges[b + 1]), 2),
+                    "predicted": round(float(predicted[mask].mean()), 4),
+                    "observed": round(float(observed[mask].mean()), 4),
+                    "count": int(mask.sum()),
+                }
+            )
+    return bins

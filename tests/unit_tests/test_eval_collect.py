@@ -1,0 +1,207 @@
+"""collect: one durable row per question, resumable without duplicates or losses; outcomes replayed from it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from adaptive_ttc.backends.fake import FakeBackend
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.eval.collect import CollectSettings, collect
+from adaptive_ttc.eval.datasets import Question
+from adaptive_ttc.eval.graders import math_grader
+from adaptive_ttc.eval.log import read_log
+from adaptive_ttc.eval.outcomes import log_outcomes
+from adaptive_ttc.router.configs import DEFAULT_GRID, parse_grid
+from adaptive_ttc.router.profile import BackendProfile
+from adaptive_ttc.types import GenerationRequest
+from tests.fakes import TableScorer
+
+
+class _CrashError(Exception):
+    """Stands for a crash or Ctrl-C in the middle of a question."""
+
+
+QUESTIONS = [Question(f"q{i}", f"What is {i} plus {i}?", str(2 * i), f"part{i % 2}") for i in range(6)]
+
+
+def _responder(request: GenerationRequest, index: int) -> str:
+    words = request.messages[-1].content.split()
+    if words[0] != "What":  # the profile's measurement prompts
+        return "one two three four"
+    number = int(words[2])
+    rng = random.Random(f"{number}-{index}-{request.seed}-{request.temperature}")
+    right = request.temperature == 0.0 or rng.random() < 0.6
+    return "Let me add. " * (1 + index % 3) + f"The answer is {2 * number if right else number}."
+
+
+async def _collect(out: Path, questions: list[Question], backend: FakeBackend | None = None) -> dict[str, object]:
+    return await collect(
+        questions,
+        CollectSettings(grid=DEFAULT_GRID, max_tokens=64),
+        backend or FakeBackend(_responder),
+        out,
+        dataset="synthetic",
+        label="fake",
+        grader=math_grader,
+        profile=False,
+    )
+
+
+async def test_one_row_per_question_with_every_candidate(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl.gz"
+    summary = await _collect(out, QUESTIONS)
+    assert summary["collected"] == 6
+    log = read_log(out)
+    assert log.header.grid == tuple(c.label for c in DEFAULT_GRID)
+    assert log.header.settings["pool"] == 16
+    row = log.rows[0]
+    assert len(row["pool"]["candidates"]) == 16
+    assert row["greedy"]["candidates"][0]["correct"] is True
+    candidate = row["pool"]["candidates"][0]
+    assert set(candidate) >= {"text", "answer", "correct", "output_tokens", "finish_reason"}
+    assert row["pool"]["input_tokens"] > 0
+    assert row["pool"]["latency_s"] >= 0
+
+
+async def test_resume_after_a_crash_never_duplicates_or_loses_rows(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl.gz"
+    calls = 0
+
+    def crashing(request: GenerationRequest, index: int) -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 40:  # the 3rd question's pool: two questions are complete
+            raise _CrashError
+        return _responder(request, index)
+
+    with pytest.raises(_CrashError):
+        await _collect(out, QUESTIONS, FakeBackend(crashing))
+    assert [r["id"] for r in read_log(out).rows] == ["q0", "q1"]
+    summary = await _collect(out, QUESTIONS)
+    assert summary["skipped_already_logged"] == 2
+    assert [r["id"] for r in read_log(out).rows] == [q.id for q in QUESTIONS]
+    again = await _collect(out, QUESTIONS)
+    assert again["collected"] == 0
+
+
+async def test_resume_with_another_grid_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    await _collect(out, QUESTIONS[:1])
+    with pytest.raises(ConfigurationError, match=r"log\.jsonl:1: .*grid"):
+        await collect(
+            QUESTIONS,
+            CollectSettings(grid=parse_grid(["greedy"]), max_tokens=64),
+            FakeBackend(_responder),
+            out,
+            dataset="synthetic",
+            label="fake",
+            grader=math_grader,
+            profile=False,
+        )
+
+
+def test_settings_check_the_pool_and_the_scorer() -> None:
+    with pytest.raises(ConfigurationError, match="smaller than the grid's largest"):
+        CollectSettings(grid=DEFAULT_GRID, pool=8)
+    with pytest.raises(ConfigurationError, match="need --scorer"):
+        CollectSettings(grid=parse_grid(["greedy", "bon-reward-2"]))
+
+
+async def test_reward_selectors_and_beam_search_with_a_scorer(tmp_path: Path) -> None:
+    grid = parse_grid(["greedy", "bon-majority-2", "bon-reward-4", "beam-2x2x3"])
+    out = tmp_path / "log.jsonl"
+    scorer = TableScorer({})
+    await collect(
+        QUESTIONS[:2],
+        CollectSettings(grid=grid, scorer="table", max_tokens=64),
+        FakeBackend(_responder),
+        out,
+        dataset="synthetic",
+        label="fake",
+        grader=math_grader,
+        scorer=scorer,
+        profile=False,
+    )
+    row = read_log(out).rows[0]
+    assert all("score" in c for c in row["pool"]["candidates"])
+    beam = row["beams"]["beam-2x2x3"]
+    assert beam["steps"] >= 1
+    assert beam["candidates"]
+    outcomes = log_outcomes(read_log(out))
+    assert set(outcomes["q0"]) == {c.label for c in grid}
+
+
+async def test_profile_is_measured_once_and_kept_in_the_header(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    backend = FakeBackend(_responder)
+    settings = CollectSettings(grid=parse_grid(["greedy", "bon-majority-2"]), max_tokens=64)
+    kwargs = {"dataset": "synthetic", "label": "fake", "grader": math_grader}
+    await collect(QUESTIONS[:1], settings, backend, out, **kwargs)  # type: ignore[arg-type]
+    profile = read_log(out).header.profile
+    assert profile is not None
+    assert set(profile["decode_tokens_per_s"]) == {"1", "2"}
+    requests = len(backend.requests)
+    await collect(QUESTIONS[:2], settings, backend, out, **kwargs)  # type: ignore[arg-type]
+    assert len(backend.requests) == requests + 2  # one more question (greedy + pool), no new profile
+
+
+def test_soft_labels_tokens_and_latency_from_the_pool(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    asyncio.run(_collect(out, QUESTIONS[:3]))
+    log = read_log(out)
+    outcomes = log_outcomes(log)
+    for row in log.rows:
+        cands = row["pool"]["candidates"]
+        result = outcomes[row["id"]]
+        assert result["greedy"].accuracy == 1.0
+        mean_out = sum(c["output_tokens"] for c in cands) / len(cands)
+        for n in (2, 4, 8, 16):
+            o = result[f"bon-majority-{n}"]
+            assert 0.0 <= o.accuracy <= 1.0
+            assert o.input_tokens == row["pool"]["input_tokens"]
+            assert o.output_tokens == pytest.approx(n * mean_out, rel=0.35)
+        full = result["bon-majority-16"]
+        assert full.latency_s == pytest.approx(row["pool"]["latency_s"])  # N = pool: measured latency
+        assert full.longest_tokens == max(c["output_tokens"] for c in cands)
+    assert log_outcomes(log) == outcomes  # seeded: the same soft labels every time
+
+
+def test_latency_of_smaller_n_follows_the_profile(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    asyncio.run(_collect(out, QUESTIONS[:1]))
+    log = read_log(out)
+    row = log.rows[0]
+    row["pool"]["latency_s"] = 10.0
+    for cand in row["pool"]["candidates"]:
+        cand["output_tokens"] = 100
+    profile = BackendProfile("fake", "fake", 0.0, 1e9, {1: 10.0, 16: 80.0})
+    log.header = type(log.header)(log.header.grid, log.header.dataset, log.header.settings, _as_json(profile))
+    outcomes = log_outcomes(log)["q0"]
+    # per-sequence speed: 10 tok/s alone, 5 tok/s in a batch of 16: one sequence takes half the pool's time.
+    assert outcomes["bon-majority-16"].latency_s == pytest.approx(10.0)
+    assert outcomes["bon-majority-2"].latency_s < outcomes["bon-majority-16"].latency_s
+    log.header = type(log.header)(log.header.grid, log.header.dataset, log.header.settings, None)
+    assert log_outcomes(log)["q0"]["bon-majority-2"].latency_s == pytest.approx(10.0)  # no profile: same length
+
+
+def _as_json(profile: BackendProfile) -> dict[str, object]:
+    return {
+        "backend": profile.backend,
+        "model": profile.model,
+        "request_overhead_s": profile.request_overhead_s,
+        "prefill_tokens_per_s": profile.prefill_tokens_per_s,
+        "decode_tokens_per_s": {str(k): v for k, v in profile.decode_tokens_per_s.items()},
+    }
+
+
+def test_rows_missing_what_the_grid_needs_name_the_line(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    asyncio.run(_collect(out, QUESTIONS[:2]))
+    log = read_log(out)
+    del log.rows[1]["pool"]
+    with pytest.raises(ConfigurationError, match=r"log\.jsonl:3: row 'q1' is incomplete"):
+        log_outcomes(log)
