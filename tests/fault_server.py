@@ -219,11 +219,14 @@ class OpenAIApp:
         if self.upstream is not None:
             return await self._forward(path, raw, "POST")
         n = int(body.get("n") or 1)
+        limit = int(body.get("max_tokens") or 16)
         texts = [self.answer(body, i) for i in range(n)]
+        finishes = ["length" if _words(t) > limit else "stop" for t in texts]
+        texts = [t if _words(t) <= limit else " ".join(t.split()[:limit]) for t in texts]  # a word is a token
         chat = path.endswith("/chat/completions")
         choices = []
         for index, text in enumerate(texts):
-            choice: dict[str, Any] = {"index": index, "finish_reason": "stop"}
+            choice: dict[str, Any] = {"index": index, "finish_reason": finishes[index]}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:

@@ -302,8 +302,11 @@ class Engine:
             return allowance, decision, max_tokens, bound, reservation
 
     async def _input_upper(self, request: GenerationRequest, ledger: Ledger | None) -> int:
-        """The prompt's tokens as the backend counts them; the byte bound when it is slow (deadline in sight)."""
-        if isinstance(self.backend, InputTokenCounter):
+        """The prompt's tokens as the backend counts them; the byte bound when it is slow (deadline in sight).
+
+        Only a token cap needs the exact count: without one, the byte bound is enough and costs no request.
+        """
+        if isinstance(self.backend, InputTokenCounter) and ledger is not None and ledger.budget.tokens is not None:
             left = ledger.seconds_left if ledger is not None else None
             try:
                 async with asyncio.timeout(None if left is None else left * _COUNT_SHARE):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,37 +91,30 @@ ROUTER_CORRUPTIONS: list[Any] = [
     pytest.param(
         lambda src, dst: dst.write_bytes(_flip(src.read_bytes(), 28)),
         id="zip-header-flipped",
-        marks=_crashes(zlib.error),
     ),
     pytest.param(
         lambda src, dst: _rezip(src, dst, **{"meta.json": _meta(src, grid=None)}),
         id="grid-null",
-        marks=_crashes(TypeError),
     ),
     pytest.param(
         lambda src, dst: _rezip(src, dst, **{"meta.json": _meta(src, grid=[1, 2])}),
         id="grid-numbers",
-        marks=_crashes(AttributeError),
     ),
     pytest.param(
         lambda src, dst: _rezip(src, dst, **{"meta.json": _meta(src, lambdas={"x": 1})}),
         id="lambdas-keys",
-        marks=_crashes(TypeError),
     ),
     pytest.param(
         lambda src, dst: _rezip(src, dst, **{"meta.json": _meta(src, features=3)}),
         id="features-number",
-        marks=_crashes(TypeError),
     ),
     pytest.param(
         lambda src, dst: _rezip(src, dst, **{"models.pkl": b"garbage"}),
         id="models-garbage",
-        marks=_crashes(pickle.UnpicklingError),
     ),
     pytest.param(
         lambda src, dst: _rezip(src, dst, **{"models.pkl": pickle.dumps({"x": 1})}),
         id="models-shape",
-        marks=_crashes(KeyError),
     ),
 ]
 
@@ -170,21 +162,14 @@ PROFILE_CORRUPTIONS: list[Any] = [
     pytest.param(lambda data: {k: v for k, v in data.items() if k != "format"}, id="no-format"),
     pytest.param(lambda data: {**data, "surprise": 1}, id="extra-field"),
     pytest.param(lambda data: {**data, "decode_tokens_per_s": {"1": -5}}, id="negative-speed"),
-    pytest.param(lambda data: [], id="a-list", marks=_profile_crashes(TypeError)),
-    pytest.param(lambda data: '"text"', id="a-string", marks=_profile_crashes(AttributeError)),
-    pytest.param(
-        lambda data: {**data, "decode_tokens_per_s": None}, id="speeds-null", marks=_profile_crashes(AttributeError)
-    ),
-    pytest.param(
-        lambda data: {**data, "decode_tokens_per_s": {"a": 1}}, id="speeds-key", marks=_profile_crashes(ValueError)
-    ),
-    pytest.param(
-        lambda data: {**data, "decode_tokens_per_s": {"1": "x"}}, id="speeds-value", marks=_profile_crashes(ValueError)
-    ),
+    pytest.param(lambda data: [], id="a-list"),
+    pytest.param(lambda data: '"text"', id="a-string"),
+    pytest.param(lambda data: {**data, "decode_tokens_per_s": None}, id="speeds-null"),
+    pytest.param(lambda data: {**data, "decode_tokens_per_s": {"a": 1}}, id="speeds-key"),
+    pytest.param(lambda data: {**data, "decode_tokens_per_s": {"1": "x"}}, id="speeds-value"),
     pytest.param(
         lambda data: {k: v for k, v in data.items() if k != "decode_tokens_per_s"},
         id="speeds-missing",
-        marks=_profile_crashes(KeyError),
     ),
 ]
 

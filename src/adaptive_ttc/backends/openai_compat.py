@@ -44,6 +44,7 @@ _MAYBE_PROCESSED_STATUSES = frozenset({500, 502, 504})
 _MAX_RETRY_AFTER_S = 30.0
 _MIN_ATTEMPT_S = 0.05  # no attempt starts with less than this left before the deadline
 _TOKENIZE_TIMEOUT_S = 10.0  # /tokenize is cheap; past this, the byte bound is used instead
+_COUNT_CONNECTIONS = 8
 _BACKOFF = wait_exponential_jitter(initial=0.25, max=4.0)
 
 
@@ -107,7 +108,7 @@ class OpenAICompatibleBackend:
         api_key: sent as a bearer token when given.
         timeout: seconds for connect, read and write of one HTTP request.
         max_retries: retries after the first attempt on retryable failures.
-        max_connections: size of the connection pool.
+        max_connections: size of the connection pool for generations (prompt counts use up to 8 more).
         vllm_extensions: send vLLM's extra parameters (token ids, stop-string inclusion, continuation,
             beam search); turn off for servers that reject unknown fields.
         client: an ``httpx.AsyncClient`` to use instead of creating one (not closed by ``aclose``).
@@ -144,6 +145,13 @@ class OpenAICompatibleBackend:
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers=headers,
+        )
+        # Prompt counts get their own small pool: under load they must not queue behind long generations.
+        counters = min(max_connections, _COUNT_CONNECTIONS)
+        self._counter = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=counters, max_keepalive_connections=counters),
             headers=headers,
         )
 
@@ -205,7 +213,7 @@ class OpenAICompatibleBackend:
         root = self.base_url.removesuffix("/v1")
         try:
             async with asyncio.timeout(min(self._timeout, _TOKENIZE_TIMEOUT_S)):
-                response = await self._client.post(root + "/tokenize", json=body)
+                response = await self._counter.post(root + "/tokenize", json=body)
             count = response.json()["count"] if response.status_code == 200 else None
         except (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError):
             count = None  # the server has no /tokenize, or it is slow: fall back to the byte bound below
@@ -346,6 +354,7 @@ class OpenAICompatibleBackend:
         """Close the connection pool (unless the client was passed in)."""
         if self._owns_client:
             await self._client.aclose()
+            await self._counter.aclose()
 
     async def __aenter__(self) -> OpenAICompatibleBackend:
         return self

@@ -27,7 +27,7 @@ from pydantic.v1 import BaseModel as BaseModelV1
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.engine import Engine, EngineResult
-from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.errors import ConfigurationError, InvalidRequestError
 from adaptive_ttc.langchain.messages import to_langchain_tool_calls, to_messages
 from adaptive_ttc.langchain.portal import Portal
 from adaptive_ttc.langchain.scope import find_ledger
@@ -174,11 +174,15 @@ class AdaptiveChatModel(BaseChatModel):
             ls_provider="adaptive_ttc",
             ls_model_name=str(kwargs.get("model") or self._model_name),
             ls_model_type="chat",
-            ls_temperature=float(kwargs.get("temperature", self.temperature)),
-            ls_max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
         )
-        if stop or self.stop:
-            params["ls_stop"] = list(stop or self.stop or [])
+        temperature, max_tokens = kwargs.get("temperature", self.temperature), kwargs.get("max_tokens", self.max_tokens)
+        if _is_number(temperature):
+            params["ls_temperature"] = float(temperature)
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+            params["ls_max_tokens"] = max_tokens
+        stops = stop or self.stop
+        if isinstance(stops, list | tuple) and stops:
+            params["ls_stop"] = [str(x) for x in stops]
         return params
 
     # --- the one async core -------------------------------------------------------------------------------
@@ -186,12 +190,24 @@ class AdaptiveChatModel(BaseChatModel):
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> GenerationRequest:
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        temperature = kwargs.get("temperature", self.temperature)
+        stops = stop if stop is not None else self.stop or []
+        tools = kwargs.get("tools") or []
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+            raise InvalidRequestError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        if not _is_number(temperature):
+            raise InvalidRequestError(f"temperature must be a number in [0, 5], got {temperature!r}")
+        if not isinstance(stops, list | tuple) or not all(isinstance(x, str) for x in stops):
+            raise InvalidRequestError(f"stop must be a list of strings, got {stops!r}")
+        if not isinstance(tools, list | tuple) or not all(isinstance(t, dict) for t in tools):
+            raise InvalidRequestError(f"tools must be a list of tool schemas (use bind_tools), got {tools!r}")
         return GenerationRequest(
             messages=to_messages(messages),
-            max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
-            temperature=float(kwargs.get("temperature", self.temperature)),
-            stop=tuple(stop if stop is not None else self.stop or ()),
-            tools=tuple(kwargs.get("tools") or ()),
+            max_tokens=max_tokens,
+            temperature=float(temperature),
+            stop=tuple(stops),
+            tools=tuple(tools),
             tool_choice=kwargs.get("tool_choice"),
             response_format=kwargs.get("response_format"),
         )
@@ -386,6 +402,10 @@ class AdaptiveChatModel(BaseChatModel):
         if run_manager is not None:
             run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
         yield chunk
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _tool_choice(choice: dict[str, Any] | str | bool | None, tools: list[dict[str, Any]]) -> Any:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import ConfigurationError
@@ -85,19 +84,28 @@ class BackendProfile:
     def load(path: str | Path) -> BackendProfile:
         """Read a profile written by ``save``; a foreign or newer file is a ``ConfigurationError``."""
         try:
-            data: dict[str, Any] = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read backend profile {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{path} is not an adaptive-ttc profile (it holds no JSON object)")
         if data.pop("format", None) != PROFILE_FORMAT or data.pop("version", None) != PROFILE_VERSION:
             raise ConfigurationError(
                 f"{path} is not an adaptive-ttc profile of version {PROFILE_VERSION}; "
                 "measure it again with `adaptive-ttc profile`"
             )
-        data["decode_tokens_per_s"] = {int(k): float(v) for k, v in data["decode_tokens_per_s"].items()}
         try:
-            return BackendProfile(**data)
-        except TypeError as exc:
-            raise ConfigurationError(f"backend profile {path} has unexpected fields: {exc}") from exc
+            data["decode_tokens_per_s"] = {int(k): float(v) for k, v in data["decode_tokens_per_s"].items()}
+            numbers = ("request_overhead_s", "prefill_tokens_per_s", "step_overhead_s", "scorer_s_per_item")
+            for key in numbers:
+                if key in data:
+                    data[key] = float(data[key])
+            profile = BackendProfile(**data)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise ConfigurationError(f"backend profile {path} is damaged ({type(exc).__name__}: {exc})") from exc
+        if not all(math.isfinite(v) for v in (profile.prefill_tokens_per_s, profile.request_overhead_s)):
+            raise ConfigurationError(f"backend profile {path} holds non-finite speeds; measure it again")
+        return profile
 
 
 _LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who counts ships. " * 12

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ class Router:
         Only load router files you trust: the fitted models are pickled.
         """
         meta, payload = _read(Path(path))
+        _check_meta(meta, path)
         saved_grid = parse_grid(meta["grid"])
         if grid is not None and [c.label for c in grid] != [c.label for c in saved_grid]:
             raise ConfigurationError(
@@ -123,10 +125,40 @@ class Router:
                 f"router {path} expects features {meta['features']!r}, got {features.name!r}; retrain it"
             )
         router = Router(saved_grid, features=make_features(meta["features"]), lambdas=Lambdas(**meta["lambdas"]))
-        models = pickle.loads(payload)
-        router.accuracy, router.cost = models["accuracy"], models["cost"]
+        router.accuracy, router.cost = _models(payload, path)
         router.meta = {k: v for k, v in meta.items() if k not in ("format", "version", "grid", "features", "lambdas")}
         return router
+
+
+def _check_meta(meta: dict[str, Any], path: str | Path) -> None:
+    """The fields ``load`` reads, with the types it expects: a damaged file is an error, not a crash."""
+    grid, features, lambdas = meta.get("grid"), meta.get("features"), meta.get("lambdas")
+    problems = []
+    if not isinstance(grid, list) or not all(isinstance(label, str) for label in grid):
+        problems.append("grid is not a list of configuration labels")
+    if not isinstance(features, str):
+        problems.append("features is not an extractor name")
+    if not isinstance(lambdas, dict) or set(lambdas) != {"tokens", "latency"}:
+        problems.append("lambdas is not {tokens, latency}")
+    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lambdas.values()):
+        problems.append("lambdas are not numbers")
+    if problems:
+        raise ConfigurationError(f"router file {path} is damaged: {'; '.join(problems)}; retrain it")
+
+
+def _models(payload: bytes, path: str | Path) -> tuple[AccuracyPredictor, CostModel]:
+    try:
+        models = pickle.loads(payload)
+    except Exception as exc:  # unpickling damaged bytes can raise almost anything
+        raise ConfigurationError(
+            f"router file {path} has unreadable models ({type(exc).__name__}); retrain it"
+        ) from exc
+    if not isinstance(models, dict):
+        raise ConfigurationError(f"router file {path} has no fitted models; retrain it")
+    accuracy, cost = models.get("accuracy"), models.get("cost")
+    if not isinstance(accuracy, AccuracyPredictor) or not isinstance(cost, CostModel):
+        raise ConfigurationError(f"router file {path} does not hold an accuracy predictor and a cost model")
+    return accuracy, cost
 
 
 def _read(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -134,7 +166,7 @@ def _read(path: Path) -> tuple[dict[str, Any], bytes]:
         with zipfile.ZipFile(path) as archive:
             meta = json.loads(archive.read("meta.json"))
             payload = archive.read("models.pkl")
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError, zlib.error, EOFError) as exc:
         raise ConfigurationError(
             f"{path} is not a readable adaptive-ttc router file ({exc}); train one with `adaptive-ttc train`"
         ) from exc
