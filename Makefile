@@ -21,8 +21,8 @@ test: $(STAMP)
 	scripts/test.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples integrations
+	$(BIN)/ruff format --check src tests benchmarks examples integrations
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -9,7 +9,8 @@ Two measurements, both side by side with direct ``httpx`` calls of the same chat
   ``adaptive_ttc.budget``) and, interleaved with them (library workflow i, then direct workflow i), as many
   direct workflows. Both meet the same server load and have the same connection limits (one pool per
   strategy, ``--connections`` split between them), so workflows per second and per-call latencies compare.
-  Under this load latency is mostly queueing at the server, so the per-call difference is noisy.
+  Under this load a call's latency is mostly queueing, and the order in which each side's requests get a
+  connection shapes the percentiles: compare the means (Little's law ties them to workflows per second).
 - Overhead: ``--sequential`` calls one at a time, library and direct alternating (which goes first alternates
   too), on an otherwise idle client: the per-call difference is what the library adds (its ``/tokenize``
   count, planning and charging, the hop to its event-loop thread, parsing). A direct ``/tokenize`` is timed
@@ -67,6 +68,7 @@ class Round:
     direct_wall_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     unbalanced_budgets: int = 0
+    retried_calls: int = 0  # library calls the engine retried after a broken connection or a 5xx
     deadlocked: bool = False
 
 
@@ -124,7 +126,9 @@ async def library_workflow(
             out.library_latency_s.append(elapsed)
             latencies[index, call] = elapsed
             if isinstance(message, AIMessage):
-                out.engine_overhead_s.append(message.response_metadata["adaptive_ttc"]["engine_overhead_s"])
+                trace = message.response_metadata["adaptive_ttc"]
+                out.engine_overhead_s.append(trace["engine_overhead_s"])
+                out.retried_calls += trace.get("attempts", 1) > 1
     out.unbalanced_budgets += not balanced(scope)
 
 
@@ -276,10 +280,13 @@ def summary(rounds: list[Round], workflows: int, calls: int) -> dict[str, Any]:
         "calls_per_workflow": calls,
         "library_workflows_per_s": workflows / statistics.median(lib_walls),
         "direct_workflows_per_s": workflows / statistics.median(direct_walls),
+        "library_call_mean_s": statistics.fmean(lib) if lib else float("nan"),
+        "direct_call_mean_s": statistics.fmean(direct) if direct else float("nan"),
         "library_call_p50_s": percentile(lib, 50),
         "library_call_p99_s": percentile(lib, 99),
         "direct_call_p50_s": percentile(direct, 50),
         "direct_call_p99_s": percentile(direct, 99),
+        "load_overhead_mean_s": (statistics.fmean(lib) - statistics.fmean(direct)) if lib and direct else float("nan"),
         "load_overhead_p50_s": percentile(lib, 50) - percentile(direct, 50),
         "load_overhead_p99_s": percentile(lib, 99) - percentile(direct, 99),
         "load_paired_overhead_p50_s": percentile(paired, 50),
@@ -289,6 +296,7 @@ def summary(rounds: list[Round], workflows: int, calls: int) -> dict[str, Any]:
         "calls_measured": {"library": len(lib), "direct": len(direct)},
         "errors": [e for r in rounds for e in r.errors][:20],
         "unbalanced_budgets": sum(r.unbalanced_budgets for r in rounds),
+        "library_retried_calls": sum(r.retried_calls for r in rounds),
         "deadlocked_rounds": sum(r.deadlocked for r in rounds),
     }
 
@@ -390,10 +398,13 @@ def main() -> None:
     keys = (
         "library_workflows_per_s",
         "direct_workflows_per_s",
+        "library_call_mean_s",
+        "direct_call_mean_s",
         "library_call_p50_s",
         "direct_call_p50_s",
         "library_call_p99_s",
         "direct_call_p99_s",
+        "load_overhead_mean_s",
         "load_overhead_p50_s",
         "load_overhead_p99_s",
         "sequential_overhead_p50_s",
@@ -406,7 +417,9 @@ def main() -> None:
         "leaked_sockets",
         "leaked_main_tasks",
         "unbalanced_budgets",
+        "library_retried_calls",
         "deadlocked_rounds",
+        "errors",
     )
     print(json.dumps({k: result[k] for k in keys}, indent=2))
 

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-echo "== ruff"; $BIN/ruff check src tests benchmarks; $BIN/ruff format --check src tests benchmarks
+echo "== ruff"; $BIN/ruff check src tests benchmarks examples integrations; $BIN/ruff format --check src tests benchmarks examples integrations
 echo "== mypy (strict)"; $BIN/mypy
 echo "== unit tests"
 $BIN/pytest tests/unit_tests -q --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost

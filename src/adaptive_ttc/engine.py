@@ -366,20 +366,32 @@ class Engine:
             if planned is not None:
                 return tools_decision, *planned
             return self._degrade(request, input_upper, allowance, ledger, lambdas)
-        for decision in self._candidates(request, lambdas, room, time_room):
+        for decision in self._candidates(request, input_upper, lambdas, room, time_room):
             planned = self._fit(decision.configuration, request, input_upper, allowance, ledger)
             if planned is not None:
                 return decision, *planned
         return self._degrade(request, input_upper, allowance, ledger, lambdas)
 
     def _candidates(
-        self, request: GenerationRequest, lambdas: Lambdas, room: float | None, time_room: float | None
+        self,
+        request: GenerationRequest,
+        input_upper: int,
+        lambdas: Lambdas,
+        room: float | None,
+        time_room: float | None,
     ) -> list[Decision]:
         """Decisions to try, best first: the router's choice, then the other fitting configurations."""
         if self.router is None or self.configuration is not None:
             fixed = self.configuration or _GREEDY
             return [Decision(fixed, "fixed", lambdas, (), room, time_room)]
-        decision = self.router.decide(question_of(request), lambdas=lambdas, token_room=room, time_room=time_room)
+        decision = self.router.decide(
+            question_of(request),
+            lambdas=lambdas,
+            token_room=room,
+            time_room=time_room,
+            max_tokens=request.max_tokens,
+            input_tokens=input_upper,
+        )
         if decision is None:
             return []
         usable = [p for p in decision.predictions if p.fits and self._usable(p.configuration)]

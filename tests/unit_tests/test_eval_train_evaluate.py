@@ -115,6 +115,7 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "best static configuration" in report
     assert "router / oracle at equal mean tokens" in report
     assert "Workflows under budgets" in report
+    assert "| easy | 15 | 15 | 0 | 0 |" in report  # the spread table: greedy gets every easy question
     for name in ("frontier_tokens.png", "frontier_latency.png", "report.json"):
         assert (out / name).stat().st_size > 0
     figures = json.loads((out / "report.json").read_text())

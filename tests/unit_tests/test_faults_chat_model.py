@@ -8,14 +8,17 @@ accounted for by an error's ``spent`` or a retried call's trace, nothing stays r
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 from tenacity import wait_fixed
 
 import adaptive_ttc
@@ -367,3 +370,47 @@ def test_random_faults_never_unbalance_the_books(
     server.push(*faults)
     outcomes, _ = run_workflow(models, calls, tokens=cap)
     assert all(isinstance(o, AIMessage | AdaptiveTTCError) for o in outcomes)
+
+
+class FanState(TypedDict, total=False):
+    outcomes: Annotated[list[Outcome], operator.add]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_send_fan_out_under_faults_shares_one_balanced_budget(
+    fs: FaultServer, models: dict[str, AdaptiveChatModel], use_async: bool
+) -> None:
+    llm = models["bon-majority-4"]
+
+    def solve_sync(part: dict[str, int]) -> FanState:
+        try:
+            return {"outcomes": [llm.invoke(f"{QUESTION} (part {part['index']})")]}
+        except AdaptiveTTCError as exc:
+            return {"outcomes": [exc]}
+
+    async def solve_async(part: dict[str, int]) -> FanState:
+        try:
+            return {"outcomes": [await llm.ainvoke(f"{QUESTION} (part {part['index']})")]}
+        except AdaptiveTTCError as exc:
+            return {"outcomes": [exc]}
+
+    graph = StateGraph(FanState)
+    graph.add_node("solver", solve_async if use_async else solve_sync)
+    graph.add_conditional_edges(START, lambda state: [Send("solver", {"index": i}) for i in range(8)], ["solver"])
+    graph.add_edge("solver", END)
+    app = graph.compile()
+    fs.push(
+        Fault("status", status=429, retry_after=0),
+        Fault("reset"),
+        Fault("wrong_n", choices=2),
+        Fault("status", status=500, processed=True),
+        Fault("no_usage"),
+        Fault("malformed"),
+    )
+    with adaptive_ttc.budget(tokens=700) as scope:
+        state = asyncio.run(app.ainvoke({"outcomes": []})) if use_async else app.invoke({"outcomes": []})
+    outcomes = state["outcomes"]
+    assert len(outcomes) == 8
+    assert all(isinstance(o, AIMessage | AdaptiveTTCError) for o in outcomes)
+    check_books(scope, outcomes, cap=700)
+    assert set(scope.report().by_node) == {"solver"}

@@ -156,3 +156,13 @@ def test_fit_errors() -> None:
         Observation("q", "greedy", 1.5, 1, 1, 1, 1)
     with pytest.raises(ConfigurationError, match="not fitted"):
         Router(GRID).predict("q")
+
+
+def test_decide_bounds_predicted_tokens_by_the_calls_cap() -> None:
+    router = Router(GRID).fit(synthetic_log())
+    question = "Question 902: " + "apples pears " * 13 + " integral ?"
+    decision = router.decide(question, lambdas=Lambdas(0.0, 0.0), max_tokens=8, input_tokens=20)
+    assert decision is not None
+    for prediction, config in zip(decision.predictions, GRID, strict=True):
+        assert prediction.tokens_upper <= 20 + config.samples * 8
+        assert prediction.tokens <= prediction.tokens_upper

@@ -305,7 +305,9 @@ class OpenAICompatibleBackend:
             async with asyncio.timeout(left):
                 response = await self._client.request(method, url, json=payload)
         except TimeoutError as exc:  # our deadline guard (httpx's own timeouts are its exceptions, below)
-            error = BackendTimeoutError(f"{url} had not answered at the call's deadline ({left:.2f}s); cut it")
+            error = BackendTimeoutError(
+                f"{url} had not answered by the call's deadline ({left:.2f}s after sending); the request was cut"
+            )
             raise _FailedAttemptError(error, processed=True, transient=False) from exc
         except httpx.HTTPError as exc:
             raise _transport_failure(url, exc) from exc

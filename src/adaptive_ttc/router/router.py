@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import zipfile
@@ -80,9 +81,17 @@ class Router:
         lambdas: Lambdas | None = None,
         token_room: float | None = None,
         time_room: float | None = None,
+        max_tokens: int | None = None,
+        input_tokens: int | None = None,
     ) -> Decision | None:
-        """The best configuration that fits, or ``None`` when nothing does."""
+        """The best configuration that fits, or ``None`` when nothing does.
+
+        ``max_tokens`` and ``input_tokens`` (the call's cap and its known prompt size) bound the predicted
+        tokens: a configuration cannot generate more than ``samples * max_tokens`` per request.
+        """
         accuracies, costs = self.predict(question)
+        if max_tokens is not None or input_tokens is not None:
+            costs = [_bounded(c, config, max_tokens, input_tokens) for c, config in zip(costs, self.grid, strict=True)]
         return choose(self.grid, accuracies, costs, lambdas or self.lambdas, token_room=token_room, time_room=time_room)
 
     def save(self, path: str | Path) -> None:
@@ -128,6 +137,23 @@ class Router:
         router.accuracy, router.cost = _models(payload, path)
         router.meta = {k: v for k, v in meta.items() if k not in ("format", "version", "grid", "features", "lambdas")}
         return router
+
+
+def _bounded(cost: CostEstimate, config: Configuration, max_tokens: int | None, inputs: int | None) -> CostEstimate:
+    """Clip a cost estimate to what the call can possibly spend (per request; beam search re-sends prompts)."""
+    requests = config.max_steps * config.n // config.width if config.kind == "beam" else 1
+    out_cap = (
+        float("inf")
+        if max_tokens is None
+        else float(config.samples * max_tokens * (config.max_steps if config.kind == "beam" else 1))
+    )
+    in_cap = float("inf") if inputs is None else float(inputs * requests)
+    output, output_upper = min(cost.output_tokens, out_cap), min(cost.tokens_upper - cost.input_tokens, out_cap)
+    input_tokens = cost.input_tokens if inputs is None else float(inputs)
+    input_upper = min(max(cost.input_tokens, input_tokens), in_cap)
+    return dataclasses.replace(
+        cost, input_tokens=input_tokens, output_tokens=output, tokens_upper=input_upper + max(output_upper, 0.0)
+    )
 
 
 def _check_meta(meta: dict[str, Any], path: str | Path) -> None:
