@@ -17,8 +17,8 @@ VENV="${ADAPTIVE_TTC_VLLM_VENV:-.venv-vllm}"
 STARTUP_S="${ADAPTIVE_TTC_VLLM_STARTUP_S:-600}"
 NAME="SmolLM2-135M-Instruct"
 URL="http://127.0.0.1:${PORT}/v1"
-PIDFILE=".vllm-server.pid"
-LOGFILE=".vllm-server.log"
+PIDFILE=".vllm-server.${PORT}.pid"
+LOGFILE=".vllm-server.${PORT}.log"
 PROJECT_PY="${PROJECT_PY:-.venv/bin/python}"
 
 ensure_venv() {
@@ -44,7 +44,7 @@ start() {
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model_dir" --served-model-name "$NAME" --dtype bfloat16 --max-model-len 2048 \
       --enforce-eager --host 127.0.0.1 --port "$PORT" --enable-prefix-caching \
-      --enable-auto-tool-choice --tool-call-parser hermes \
+      --enable-auto-tool-choice --tool-call-parser hermes --enable-prompt-tokens-details \
       >"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"
   local waited=0

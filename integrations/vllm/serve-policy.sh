@@ -11,4 +11,5 @@ exec vllm serve "$MODEL" \
   --enable-prefix-caching \
   --max-model-len "${MAX_MODEL_LEN:-4096}" \
   --gpu-memory-utilization "${GPU_MEMORY:-0.90}" \
-  --enable-auto-tool-choice --tool-call-parser hermes
+  --enable-auto-tool-choice --tool-call-parser hermes \
+  --enable-prompt-tokens-details
