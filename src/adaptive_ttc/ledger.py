@@ -271,6 +271,8 @@ class Ledger:
         """Charge what a call really consumed, free the rest of its reservation and record the call."""
         if not (math.isfinite(latency_s) and latency_s >= 0):
             raise InvalidRequestError(f"latency_s must be a non-negative number, got {latency_s!r}")
+        if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
+            raise InvalidRequestError(f"usage must not be negative, got {usage!r}")
         with self._lock:
             self._close(reservation)
             return self._record(

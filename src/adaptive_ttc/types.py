@@ -135,7 +135,10 @@ class GenerationRequest:
             )
 
     def _check_sampling(self) -> None:
-        _require(isinstance(self.n, int) and self.n >= 1, f"n must be an integer >= 1, got {self.n!r}")
+        _require(
+            isinstance(self.n, int) and not isinstance(self.n, bool) and self.n >= 1,
+            f"n must be an integer >= 1, got {self.n!r}",
+        )
         _require(
             isinstance(self.max_tokens, int) and self.max_tokens >= 1,
             f"max_tokens must be an integer >= 1, got {self.max_tokens!r}",

@@ -111,7 +111,7 @@ class AdaptiveChatModel(BaseChatModel):
     stop: list[str] | None = None
     """Stop strings."""
     max_retries: int = Field(default=2, ge=0)
-    """Retries of a backend request on 429/5xx/connection errors."""
+    """Retries of a backend request the server cannot have processed (connection errors, 408/429/503)."""
     streaming: bool = False
     """Accepted for compatibility; use ``stream``/``astream`` to stream."""
 

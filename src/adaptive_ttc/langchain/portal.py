@@ -41,7 +41,13 @@ class Portal:
         if _current_loop() is loop:
             coroutine.close()
             raise RuntimeError("a blocking call was made from the portal's own loop; use the async API there")
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C (or any exit) in the waiting thread cancels the work, so the ledger settles right away.
+            future.cancel()
+            raise
 
     async def acall(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the portal and await it from the caller's loop (the async path)."""
