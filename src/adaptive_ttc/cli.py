@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None, help="served model name (URL backends)")
     demo.add_argument("--router", default=None, help="router file (default: the packaged router)")
     demo.add_argument("--budget-tokens", type=int, default=2500, help="token budget per problem")
-    demo.add_argument("--budget-seconds", type=float, default=120.0, help="time budget per problem")
+    demo.add_argument("--budget-seconds", type=float, default=300.0, help="time budget per problem")
     demo.add_argument("--max-tokens", type=int, default=160, help="most tokens per answer")
     prof = commands.add_parser("profile", help="measure a backend's speed and save its profile")
     prof.add_argument("--backend", default="embedded", help="'embedded' or a server URL")
