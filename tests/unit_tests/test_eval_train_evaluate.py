@@ -120,6 +120,10 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert (out / name).stat().st_size > 0
     figures = json.loads((out / "report.json").read_text())
     assert figures["figures"]["oracle_accuracy_at_router_tokens"] >= figures["figures"]["router_max_accuracy_tokens"]
+    # the intervals are those of the best static configuration chosen on all questions, not of each resample's
+    low, high = figures["ci95"]["best_static_tokens"]
+    assert low <= figures["figures"]["best_static_tokens"] <= high
+    assert low > 0.6 * figures["figures"]["best_static_tokens"]  # never a cheaper configuration's tokens
     pacing = figures["workflows"]["by_factor"]["3.0"]["pacing"]
     assert 0.0 <= pacing["tokens_used_share"] <= 1.0
 

@@ -181,11 +181,21 @@ def sweeps(replay: Replay) -> dict[str, Frontier]:
     }
 
 
-def metrics(replay: Replay, swept: dict[str, Frontier], weights: Array | None = None) -> dict[str, Any]:
-    """The headline figures for one weighting of the questions (the bootstrap calls it per resample)."""
+def metrics(
+    replay: Replay, swept: dict[str, Frontier], weights: Array | None = None, *, best_static: str | None = None
+) -> dict[str, Any]:
+    """The headline figures for one weighting of the questions (the bootstrap calls it per resample).
+
+    ``best_static`` fixes the configuration the figures compare with (the bootstrap passes the one chosen on
+    every question, so its intervals are that configuration's, not a mix of whichever wins each resample).
+    """
     k = len(replay.labels)
     static = points(replay, np.tile(np.arange(k)[:, None], (1, len(replay.ids))), weights)
-    best = max(range(k), key=lambda i: (static["accuracy"][i], -static["tokens"][i]))
+    best = (
+        replay.labels.index(best_static)
+        if best_static is not None
+        else max(range(k), key=lambda i: (static["accuracy"][i], -static["tokens"][i]))
+    )
     out: dict[str, Any] = {"best_static": replay.labels[best]}
     for i, label in enumerate(replay.labels):
         out[f"static_accuracy:{label}"] = float(static["accuracy"][i])
@@ -215,10 +225,11 @@ def bootstrap(
     """95% percentile intervals of every scalar of ``metrics`` over question resamples."""
     rng = np.random.default_rng(seed)
     n = len(replay.ids)
+    best = metrics(replay, swept)["best_static"]
     samples: dict[str, list[float]] = {}
     for _ in range(resamples):
         weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        for key, value in metrics(replay, swept, weights).items():
+        for key, value in metrics(replay, swept, weights, best_static=best).items():
             if isinstance(value, float):
                 samples.setdefault(key, []).append(value)
     return {
