@@ -2,7 +2,9 @@
 
 The agent, per problem: a planner call, two solver calls in parallel (``Send`` fan-out) with different prompts,
 and a checker call that picks the final answer. Every call goes through ``AdaptiveChatModel``; each policy runs
-the same agent under the same workflow budget, one after the other, in the same process.
+the same agent under the same workflow budget, one after the other, in the same process. On a terminal each
+problem is shown live (``_demo_view``): its calls so far, the tokens reserved by calls in flight, and the token
+and time budgets draining; elsewhere each problem's final view is printed once.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from adaptive_ttc._demo_view import ProblemView, explain_choices
 from adaptive_ttc.answers import answers_equal, extract_answer, normalize_answer
 from adaptive_ttc.errors import AdaptiveTTCError
 from adaptive_ttc.langchain import AdaptiveChatModel, budget
@@ -101,69 +105,43 @@ def build_agent(llm: AdaptiveChatModel, log: list[AIMessage]) -> Any:
 
 
 async def run_policy(name: str, llm: AdaptiveChatModel, tokens: int, seconds: float, console: Console) -> PolicyRun:
-    """Run the agent on every problem under one workflow budget per problem, printing each call's decision."""
+    """Run the agent on every problem under one workflow budget per problem, showing each call's decision."""
     run = PolicyRun(name)
-    for question, reference in PROBLEMS:
+    for number, (question, reference) in enumerate(PROBLEMS, 1):
         log: list[AIMessage] = []
         agent = build_agent(llm, log)
+        view = ProblemView(f"[{name}] problem {number}/{len(PROBLEMS)}: {question}")
+        stopped = ""
         start = time.perf_counter()
         with budget(tokens=tokens, seconds=seconds, expected_calls=4) as scope:
-            try:
-                state = await agent.ainvoke({"question": question})
-            except AdaptiveTTCError as exc:  # a run the budget cut short counts as wrong, and the demo goes on
-                console.print(f"[yellow]  run stopped: {type(exc).__name__}: {exc}[/yellow]")
-                state = {}
-        report = scope.report()
+            async with view.show(console, scope.ledger):
+                try:
+                    state = await agent.ainvoke({"question": question})
+                except AdaptiveTTCError as exc:  # a run the budget cut short counts as wrong, and the demo goes on
+                    stopped = f"{type(exc).__name__}: {exc}"
+                    state = {}
+        report = view.report or scope.report()
         ok = answers_equal(state.get("final") or None, reference)
         run.correct += int(ok)
         run.tokens += report.tokens_spent
         run.seconds += time.perf_counter() - start
-        for call in report.calls:
-            run.calls.append({"policy": name, "node": call.node, **_describe(call.decision, call.tokens)})
-        _print_calls(console, report, policy=name, question=question, ok=ok, final=state.get("final"), ref=reference)
-    return run
-
-
-def _describe(decision: dict[str, Any], tokens: int) -> dict[str, Any]:
-    chosen = next(
-        (p for p in decision.get("predictions", []) if p["configuration"] == decision.get("configuration")), None
-    )
-    return {
-        "configuration": decision.get("configuration", "?"),
-        "reason": decision.get("reason", "?"),
-        "predicted_accuracy": None if chosen is None else round(chosen["accuracy"], 2),
-        "predicted_tokens": None if chosen is None else round(chosen["tokens"]),
-        "tokens": tokens,
-    }
-
-
-def _print_calls(console: Console, report: Any, *, policy: str, question: str, ok: bool, final: Any, ref: str) -> None:
-    table = Table(title=f"[{policy}] {question[:70]}", show_lines=False)
-    for column in ("node", "configuration", "why", "pred. acc", "pred. tokens", "tokens", "budget left"):
-        table.add_column(column)
-    spent = 0
-    for call in report.calls:
-        described = _describe(call.decision, call.tokens)
-        spent += call.tokens
-        left = "-" if report.tokens_cap is None else str(report.tokens_cap - spent)
-        table.add_row(
-            call.node or "-",
-            described["configuration"],
-            described["reason"],
-            str(described["predicted_accuracy"] if described["predicted_accuracy"] is not None else "-"),
-            str(described["predicted_tokens"] if described["predicted_tokens"] is not None else "-"),
-            str(call.tokens),
-            left,
+        run.calls.extend({"policy": name, **row} for row in view.rows)
+        if stopped:
+            console.print(f"[yellow]  run stopped: {escape(stopped)}[/yellow]")
+        mark = "[green]right[/green]" if ok else "[red]wrong[/red]"
+        final = escape(repr(state.get("final")))
+        console.print(
+            f"  answer {final} (reference {reference}): {mark}; "
+            f"{report.tokens_spent} tokens, {report.seconds_elapsed:.1f}s\n"
         )
-    console.print(table)
-    mark = "[green]right[/green]" if ok else "[red]wrong[/red]"
-    console.print(
-        f"  answer {final!r} (reference {ref}): {mark}; {report.tokens_spent} tokens, {report.seconds_elapsed:.1f}s\n"
-    )
+    return run
 
 
 async def run_demo(llm_factory: Any, *, tokens: int, seconds: float, console: Console | None = None) -> list[PolicyRun]:
     """Run the adaptive policy and two fixed ones (greedy, best-of-4) on the same problems and budgets.
+
+    On a terminal each problem is shown live (its calls, the tokens in flight, the budgets draining); elsewhere
+    its final view is printed once. A summary of the policies ends the run.
 
     Args:
         llm_factory: called with ``strategy=None`` (adaptive) or a configuration label; returns a chat model.
@@ -192,4 +170,7 @@ async def run_demo(llm_factory: Any, *, tokens: int, seconds: float, console: Co
             ", ".join(f"{k} x{v}" for k, v in used.most_common()),
         )
     console.print(summary)
+    for run in runs:
+        if run.name == "adaptive":
+            console.print(f"  adaptive chose {escape(explain_choices(run.calls))}", highlight=False)
     return runs
