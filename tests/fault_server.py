@@ -12,8 +12,10 @@ Two parts:
 
 ``FaultServer`` puts them together; a fixture starts it, pushes faults, and reads what the server saw.
 
-Streams are not faulted: the library does not stream from the backend (a strategy must see every candidate
-before it chooses), so a request with ``"stream": true`` is refused with HTTP 400.
+A request with ``"stream": true`` gets the same answer as server-sent events (one event per word, then the
+finish reason, the usage and ``[DONE]``), with the fault applied to the stream: ``truncate`` resets after half
+the events, ``stall`` pauses there, ``drip`` sends events ``delay_s`` apart, ``malformed`` sends an unreadable
+event, a processed ``status`` fault sends an error event after half the text, ``no_usage`` leaves out the usage.
 """
 
 from __future__ import annotations
@@ -135,7 +137,6 @@ class OpenAIApp:
         self.faults: deque[Fault] = deque()
         self.default = Fault()
         self.served: list[Served] = []
-        self.refused: list[str] = []
         self._lock = threading.Lock()
         self._client: httpx.AsyncClient | None = None
 
@@ -167,10 +168,6 @@ class OpenAIApp:
         except ValueError:
             await _send_json(send, 400, {"object": "error", "message": "the body is not JSON"})
             return
-        if body.get("stream"):
-            self.refused.append("stream")
-            await _send_json(send, 400, {"object": "error", "message": "this test server does not stream"})
-            return
         fault = self.next_fault()
         n = int(body.get("n") or 1)
         if fault.kind == "reset":
@@ -183,11 +180,57 @@ class OpenAIApp:
             return
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay_s)
+        stream = bool(body.get("stream"))
+        if stream:
+            raw = json.dumps({k: v for k, v in body.items() if k not in ("stream", "stream_options")}).encode()
         status, reply = await self._reply(path, raw, body)
         if status != 200:
             await _send_json(send, status, reply)
             return
+        if stream:
+            await self._streamed(path, fault, reply, send)
+            return
         await self._faulted(path, n, fault, reply, send)
+
+    async def _streamed(self, path: str, fault: Fault, reply: dict[str, Any], send: Send) -> None:
+        """Send ``reply`` as server-sent events, with ``fault`` applied to the stream."""
+        usage = reply.get("usage") or {}
+        consumed = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+        choice = reply["choices"][0]
+        chat = "message" in choice
+        text = str(choice["message"]["content"] if chat else choice["text"])
+        words = text.split(" ")
+        pieces = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+        def event(piece: str) -> dict[str, Any]:
+            delta = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            return {"id": "cmpl-fault", "model": self.model, "choices": [delta | {"finish_reason": None}]}
+
+        events = [json.dumps(event(p)).encode() for p in pieces if p]
+        last = event("") | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+        events.append(json.dumps(last).encode())
+        half = len(events) // 2
+        if fault.kind == "malformed":
+            events.insert(half, b'{"choices": [{"delta": {"content": "x')
+        if fault.kind == "status" and fault.processed:
+            events = [*events[:half], json.dumps({"error": _error(fault.status)}).encode()]
+        elif fault.kind != "no_usage":
+            events.append(json.dumps({"id": "cmpl-fault", "choices": [], "usage": usage}).encode())
+        events.append(b"[DONE]")
+        reported = 0 if fault.kind in ("no_usage", "malformed", "truncate", "status") else consumed
+        self._record(path, 1, fault, consumed, reported)
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index, data in enumerate(events):
+            if index == half and fault.kind == "truncate":
+                await send({"type": "fault.abort"})
+                return
+            if index == half and fault.kind == "stall":
+                await asyncio.sleep(fault.delay_s)
+            if fault.kind == "drip":
+                await asyncio.sleep(fault.delay_s)
+            await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _faulted(self, path: str, n: int, fault: Fault, reply: dict[str, Any], send: Send) -> None:
         """Apply a fault that comes after the server did the work (it consumed the tokens)."""

@@ -10,14 +10,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adaptive_ttc.backends.base import Backend, BackendCapabilities, InputTokenCounter, input_tokens_upper_bound
+from adaptive_ttc.backends.base import (
+    Backend,
+    BackendCapabilities,
+    InputTokenCounter,
+    StreamingBackend,
+    TextSink,
+    input_tokens_upper_bound,
+)
 from adaptive_ttc.errors import BackendError, BackendTimeoutError, BudgetExhausted, ConfigurationError
 from adaptive_ttc.ledger import Allowance, Ledger, Reservation
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Decision, Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.scoring.base import Scorer
-from adaptive_ttc.strategies import BeamSearch, Strategy
+from adaptive_ttc.strategies import BeamSearch, Greedy, Strategy
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, GenerationResult, StrategyResult, Usage
 
@@ -88,6 +95,18 @@ class _History:
         self.last = exc
 
 
+class _Sink:
+    """Forwards streamed text and remembers whether any went out (a call that streamed is never retried)."""
+
+    def __init__(self, on_text: TextSink) -> None:
+        self.on_text = on_text
+        self.emitted = False
+
+    def __call__(self, piece: str) -> None:
+        self.emitted = True
+        self.on_text(piece)
+
+
 class _Metered:
     """The backend as one attempt sees it: forwards batches and keeps every usage they report, failed or not."""
 
@@ -108,11 +127,25 @@ class _Metered:
         try:
             results = await self.backend.generate(requests)
         except BackendError as exc:
-            self.reported = self.reported + (exc.spent or Usage())
-            self.unreported.extend(exc.unreported)
+            self._failed(exc)
             raise
         self.reported = self.reported + Usage.sum([r.usage for r in results])
         return results
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> GenerationResult:
+        if not isinstance(self.backend, StreamingBackend):  # the engine streams only through streaming backends
+            raise TypeError(f"{type(self.backend).__name__} does not stream")
+        try:
+            result = await self.backend.stream(request, on_text)
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self.reported = self.reported + result.usage
+        return result
+
+    def _failed(self, exc: BackendError) -> None:
+        self.reported = self.reported + (exc.spent or Usage())
+        self.unreported.extend(exc.unreported)
 
     async def aclose(self) -> None:
         return None  # the engine's backend belongs to whoever gave it
@@ -170,9 +203,18 @@ class Engine:
         self.retries = retries
 
     async def run(
-        self, request: GenerationRequest, *, ledger: Ledger | None = None, node: str | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        ledger: Ledger | None = None,
+        node: str | None = None,
+        on_text: TextSink | None = None,
     ) -> EngineResult:
         """Decide, reserve an upper bound, run, and charge what was really spent.
+
+        With ``on_text``, a call that runs greedy on a backend that streams hands its text to ``on_text`` as
+        it is generated; other configurations must see every candidate first, and ``on_text`` is not called
+        (the caller has the chosen text in the result). A call that has streamed text is not retried.
 
         With a budget, each request carries the workflow's deadline (the backend cuts it there, and the engine
         cuts the whole call just after), and a failure the server may have processed is retried here up to
@@ -183,7 +225,7 @@ class Engine:
         input_upper = await self._input_upper(request, ledger)
         while True:
             try:
-                return await self._attempt(request, input_upper, ledger, node, history)
+                return await self._attempt(request, input_upper, ledger, node, history, on_text=on_text)
             except BudgetExhausted:
                 if history.last is None:
                     raise
@@ -202,6 +244,8 @@ class Engine:
         ledger: Ledger | None,
         node: str | None,
         history: _History,
+        *,
+        on_text: TextSink | None = None,
     ) -> EngineResult:
         start = time.perf_counter()
         history.attempts += 1
@@ -210,10 +254,12 @@ class Engine:
         strategy = self._strategy(decision.configuration, bound if ledger is not None else None, input_upper)
         sent = request.replace(max_tokens=max_tokens, deadline=_deadline(ledger), retry_maybe_processed=ledger is None)
         meter = _Metered(self.backend)
+        sink = _Sink(on_text) if on_text is not None and isinstance(self.backend, StreamingBackend) else None
         try:
-            result = await self._execute(strategy, sent, meter)
+            result = await self._execute(strategy, sent, meter, sink)
         except BaseException as exc:  # cancellation too: the ledger must not keep a dangling reservation
-            history.retry = isinstance(exc, BackendError) and self._may_retry(exc, ledger, history)
+            streamed = sink is not None and sink.emitted
+            history.retry = isinstance(exc, BackendError) and not streamed and self._may_retry(exc, ledger, history)
             spent = self._failure_charge(meter, ledger, reservation, request, input_upper, retry=history.retry)
             if ledger is not None and reservation is not None:
                 ledger.release(reservation, spent)
@@ -316,12 +362,16 @@ class Engine:
             return count
         return input_tokens_upper_bound(request)
 
-    async def _execute(self, strategy: Strategy, request: GenerationRequest, backend: _Metered) -> StrategyResult:
+    async def _execute(
+        self, strategy: Strategy, request: GenerationRequest, backend: _Metered, sink: _Sink | None
+    ) -> StrategyResult:
         """Run the strategy; cut it just after the request's deadline if it has not finished (a safety net)."""
         limit = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
         guard = asyncio.timeout(None if limit is None else limit + _DEADLINE_GRACE_S)
         try:
             async with guard:
+                if sink is not None and isinstance(strategy, Greedy):
+                    return await strategy.run(request, backend, self.scorer, on_text=sink)
                 return await strategy.run(request, backend, self.scorer)
         except TimeoutError as exc:
             if not guard.expired():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -13,6 +13,8 @@ __all__ = [
     "Backend",
     "BackendCapabilities",
     "InputTokenCounter",
+    "StreamingBackend",
+    "TextSink",
     "check_supported",
     "input_tokens_upper_bound",
 ]
@@ -56,6 +58,23 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, threads or models."""
+        ...
+
+
+TextSink = Callable[[str], None]
+"""Receives each piece of text as it is generated; called on the backend's event loop, must not block."""
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that can hand out a single completion's text while it is generated."""
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> GenerationResult:
+        """Generate one completion (``n == 1``), calling ``on_text`` with each new piece of its text.
+
+        The pieces, joined, are a prefix of the returned completion's text; the result is what ``generate``
+        would have returned for the request.
+        """
         ...
 
 

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from adaptive_ttc.backends.base import BackendCapabilities, check_supported
+from adaptive_ttc.backends.base import BackendCapabilities, TextSink, check_supported
+from adaptive_ttc.errors import InvalidRequestError
 from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, TokenLogprob, Usage
 
 __all__ = ["FakeBackend", "Responder", "prompt_text"]
@@ -61,6 +62,21 @@ class FakeBackend:
         check_supported(self.capabilities_, requests, "FakeBackend")
         self.batches.append(len(requests))
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> GenerationResult:
+        """Answer like ``generate`` and hand the text out word by word (spaces kept), yielding between words."""
+        check_supported(self.capabilities_, [request], "FakeBackend")
+        if request.n != 1:
+            raise InvalidRequestError(f"a stream carries one completion; got n={request.n}")
+        self.batches.append(1)
+        result = await self._one(request)
+        words = result.completions[0].text.split(" ")
+        for index, word in enumerate(words):
+            piece = word if index == len(words) - 1 else word + " "
+            if piece:
+                on_text(piece)
+            await asyncio.sleep(0)
+        return result
 
     async def _one(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()

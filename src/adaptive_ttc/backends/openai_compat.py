@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from adaptive_ttc.backends._sse import StreamAccumulator, stream_payload
 from adaptive_ttc.backends._wire import (
     build_payload,
     endpoint_for,
@@ -23,7 +24,7 @@ from adaptive_ttc.backends._wire import (
     salvage_usage,
     wire_message,
 )
-from adaptive_ttc.backends.base import BackendCapabilities, check_supported, input_tokens_upper_bound
+from adaptive_ttc.backends.base import BackendCapabilities, TextSink, check_supported, input_tokens_upper_bound
 from adaptive_ttc.errors import (
     BackendError,
     BackendResponseError,
@@ -31,6 +32,7 @@ from adaptive_ttc.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
+    InvalidRequestError,
     ModelNotFoundError,
 )
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
@@ -225,6 +227,55 @@ class OpenAICompatibleBackend:
         start = time.perf_counter()
         payload = build_payload(request, self._model, vllm=self._vllm)
         data, earlier = await self._call("POST", endpoint_for(request), payload, request)
+        return await self._result(data, request, earlier, start)
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> GenerationResult:
+        """Generate one completion over a server-sent event stream, calling ``on_text`` with each new piece.
+
+        Retries (as for ``generate``) happen only before the stream starts. A stream that breaks later raises a
+        ``BackendError`` with the usage it had reported; what it had handed to ``on_text`` stays handed out.
+        """
+        check_supported(self.capabilities, [request], f"the server at {self.base_url}")
+        if request.n != 1:
+            raise InvalidRequestError(f"a stream carries one completion; got n={request.n} (use generate)")
+        start = time.perf_counter()
+        payload = stream_payload(build_payload(request, self._model, vllm=self._vllm))
+        response, earlier = await self._call("POST", endpoint_for(request), payload, request, stream=True)
+        accumulator = StreamAccumulator(request)
+        try:
+            await self._consume(response, accumulator, on_text, request)
+        except BackendError as exc:
+            reported = reported_usage({"usage": accumulator.usage}) if accumulator.usage is not None else None
+            exc.spent = earlier + reported if reported is not None else (earlier if earlier.total_tokens else None)
+            exc.unreported = (request,) if reported is None else ()
+            exc.retryable = not request.retry_maybe_processed  # budgeted calls: the engine decides
+            raise
+        finally:
+            await response.aclose()
+        return await self._result(accumulator.response(), request, earlier, start)
+
+    async def _consume(
+        self, response: httpx.Response, accumulator: StreamAccumulator, on_text: TextSink, request: GenerationRequest
+    ) -> None:
+        url = str(response.request.url)
+        left = None if request.deadline is None else request.deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(left):
+                async for line in response.aiter_lines():
+                    piece = accumulator.feed_line(line)
+                    if piece:
+                        on_text(piece)
+                    if accumulator.done:
+                        return
+        except TimeoutError as exc:
+            raise BackendTimeoutError(f"{url} was still streaming at the call's deadline; the stream was cut") from exc
+        except httpx.HTTPError as exc:
+            raise _transport_failure(url, exc).error from exc
+        if accumulator.finish_reason is None:
+            raise BackendResponseError(f"the stream from {url} ended before its last event")
+
+    async def _result(self, data: Any, request: GenerationRequest, earlier: Usage, start: float) -> GenerationResult:
+        """The result of a decoded answer (non-streamed, or rebuilt from a stream)."""
         try:
             completions, usage = parse_response(data, request)
         except BackendResponseError as exc:
@@ -247,9 +298,16 @@ class OpenAICompatibleBackend:
         return result
 
     async def _call(
-        self, method: str, path: str, payload: dict[str, Any] | None, request: GenerationRequest | None = None
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        request: GenerationRequest | None = None,
+        *,
+        stream: bool = False,
     ) -> tuple[Any, Usage]:
-        """The decoded JSON answer, and the usage earlier failed attempts reported (retries per the class doc)."""
+        """The decoded JSON answer (with ``stream``: the open response), and the usage earlier failed attempts
+        reported (retries per the class doc)."""
         url = self.base_url + path
         deadline = request.deadline if request is not None else None
         resend_processed = request.retry_maybe_processed if request is not None else True
@@ -261,7 +319,7 @@ class OpenAICompatibleBackend:
             reraise=True,
         )
         try:
-            data: Any = await retrying(self._attempt, method, url, payload, deadline, attempts)
+            data: Any = await retrying(self._attempt, method, url, payload, deadline, attempts, stream=stream)
         except _FailedAttemptError as failed:
             error = failed.error
             if failed.processed and error.spent is None and request is not None:
@@ -285,25 +343,42 @@ class OpenAICompatibleBackend:
         return stop
 
     async def _attempt(
-        self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None, attempts: _Attempts
+        self,
+        method: str,
+        url: str,
+        payload: dict[str, Any] | None,
+        deadline: float | None,
+        attempts: _Attempts,
+        *,
+        stream: bool,
     ) -> Any:
         attempts.count += 1
         try:
-            return await self._send(method, url, payload, deadline)
+            return await self._send(method, url, payload, deadline, stream)
         except _FailedAttemptError as failed:
             if failed.error.spent is not None:
                 attempts.reported = attempts.reported + failed.error.spent
             raise
 
-    async def _send(self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None) -> Any:
-        """One HTTP attempt; every failure becomes a classified ``_FailedAttemptError``."""
+    async def _send(
+        self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None, stream: bool = False
+    ) -> Any:
+        """One HTTP attempt; every failure becomes a classified ``_FailedAttemptError``.
+
+        With ``stream``, a successful response is returned open, its body unread (the caller closes it).
+        """
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             error = BackendTimeoutError(f"no time was left before the call's deadline; {url} was not asked")
             raise _FailedAttemptError(error, processed=False, transient=False)
         try:
             async with asyncio.timeout(left):
-                response = await self._client.request(method, url, json=payload)
+                if stream:
+                    response = await self._open_stream(method, url, payload)
+                    if response.is_success:
+                        return response
+                else:
+                    response = await self._client.request(method, url, json=payload)
         except TimeoutError as exc:  # our deadline guard (httpx's own timeouts are its exceptions, below)
             error = BackendTimeoutError(
                 f"{url} had not answered by the call's deadline ({left:.2f}s after sending); the request was cut"
@@ -312,6 +387,16 @@ class OpenAICompatibleBackend:
         except httpx.HTTPError as exc:
             raise _transport_failure(url, exc) from exc
         return self._decode(url, response)
+
+    async def _open_stream(self, method: str, url: str, payload: dict[str, Any] | None) -> httpx.Response:
+        """Send and read the headers; an error answer is read whole and closed (for ``_decode``)."""
+        response = await self._client.send(self._client.build_request(method, url, json=payload), stream=True)
+        if not response.is_success:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
 
     def _decode(self, url: str, response: httpx.Response) -> Any:
         status = response.status_code

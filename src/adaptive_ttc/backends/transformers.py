@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adaptive_ttc.backends.base import BackendCapabilities, check_supported
+from adaptive_ttc.backends.base import BackendCapabilities, TextSink, check_supported
 from adaptive_ttc.errors import BackendError, EmbeddedModelError, InvalidRequestError
 from adaptive_ttc.types import (
     Completion,
@@ -172,6 +172,54 @@ class _GeneratedTextStop(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def _settled(text: str, request: GenerationRequest) -> str:
+    """The part of a growing text that can be handed out: cut at a stop string, without a tail that may still
+    become one, and without a trailing incomplete character."""
+    if any(stop in text for stop in request.stop):
+        return _cut_at_stop(text, request)
+    text = text.rstrip("\ufffd")
+    longest = max((len(stop) for stop in request.stop), default=0)
+    for size in range(min(longest - 1, len(text)), 0, -1):
+        if any(stop.startswith(text[-size:]) for stop in request.stop):
+            return text[:-size]
+    return text
+
+
+class _Cancelled(StoppingCriteria):
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _TextStreamer:
+    """Takes token ids from ``generate`` (its streamer interface) and hands out each new piece of settled text."""
+
+    def __init__(self, tokenizer: Any, request: GenerationRequest, emit: TextSink) -> None:
+        self._tokenizer, self._request, self._emit = tokenizer, request, emit
+        self._ids: list[int] = []
+        self._sent = ""
+        self._prompt_seen = False
+        self.cancelled = threading.Event()
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate passes the prompt first
+            self._prompt_seen = True
+            return
+        self._ids.extend(int(i) for i in value.reshape(-1).tolist())
+        self.send(_settled(self._tokenizer.decode(self._ids, skip_special_tokens=True), self._request))
+
+    def end(self) -> None:
+        return None
+
+    def send(self, text: str) -> None:
+        """Hand out what ``text`` adds to the text handed out so far."""
+        if len(text) > len(self._sent) and text.startswith(self._sent):
+            self._emit(text[len(self._sent) :])
+            self._sent = text
+
+
 class TransformersBackend:
     """Runs requests through a local transformers causal LM, batching each group of like requests.
 
@@ -244,6 +292,40 @@ class TransformersBackend:
             return []
         return await asyncio.to_thread(self._generate_sync, list(requests))
 
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> GenerationResult:
+        """Generate one completion, calling ``on_text`` (on this loop) with each new piece of settled text.
+
+        Text that may still become a stop string is held back until it is settled, so the pieces never hold
+        a stop string the final text leaves out. Cancelling the call stops generation at the next token.
+        """
+        check_supported(self._capabilities, [request], "TransformersBackend")
+        if self._model is None:
+            raise BackendError("this TransformersBackend is closed; create a new one")
+        if request.n != 1:
+            raise InvalidRequestError(f"a stream carries one completion; got n={request.n} (use generate)")
+        loop = asyncio.get_running_loop()
+
+        def emit(piece: str) -> None:  # runs on the generate thread; on_text runs on this loop
+            loop.call_soon_threadsafe(on_text, piece)
+
+        streamer = _TextStreamer(self._tokenizer, request, emit)
+        try:
+            return await asyncio.to_thread(self._stream_sync, request, streamer)
+        except asyncio.CancelledError:
+            streamer.cancelled.set()
+            raise
+
+    def _stream_sync(self, request: GenerationRequest, streamer: _TextStreamer) -> GenerationResult:
+        prompt = self._encode(request)
+        self._check_context(len(prompt), request.max_tokens)
+        with _GENERATE_LOCK:
+            start = time.perf_counter()
+            (completions,) = self._serve([request], [prompt], streamer)
+            latency = time.perf_counter() - start
+        streamer.send(completions[0].text)
+        usage = Usage(len(prompt), 0, completions[0].output_tokens)
+        return GenerationResult(completions, usage, latency, self._name)
+
     async def aclose(self) -> None:
         self._model = None
         if torch.cuda.is_available():
@@ -291,13 +373,15 @@ class TransformersBackend:
                 f"model's context of {self._context}; shorten the prompt or lower max_tokens"
             )
 
-    def _serve(self, requests: list[GenerationRequest], prompts: list[list[int]]) -> list[tuple[Completion, ...]]:
+    def _serve(
+        self, requests: list[GenerationRequest], prompts: list[list[int]], streamer: _TextStreamer | None = None
+    ) -> list[tuple[Completion, ...]]:
         if self._model is None:  # closed while this batch waited for the lock
             raise BackendError("this TransformersBackend is closed; create a new one")
         row_requests = [request for request in requests for _ in range(request.n)]
         rows = [prompt for request, prompt in zip(requests, prompts, strict=True) for _ in range(request.n)]
         try:
-            output = self._run_generate(rows, requests[0], any(r.logprobs for r in requests))
+            output = self._run_generate(rows, requests[0], any(r.logprobs for r in requests), streamer)
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"model.generate failed: {exc}") from exc
         generated = output.sequences[:, max(len(row) for row in rows) :].tolist()
@@ -306,7 +390,9 @@ class TransformersBackend:
         )
         return [tuple(itertools.islice(completions, request.n)) for request in requests]
 
-    def _run_generate(self, rows: list[list[int]], settings: GenerationRequest, logits: bool) -> Any:
+    def _run_generate(
+        self, rows: list[list[int]], settings: GenerationRequest, logits: bool, streamer: _TextStreamer | None
+    ) -> Any:
         width = max(len(row) for row in rows)
         device = self._model.device
         input_ids = torch.tensor([[self._pad_id] * (width - len(r)) + r for r in rows], device=device)
@@ -320,9 +406,14 @@ class TransformersBackend:
                 "top_p": settings.top_p,
                 "top_k": 0,
             }
+        criteria: list[StoppingCriteria] = []
         if settings.stop:
-            criterion = _GeneratedTextStop(self._tokenizer, settings.stop, width)
-            kwargs["stopping_criteria"] = StoppingCriteriaList([criterion])
+            criteria.append(_GeneratedTextStop(self._tokenizer, settings.stop, width))
+        if streamer is not None:
+            criteria.append(_Cancelled(streamer.cancelled))
+            kwargs["streamer"] = streamer
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         if settings.seed is not None and settings.temperature > 0.0:
             torch.manual_seed(settings.seed)
         with torch.inference_mode():

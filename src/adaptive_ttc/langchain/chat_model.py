@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from operator import itemgetter
 from pathlib import Path
@@ -25,7 +25,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic.v1 import BaseModel as BaseModelV1
 
-from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.backends.base import Backend, TextSink
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import ConfigurationError, InvalidRequestError
 from adaptive_ttc.langchain.messages import to_langchain_tool_calls, to_messages
@@ -113,7 +113,7 @@ class AdaptiveChatModel(BaseChatModel):
     max_retries: int = Field(default=2, ge=0)
     """Retries of a backend request the server cannot have processed (connection errors, 408/429/503)."""
     streaming: bool = False
-    """Accepted for compatibility; use ``stream``/``astream`` to stream."""
+    """When true, ``invoke`` streams internally, so callbacks see each piece of a greedy answer as it comes."""
 
     _resources: _Resources = PrivateAttr(default_factory=_Resources)
 
@@ -212,9 +212,32 @@ class AdaptiveChatModel(BaseChatModel):
             response_format=kwargs.get("response_format"),
         )
 
-    async def _run(self, request: GenerationRequest, ledger: Ledger | None, node: str | None) -> EngineResult:
+    async def _run(
+        self, request: GenerationRequest, ledger: Ledger | None, node: str | None, on_text: TextSink | None = None
+    ) -> EngineResult:
         engine = await self._get_engine()
-        return await engine.run(request, ledger=ledger, node=node)
+        return await engine.run(request, ledger=ledger, node=node, on_text=on_text)
+
+    async def _chunks(
+        self, request: GenerationRequest, ledger: Ledger | None, node: str | None, span: Any
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+        """The call as chunks (runs on the portal): greedy text as it comes, then a last chunk with the rest of
+        the chosen text (all of it when the configuration could not stream), usage and the decision trace."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self._run(request, ledger, node, on_text=queue.put_nowait))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        streamed: list[str] = []
+        try:
+            while (piece := await queue.get()) is not None:
+                streamed.append(piece)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            out = task.result()
+            record_result(span, out)
+            yield _as_chunk(self._result(out, ledger), already="".join(streamed))
+        finally:
+            if not task.done():  # the consumer stopped early: stop the call (the ledger settles what it spent)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _get_engine(self) -> Engine:
         resources = self._resources
@@ -372,9 +395,9 @@ class AdaptiveChatModel(BaseChatModel):
             record_result(span, out)
         return self._result(out, ledger)
 
-    def _span(self, request: GenerationRequest) -> AbstractContextManager[Any]:
+    def _span(self, request: GenerationRequest, *, current: bool = True) -> AbstractContextManager[Any]:
         provider = "vllm" if self.base_url else "adaptive_ttc"
-        return call_span(self._model_name, provider, request.max_tokens, request.temperature)
+        return call_span(self._model_name, provider, request.max_tokens, request.temperature, current=current)
 
     async def _astream(
         self,
@@ -383,12 +406,14 @@ class AdaptiveChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        """Stream the chosen answer as one chunk, when it is chosen (a strategy must see all candidates)."""
-        result = await self._agenerate(messages, stop, run_manager, **kwargs)
-        chunk = _as_chunk(result)
-        if run_manager is not None:
-            await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
-        yield chunk
+        """Stream a greedy answer as it is generated; other configurations stream the chosen answer when chosen."""
+        request = self._request(messages, stop, kwargs)
+        ledger, node = _scope(run_manager.metadata if run_manager else None)
+        with self._span(request, current=False) as span:
+            async for chunk in self._resources.portal.aiterate(self._chunks(request, ledger, node, span)):
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                yield chunk
 
     def _stream(
         self,
@@ -397,11 +422,14 @@ class AdaptiveChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        """Stream the chosen answer as one chunk, when it is chosen."""
-        chunk = _as_chunk(self._generate(messages, stop, run_manager, **kwargs))
-        if run_manager is not None:
-            run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
-        yield chunk
+        """Stream a greedy answer as it is generated; other configurations stream the chosen answer when chosen."""
+        request = self._request(messages, stop, kwargs)
+        ledger, node = _scope(run_manager.metadata if run_manager else None)
+        with self._span(request, current=False) as span:
+            for chunk in self._resources.portal.iterate(self._chunks(request, ledger, node, span)):
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                yield chunk
 
 
 def _is_number(value: Any) -> bool:
@@ -431,12 +459,14 @@ def _usage(out: EngineResult) -> UsageMetadata:
     )
 
 
-def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
+def _as_chunk(result: ChatResult, *, already: str = "") -> ChatGenerationChunk:
+    """The last chunk of a stream: the text not ``already`` streamed, tool calls, usage and metadata."""
     message = result.generations[0].message
     if not isinstance(message, AIMessage):
         raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
+    text = str(message.content)
     chunk = AIMessageChunk(
-        content=message.content,
+        content=text[len(already) :] if text.startswith(already) else "",
         tool_call_chunks=[
             {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
             for i, c in enumerate(message.tool_calls)

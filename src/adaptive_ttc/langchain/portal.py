@@ -9,8 +9,9 @@ path awaits it (and cancelling the awaiting task cancels the work on the portal)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["Portal"]
@@ -56,12 +57,48 @@ class Portal:
             return await coroutine
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
 
+    def iterate(self, generator: AsyncGenerator[T, None]) -> Iterator[T]:
+        """Run an async generator on the portal and yield its items here (the sync path of a stream).
+
+        Stopping early (``break``, an exception, Ctrl-C) closes the generator on the portal.
+        """
+        try:
+            while not isinstance(item := self.call(_next(generator)), _End):
+                yield item
+        finally:
+            with contextlib.suppress(Exception):  # already finished, or still running a cancelled step
+                self.call(_close(generator))
+
+    async def aiterate(self, generator: AsyncGenerator[T, None]) -> AsyncIterator[T]:
+        """Run an async generator on the portal and yield its items on the caller's loop."""
+        try:
+            while not isinstance(item := await self.acall(_next(generator)), _End):
+                yield item
+        finally:
+            with contextlib.suppress(Exception):
+                await self.acall(_close(generator))
+
     def close(self) -> None:
         """Stop the loop; later calls start a new one."""
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
+
+
+class _End:
+    """Marks the end of a generator driven through the portal (StopAsyncIteration cannot cross a future)."""
+
+
+async def _next(generator: AsyncGenerator[T, None]) -> T | _End:
+    try:
+        return await anext(generator)
+    except StopAsyncIteration:
+        return _End()
+
+
+async def _close(generator: AsyncGenerator[Any, None]) -> None:
+    await generator.aclose()
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

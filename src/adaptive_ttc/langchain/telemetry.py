@@ -23,13 +23,18 @@ except ImportError:  # pragma: no cover - exercised only where OpenTelemetry is 
 
 
 @contextmanager
-def call_span(model: str, provider: str, max_tokens: int, temperature: float) -> Iterator[Any]:
-    """A span around one chat call, or ``None`` without OpenTelemetry."""
+def call_span(model: str, provider: str, max_tokens: int, temperature: float, *, current: bool = True) -> Iterator[Any]:
+    """A span around one chat call, or ``None`` without OpenTelemetry.
+
+    ``current=False`` (streams) does not make it the current span: a generator that yields inside the span
+    may be resumed and closed in another context, where the current span could not be restored.
+    """
     if _trace is None:
         yield None
         return
     tracer = _trace.get_tracer("adaptive_ttc")
-    with tracer.start_as_current_span(f"chat {model}") as span:
+    opened = tracer.start_as_current_span(f"chat {model}") if current else tracer.start_span(f"chat {model}")
+    with opened as span:
         span.set_attribute("gen_ai.operation.name", "chat")
         span.set_attribute("gen_ai.system", provider)
         span.set_attribute("gen_ai.request.model", model)
