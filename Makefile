@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/adaptive-ttc demo
+	$(BIN)/adaptive-ttc demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	scripts/test.sh

@@ -337,11 +337,12 @@ class Engine:
                     return allowance, decision, max_tokens, bound, None
                 degraded = decision.reason == "degraded"
                 reservation = ledger.reserve(bound, node=node, ignore_deadline=degraded)
-            except BudgetExhausted:
+            except BudgetExhausted as exc:
                 # Tokens reserved by calls in flight come back when they finish: wait for them, not fail.
                 seconds_left = ledger.seconds_left if ledger is not None else None
                 limit = _MAX_WAIT_S if seconds_left is None else min(_MAX_WAIT_S, seconds_left)
                 if ledger is None or ledger.tokens_reserved == 0 or waited >= limit:
+                    _name_node_share(exc, ledger, node)
                     raise
                 waited += await _wait_for_change(ledger, limit - waited)
                 continue
@@ -512,6 +513,14 @@ class Engine:
             )
         decision = Decision(_GREEDY, "degraded", lambdas, (), tokens_left, seconds_left)
         return decision, max_tokens, self._bound(ledger, _GREEDY, input_upper, max_tokens, 1)
+
+
+def _name_node_share(exc: BudgetExhausted, ledger: Ledger | None, node: str | None) -> None:
+    """Say so in the message when the call spent from its graph node's share of the cap, not the whole budget."""
+    shares = ledger.budget.node_shares if ledger is not None else None
+    if node is None or not shares or node not in shares or not exc.args:
+        return
+    exc.args = (f"{exc.args[0]} [node {node!r} spends from its share: {shares[node]:.0%} of the token cap]",)
 
 
 def _deadline(ledger: Ledger | None) -> float | None:

@@ -194,3 +194,13 @@ async def test_past_the_deadline_a_fixed_configuration_degrades_or_raises() -> N
     now[0] = 11.0
     with pytest.raises(BudgetExhausted):
         await Engine(FakeBackend(), configuration=Configuration("greedy")).run(ask(), ledger=strict)
+
+
+async def test_an_exhausted_node_share_is_named_in_the_error() -> None:
+    engine = Engine(FakeBackend(["The answer is 42."]), configuration=Configuration("greedy"))
+    ledger = WorkflowBudget(tokens=400, node_shares={"planner": 0.05}, on_exhausted="raise").open()
+    with pytest.raises(BudgetExhausted, match=r"node 'planner' spends from its share: 5% of the token cap"):
+        await engine.run(ask(words(30)), ledger=ledger, node="planner")
+    with pytest.raises(BudgetExhausted) as caught:  # a node without a share: the message does not mention one
+        await engine.run(ask(words(500)), ledger=ledger, node="solver")
+    assert "share" not in str(caught.value)
