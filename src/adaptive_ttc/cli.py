@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="answer one question with a decoding strategy")
     gen.add_argument("question", help="the user message to answer")
-    gen.add_argument("--backend", default="embedded", help="'embedded' (in-process SmolLM2) or a server URL")
+    gen.add_argument("--backend", default="embedded", help="'embedded' (in-process SmolLM2) or server URL[,URL...]")
     gen.add_argument("--model", default=None, help="served model name (URL backends; default: the only one served)")
     gen.add_argument("--strategy", default="greedy", choices=(*STRATEGY_NAMES, "auto"))
     gen.add_argument("--n", type=int, default=4, help="samples (bon) or beams kept (beam)")
@@ -46,14 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--budget-tokens", type=int, default=None, help="token budget of this call")
     gen.add_argument("--budget-seconds", type=float, default=None, help="time budget of this call")
     demo = commands.add_parser("demo", help="a budgeted LangGraph agent: adaptive against fixed strategies")
-    demo.add_argument("--backend", default="embedded", help="'embedded' or a server URL")
+    demo.add_argument("--backend", default="embedded", help="'embedded' or server URL[,URL...] (replicas of one model)")
     demo.add_argument("--model", default=None, help="served model name (URL backends)")
     demo.add_argument("--router", default=None, help="router file (default: the packaged router)")
     demo.add_argument("--budget-tokens", type=int, default=2500, help="token budget per problem")
     demo.add_argument("--budget-seconds", type=float, default=300.0, help="time budget per problem")
     demo.add_argument("--max-tokens", type=int, default=160, help="most tokens per answer")
     prof = commands.add_parser("profile", help="measure a backend's speed and save its profile")
-    prof.add_argument("--backend", default="embedded", help="'embedded' or a server URL")
+    prof.add_argument("--backend", default="embedded", help="'embedded' or server URL[,URL...] (replicas of one model)")
     prof.add_argument("--model", default=None, help="served model name (URL backends)")
     prof.add_argument("--out", required=True, help="where to write the profile (JSON)")
     prof.add_argument("--decode-tokens", type=int, default=64, help="tokens decoded per measurement")
@@ -62,14 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_backend_spec(spec: str) -> None:
+    """``spec`` is one http(s) URL or several, comma-separated (the backend checks each further)."""
+    for part in spec.split(","):
+        if not part.strip().startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"--backend must be 'embedded' or http(s) URL[,URL...], got {part.strip()!r} in {spec!r}"
+            )
+
+
 async def open_backend(spec: str, model: str | None, request_timeout: float = 120.0) -> Backend:
-    """The embedded backend for ``embedded``, else an OpenAI-compatible backend at the URL ``spec``."""
+    """The embedded backend for ``embedded``, else an OpenAI-compatible backend at the URL(s) ``spec``
+    (comma-separated replicas)."""
     if spec == "embedded":
         from adaptive_ttc.backends.transformers import TransformersBackend  # noqa: PLC0415 - optional extra
 
         return await asyncio.to_thread(TransformersBackend.packaged)
-    if not spec.startswith(("http://", "https://")):
-        raise ConfigurationError(f"--backend must be 'embedded' or an http(s) URL, got {spec!r}")
+    _check_backend_spec(spec)
     from adaptive_ttc.backends.openai_compat import OpenAICompatibleBackend  # noqa: PLC0415 - keeps startup light
 
     if model is not None:
@@ -186,8 +195,8 @@ async def _demo(args: argparse.Namespace) -> None:
     from adaptive_ttc.demo import run_demo  # noqa: PLC0415 - pulls in LangGraph and rich
     from adaptive_ttc.langchain import AdaptiveChatModel  # noqa: PLC0415
 
-    if args.backend != "embedded" and not args.backend.startswith(("http://", "https://")):
-        raise ConfigurationError(f"--backend must be 'embedded' or an http(s) URL, got {args.backend!r}")
+    if args.backend != "embedded":
+        _check_backend_spec(args.backend)
     base_url = None if args.backend == "embedded" else args.backend
     model = args.model
     if base_url is not None and model is None:

@@ -1,4 +1,4 @@
-"""A backend for vLLM, or any OpenAI-compatible server, over one pooled ``httpx.AsyncClient``."""
+"""A backend for vLLM or any OpenAI-compatible server (one or several replicas), over one pooled httpx client."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from adaptive_ttc.backends._replicas import Replicas, parse_base_urls
 from adaptive_ttc.backends._sse import StreamAccumulator, stream_payload
 from adaptive_ttc.backends._wire import (
     build_payload,
@@ -67,6 +67,15 @@ class _FailedAttemptError(Exception):
 class _Attempts:
     count: int = 0
     reported: Usage = field(default_factory=Usage)  # usage that failed attempts reported
+    root: str = ""  # the replica the last attempt went to
+    refused: set[int] = field(default_factory=set)  # replicas that refused this request before processing it
+
+
+class _OpenStream(NamedTuple):
+    """A streamed answer's open response, and the end of its replica's in-flight count (call after closing)."""
+
+    response: httpx.Response
+    release: Callable[[], None]
 
 
 def _resendable(resend_processed: bool) -> Callable[[BaseException], bool]:
@@ -97,6 +106,11 @@ class OpenAICompatibleBackend:
     A request with ``n > 1`` is one HTTP request, so vLLM computes the prompt's prefill once; its usage
     covers all ``n`` choices and is counted once.
 
+    Several API roots (replicas serving the same model) share the one connection pool: each attempt goes to the
+    replica with the fewest requests in flight from this backend (ties: round-robin; a stream counts until it is
+    closed), and a retry after a failure the server cannot have processed goes to another replica while one is
+    left. There is no session affinity: successive calls (a beam search's steps) may land on different replicas.
+
     Retries (exponential backoff with jitter, or the server's ``Retry-After``) resend a request the server
     refused before processing it (cannot connect, HTTP 408/429/503). A failure after the server may have
     processed it (HTTP 500/502/504, a broken connection, unreadable JSON) is resent only when the request
@@ -105,12 +119,14 @@ class OpenAICompatibleBackend:
     attempts reported is added to the result. Failures raise a typed ``BackendError``.
 
     Args:
-        base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``; or several replicas' roots (a
+            sequence, or one comma-separated string).
         model: the served model name.
         api_key: sent as a bearer token when given.
         timeout: seconds for connect, read and write of one HTTP request.
         max_retries: retries after the first attempt on retryable failures.
-        max_connections: size of the connection pool for generations (prompt counts use up to 8 more).
+        max_connections: size of the connection pool for generations, all replicas together (prompt counts use up
+            to 8 more).
         vllm_extensions: send vLLM's extra parameters (token ids, stop-string inclusion, continuation,
             beam search); turn off for servers that reject unknown fields.
         client: an ``httpx.AsyncClient`` to use instead of creating one (not closed by ``aclose``).
@@ -118,7 +134,7 @@ class OpenAICompatibleBackend:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         api_key: str | None = None,
@@ -128,16 +144,14 @@ class OpenAICompatibleBackend:
         vllm_extensions: bool = True,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(
-                f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}"
-            )
+        urls = parse_base_urls(base_url)
         if not model:
             raise ConfigurationError("model must name the served model (see GET {base_url}/models)")
         if timeout <= 0 or max_retries < 0 or max_connections < 1:
             raise ConfigurationError("timeout must be > 0, max_retries >= 0 and max_connections >= 1")
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = urls
+        self.base_url = urls[0]
+        self._replicas = Replicas(urls)
         self._model = model
         self._vllm = vllm_extensions
         self._max_retries = max_retries
@@ -160,6 +174,11 @@ class OpenAICompatibleBackend:
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Requests this backend has in flight to each replica (API root)."""
+        return self._replicas.in_flight
 
     @property
     def capabilities(self) -> BackendCapabilities:
@@ -190,11 +209,11 @@ class OpenAICompatibleBackend:
 
     async def list_models(self) -> list[str]:
         """The model names the server serves (``GET /models``)."""
-        data, _ = await self._call("GET", "/models", None)
+        data, attempts = await self._call("GET", "/models", None)
         try:
             return [str(m["id"]) for m in data["data"]]
         except (KeyError, TypeError) as exc:
-            raise BackendResponseError(f"unexpected /models answer from {self.base_url}: {str(data)[:200]}") from exc
+            raise BackendResponseError(f"unexpected /models answer from {attempts.root}: {str(data)[:200]}") from exc
 
     async def count_input_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
         """Prompt tokens of each request: vLLM's ``/tokenize`` when available, else a byte-count upper bound."""
@@ -212,13 +231,17 @@ class OpenAICompatibleBackend:
                 body["tools"] = list(request.tools)  # the chat template renders them into the prompt
         else:
             body["prompt"] = request.prompt
-        root = self.base_url.removesuffix("/v1")
+        index = self._replicas.pick(turn=False)
+        root = self._replicas.urls[index].removesuffix("/v1")
+        release = self._replicas.acquire(index)
         try:
             async with asyncio.timeout(min(self._timeout, _TOKENIZE_TIMEOUT_S)):
                 response = await self._counter.post(root + "/tokenize", json=body)
             count = response.json()["count"] if response.status_code == 200 else None
         except (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError):
             count = None  # the server has no /tokenize, or it is slow: fall back to the byte bound below
+        finally:
+            release()
         if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
             return count
         return input_tokens_upper_bound(request)
@@ -226,8 +249,8 @@ class OpenAICompatibleBackend:
     async def _one(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()
         payload = build_payload(request, self._model, vllm=self._vllm)
-        data, earlier = await self._call("POST", endpoint_for(request), payload, request)
-        return await self._result(data, request, earlier, start)
+        data, attempts = await self._call("POST", endpoint_for(request), payload, request)
+        return await self._result(data, request, attempts, start)
 
     async def stream(self, request: GenerationRequest, on_text: TextSink) -> GenerationResult:
         """Generate one completion over a server-sent event stream, calling ``on_text`` with each new piece.
@@ -240,10 +263,11 @@ class OpenAICompatibleBackend:
             raise InvalidRequestError(f"a stream carries one completion; got n={request.n} (use generate)")
         start = time.perf_counter()
         payload = stream_payload(build_payload(request, self._model, vllm=self._vllm))
-        response, earlier = await self._call("POST", endpoint_for(request), payload, request, stream=True)
         accumulator = StreamAccumulator(request)
+        opened, attempts = await self._call("POST", endpoint_for(request), payload, request, stream=True)
+        earlier = attempts.reported
         try:
-            await self._consume(response, accumulator, on_text, request)
+            await self._consume(opened.response, accumulator, on_text, request)
         except BackendError as exc:
             reported = reported_usage({"usage": accumulator.usage}) if accumulator.usage is not None else None
             exc.spent = earlier + reported if reported is not None else (earlier if earlier.total_tokens else None)
@@ -251,8 +275,11 @@ class OpenAICompatibleBackend:
             exc.retryable = not request.retry_maybe_processed  # budgeted calls: the engine decides
             raise
         finally:
-            await response.aclose()
-        return await self._result(accumulator.response(), request, earlier, start)
+            try:
+                await opened.response.aclose()
+            finally:
+                opened.release()  # the replica's in-flight count ends with the stream, however it ended
+        return await self._result(accumulator.response(), request, attempts, start)
 
     async def _consume(
         self, response: httpx.Response, accumulator: StreamAccumulator, on_text: TextSink, request: GenerationRequest
@@ -274,8 +301,11 @@ class OpenAICompatibleBackend:
         if accumulator.finish_reason is None:
             raise BackendResponseError(f"the stream from {url} ended before its last event")
 
-    async def _result(self, data: Any, request: GenerationRequest, earlier: Usage, start: float) -> GenerationResult:
+    async def _result(
+        self, data: Any, request: GenerationRequest, attempts: _Attempts, start: float
+    ) -> GenerationResult:
         """The result of a decoded answer (non-streamed, or rebuilt from a stream)."""
+        earlier = attempts.reported
         try:
             completions, usage = parse_response(data, request)
         except BackendResponseError as exc:
@@ -290,7 +320,7 @@ class OpenAICompatibleBackend:
         result = GenerationResult(completions, usage + earlier, time.perf_counter() - start, model)
         if len(completions) != request.n:
             raise BackendResponseError(
-                f"asked {self.base_url} for n={request.n} completions, the server returned {len(completions)}",
+                f"asked {attempts.root} for n={request.n} completions, the server returned {len(completions)}",
                 spent=result.usage,
                 results=(result,),
                 retryable=True,
@@ -305,10 +335,9 @@ class OpenAICompatibleBackend:
         request: GenerationRequest | None = None,
         *,
         stream: bool = False,
-    ) -> tuple[Any, Usage]:
-        """The decoded JSON answer (with ``stream``: the open response), and the usage earlier failed attempts
-        reported (retries per the class doc)."""
-        url = self.base_url + path
+    ) -> tuple[Any, _Attempts]:
+        """The decoded JSON answer (with ``stream``: an ``_OpenStream``), and the attempts made: the usage earlier
+        failed attempts reported and the replica that answered (retries per the class doc)."""
         deadline = request.deadline if request is not None else None
         resend_processed = request.retry_maybe_processed if request is not None else True
         attempts = _Attempts()
@@ -319,7 +348,7 @@ class OpenAICompatibleBackend:
             reraise=True,
         )
         try:
-            data: Any = await retrying(self._attempt, method, url, payload, deadline, attempts, stream=stream)
+            data: Any = await retrying(self._attempt, method, path, payload, deadline, attempts, stream=stream)
         except _FailedAttemptError as failed:
             error = failed.error
             if failed.processed and error.spent is None and request is not None:
@@ -329,7 +358,7 @@ class OpenAICompatibleBackend:
             if attempts.reported.total_tokens:
                 error.spent = attempts.reported
             raise error from failed.__cause__
-        return data, attempts.reported
+        return data, attempts
 
     def _stop(self, deadline: float | None) -> Callable[[RetryCallState], bool]:
         """Stop after ``max_retries``, or when the next attempt could not start before the deadline."""
@@ -345,48 +374,70 @@ class OpenAICompatibleBackend:
     async def _attempt(
         self,
         method: str,
-        url: str,
+        path: str,
         payload: dict[str, Any] | None,
         deadline: float | None,
         attempts: _Attempts,
         *,
         stream: bool,
     ) -> Any:
+        """One attempt at the least loaded replica, avoiding those that refused this request while others are left."""
         attempts.count += 1
+        index = self._replicas.pick(attempts.refused)
+        attempts.root = self._replicas.urls[index]
         try:
-            return await self._send(method, url, payload, deadline, stream)
+            return await self._send(method, index, path, payload, deadline=deadline, stream=stream)
         except _FailedAttemptError as failed:
             if failed.error.spent is not None:
                 attempts.reported = attempts.reported + failed.error.spent
+            if failed.transient and not failed.processed:
+                attempts.refused.add(index)
             raise
 
     async def _send(
-        self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None, stream: bool = False
+        self,
+        method: str,
+        index: int,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        deadline: float | None,
+        stream: bool,
     ) -> Any:
-        """One HTTP attempt; every failure becomes a classified ``_FailedAttemptError``.
+        """One HTTP attempt at replica ``index``; every failure becomes a classified ``_FailedAttemptError``.
 
-        With ``stream``, a successful response is returned open, its body unread (the caller closes it).
+        With ``stream``, a successful response is returned open, its body unread, as an ``_OpenStream`` (the caller
+        closes it, then releases the replica's in-flight count).
         """
+        root = self._replicas.urls[index]
+        url = root + path
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             error = BackendTimeoutError(f"no time was left before the call's deadline; {url} was not asked")
             raise _FailedAttemptError(error, processed=False, transient=False)
+        release = self._replicas.acquire(index)
+        handed_over = False
         try:
-            async with asyncio.timeout(left):
-                if stream:
-                    response = await self._open_stream(method, url, payload)
-                    if response.is_success:
-                        return response
-                else:
-                    response = await self._client.request(method, url, json=payload)
-        except TimeoutError as exc:  # our deadline guard (httpx's own timeouts are its exceptions, below)
-            error = BackendTimeoutError(
-                f"{url} had not answered by the call's deadline ({left:.2f}s after sending); the request was cut"
-            )
-            raise _FailedAttemptError(error, processed=True, transient=False) from exc
-        except httpx.HTTPError as exc:
-            raise _transport_failure(url, exc) from exc
-        return self._decode(url, response)
+            try:
+                async with asyncio.timeout(left):
+                    if stream:
+                        response = await self._open_stream(method, url, payload)
+                    else:
+                        response = await self._client.request(method, url, json=payload)
+            except TimeoutError as exc:  # our deadline guard (httpx's own timeouts are its exceptions, below)
+                error = BackendTimeoutError(
+                    f"{url} had not answered by the call's deadline ({left:.2f}s after sending); the request was cut"
+                )
+                raise _FailedAttemptError(error, processed=True, transient=False) from exc
+            except httpx.HTTPError as exc:
+                raise _transport_failure(url, exc) from exc
+            if stream and response.is_success:
+                handed_over = True
+                return _OpenStream(response, release)
+            return self._decode(root, url, response)
+        finally:
+            if not handed_over:
+                release()
 
     async def _open_stream(self, method: str, url: str, payload: dict[str, Any] | None) -> httpx.Response:
         """Send and read the headers; an error answer is read whole and closed (for ``_decode``)."""
@@ -398,16 +449,16 @@ class OpenAICompatibleBackend:
                 await response.aclose()
         return response
 
-    def _decode(self, url: str, response: httpx.Response) -> Any:
+    def _decode(self, root: str, url: str, response: httpx.Response) -> Any:
         status = response.status_code
         if status in _SAFE_STATUSES:
             raise _FailedAttemptError(
-                self._status_error(response), processed=False, transient=True, retry_after=_retry_after(response)
+                self._status_error(root, response), processed=False, transient=True, retry_after=_retry_after(response)
             )
         if status in _MAYBE_PROCESSED_STATUSES:
-            raise _FailedAttemptError(self._status_error(response), processed=True, transient=True)
+            raise _FailedAttemptError(self._status_error(root, response), processed=True, transient=True)
         if status >= 400:
-            raise _FailedAttemptError(self._status_error(response), processed=False, transient=False)
+            raise _FailedAttemptError(self._status_error(root, response), processed=False, transient=False)
         try:
             return response.json()
         except ValueError as exc:
@@ -416,7 +467,7 @@ class OpenAICompatibleBackend:
             )
             raise _FailedAttemptError(error, processed=True, transient=True) from exc
 
-    def _status_error(self, response: httpx.Response) -> BackendStatusError:
+    def _status_error(self, root: str, response: httpx.Response) -> BackendStatusError:
         body = response.text[:2000]
         status = response.status_code
         try:
@@ -425,7 +476,7 @@ class OpenAICompatibleBackend:
             spent = None
         if status == 404 and "model" in body.lower():
             return ModelNotFoundError(
-                f"the server at {self.base_url} does not serve model {self._model!r}: {body[:300]} "
+                f"the server at {root} does not serve model {self._model!r}: {body[:300]} "
                 "(list served models with GET /models)",
                 status_code=status,
                 body=body,

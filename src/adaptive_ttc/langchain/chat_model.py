@@ -86,8 +86,9 @@ class AdaptiveChatModel(BaseChatModel):
 
     model: str | None = None
     """Served model name (vLLM); defaults to the embedded model's name."""
-    base_url: str | None = None
-    """An OpenAI-compatible server (vLLM), e.g. ``http://127.0.0.1:8000/v1``; none means the embedded model."""
+    base_url: str | list[str] | None = None
+    """An OpenAI-compatible server (vLLM), e.g. ``http://127.0.0.1:8000/v1``, or several replicas of it (a list, or
+    one comma-separated string; requests go to the least busy); none means the embedded model."""
     api_key: SecretStr | None = None
     """Bearer token for ``base_url``."""
     backend: Any = Field(default=None, exclude=True)
@@ -129,7 +130,8 @@ class AdaptiveChatModel(BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _from_env(cls, values: Any) -> Any:
-        """``base_url`` and ``api_key`` default to ``ADAPTIVE_TTC_BASE_URL`` and ``ADAPTIVE_TTC_API_KEY``."""
+        """``base_url`` and ``api_key`` default to ``ADAPTIVE_TTC_BASE_URL`` (several URLs: comma-separated) and
+        ``ADAPTIVE_TTC_API_KEY``."""
         if isinstance(values, dict):
             if values.get("base_url") is None and os.environ.get("ADAPTIVE_TTC_BASE_URL"):
                 values = {**values, "base_url": os.environ["ADAPTIVE_TTC_BASE_URL"]}
@@ -272,7 +274,7 @@ class AdaptiveChatModel(BaseChatModel):
         return Engine(backend, router=router, configuration=configuration, scorer=scorer, lambdas=lambdas)
 
     def _open_backend(self) -> Backend:
-        if self.base_url:
+        if self.base_url or isinstance(self.base_url, list):  # an empty list is refused by the backend
             from adaptive_ttc.backends.openai_compat import OpenAICompatibleBackend  # noqa: PLC0415
 
             return OpenAICompatibleBackend(
