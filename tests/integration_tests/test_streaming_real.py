@@ -16,7 +16,9 @@ QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have? Expl
 
 
 @pytest.mark.parametrize("stop", [(), ("\n",)])
-async def test_a_real_backend_streams_the_text_generate_would_give(real_backend: Backend, stop: tuple[str, ...]) -> None:
+async def test_a_real_backend_streams_the_text_generate_would_give(
+    real_backend: Backend, stop: tuple[str, ...]
+) -> None:
     assert isinstance(real_backend, StreamingBackend)
     request = GenerationRequest(messages=(Message("user", QUESTION),), max_tokens=40, temperature=0.0, stop=stop)
     pieces: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -127,11 +128,27 @@ async def test_a_replica_that_refuses_connections_is_failed_over(
 ) -> None:
     a = trio[0]
     async with backend_for([refused_url, a.url]) as backend:
-        results = await backend.generate([ask() for _ in range(4)])  # two are sent to the refusing replica first
+        results = await backend.generate([ask() for _ in range(4)])  # the refusing replica is tried once, then rests
         assert backend.in_flight == {refused_url: 0, a.url: 0}
         assert await backend.list_models() == ["fault-model"]  # the least busy: the refusing one, then a
     assert [r.completions[0].text for r in results] == [DEFAULT_ANSWER] * 4
     assert served(a) == [4]
+
+
+async def test_a_refusing_replica_rests_so_later_requests_skip_it(
+    trio: tuple[FaultServer, ...], refused_url: str
+) -> None:
+    a = trio[0]
+    async with backend_for([refused_url, a.url]) as backend:
+        await backend.generate([ask()])  # refused once, then served by a: the refusing replica now rests
+        attempts_before = len(a.served)
+        start = time.perf_counter()
+        for _ in range(4):
+            (result,) = await backend.generate([ask()])
+            assert result.completions[0].text == DEFAULT_ANSWER
+        elapsed = time.perf_counter() - start
+    assert len(a.served) - attempts_before == 4
+    assert elapsed < 1.0  # no failed attempt and backoff per request while it rests
 
 
 async def test_the_retry_goes_to_another_replica_and_the_error_names_the_last_one(refused_url: str) -> None:

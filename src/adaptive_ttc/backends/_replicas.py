@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from urllib.parse import urlsplit
 
 from adaptive_ttc.errors import ConfigurationError
 
 __all__ = ["Replicas", "parse_base_urls"]
+
+REST_S = 5.0
+"""A replica that refused a request (could not connect, 408/429/503) gets no new requests for this long while
+another one is available, so a dead replica does not cost every request a failed attempt and a backoff."""
 
 
 def parse_base_urls(base_url: str | Sequence[str]) -> tuple[str, ...]:
@@ -45,6 +50,7 @@ class Replicas:
         self.urls = urls
         self._in_flight = [0] * len(urls)
         self._next = 0  # where the round-robin among equally loaded replicas resumes
+        self._resting_until = [0.0] * len(urls)
 
     @property
     def in_flight(self) -> dict[str, int]:
@@ -54,7 +60,9 @@ class Replicas:
         """The least loaded replica not in ``avoid``; ``turn=False`` (small side requests) leaves the round-robin
         where it was, so that they do not steer which replica the next generation goes to."""
         count = len(self.urls)
-        candidates = [i for i in range(count) if i not in avoid] or list(range(count))
+        now = time.monotonic()
+        allowed = [i for i in range(count) if i not in avoid] or list(range(count))
+        candidates = [i for i in allowed if self._resting_until[i] <= now] or allowed
         least = min(self._in_flight[i] for i in candidates)
         for step in range(count):
             index = (self._next + step) % count
@@ -63,6 +71,10 @@ class Replicas:
                     self._next = (index + 1) % count
                 return index
         raise AssertionError("unreachable: some candidate has the least load")
+
+    def rest(self, index: int, seconds: float = REST_S) -> None:
+        """Send nothing new to replica ``index`` for ``seconds`` while another replica can take it."""
+        self._resting_until[index] = time.monotonic() + seconds
 
     def acquire(self, index: int) -> Callable[[], None]:
         """Count one request in flight to replica ``index``; the returned function ends it (once, however often

@@ -392,6 +392,7 @@ class OpenAICompatibleBackend:
                 attempts.reported = attempts.reported + failed.error.spent
             if failed.transient and not failed.processed:
                 attempts.refused.add(index)
+                self._replicas.rest(index)
             raise
 
     async def _send(
