@@ -1,7 +1,8 @@
 """``adaptive-ttc demo``: a budgeted LangGraph agent on word problems, adaptive against fixed strategies.
 
-The agent, per problem: a planner call, two solver calls in parallel (``Send`` fan-out) with different prompts,
-and a checker call that picks the final answer. Every call goes through ``AdaptiveChatModel``; each policy runs
+The agent, per problem: a planner call, two solver calls in parallel (``Send`` fan-out; one sees the question
+alone, one the plan too), and a checker call that picks between their answers when they differ (the checker is
+skipped when they agree). Every call goes through ``AdaptiveChatModel``; each policy runs
 the same agent under the same workflow budget, one after the other, in the same process. On a terminal each
 problem is shown live (``_demo_view``): its calls so far, the tokens reserved by calls in flight, and the token
 and time budgets draining; elsewhere each problem's final view is printed once.
@@ -35,8 +36,10 @@ PROBLEMS: tuple[tuple[str, str], ...] = (
     ("Sara had 20 dollars and spent 8 dollars on a book. How many dollars does she have left?", "12"),
     ("There are 5 birds on a tree and 9 more arrive. How many birds are on the tree?", "14"),
 )
-SYSTEM = "You are a careful math tutor. Solve the problem step by step and end with 'The answer is N.'"
-SOLVER_STYLES = ("Solve it step by step.", "Write the numbers first, then compute.")
+SYSTEM = "Solve the problem. Think step by step, then end with: The answer is <answer>."
+"""The system prompt of the logs the default router was trained on (``adaptive-ttc collect``'s default)."""
+SOLVER_STYLES = ("plain", "with the plan")
+"""One solver sees the question alone, the other the planner's steps too (a 135M model is easily led astray)."""
 
 
 class AgentState(TypedDict, total=False):
@@ -76,17 +79,22 @@ def build_agent(llm: AdaptiveChatModel, log: list[AIMessage]) -> Any:
         return {"plan": text[:400]}
 
     async def solver(task: SolverTask) -> AgentState:
-        prompt = f"{task['question']}\nHint: {task['plan']}\n{task['style']}"
+        prompt = task["question"]
+        if task["style"] == "with the plan":
+            prompt = f"{task['question']}\nSteps: {task['plan']}"
         return {"attempts": [await ask([SystemMessage(SYSTEM), HumanMessage(prompt)])]}
 
     async def checker(state: AgentState) -> AgentState:
         answers = [a for a in (extract_answer(t) for t in state["attempts"]) if a is not None]
-        listing = "\n".join(f"- {a}" for a in answers) or "- (no answer found)"
-        prompt = f"{state['question']}\nCandidate answers:\n{listing}\nWhich is right? End with 'The answer is N.'"
-        verdict = extract_answer(await ask([SystemMessage(SYSTEM), HumanMessage(prompt)]))
         votes = Counter(normalize_answer(a) for a in answers)
-        final = verdict if verdict is not None else (votes.most_common(1)[0][0] if votes else "")
-        return {"final": final}
+        if len(votes) < 2:  # the solvers agree (or only one answered): nothing to check
+            return {"final": votes.most_common(1)[0][0] if votes else ""}
+        listing = "\n".join(f"- {a}" for a in votes)
+        prompt = f"{state['question']}\nWhich of these answers is right?\n{listing}"
+        verdict = extract_answer(await ask([SystemMessage(SYSTEM), HumanMessage(prompt)]))
+        # The checker may only choose among the solvers' answers; otherwise the first solver's answer stands.
+        chosen = normalize_answer(verdict) if verdict is not None else None
+        return {"final": chosen if chosen is not None and chosen in votes else next(iter(votes))}
 
     def fan_out(state: AgentState) -> list[Send]:
         return [
