@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from langchain_core.messages import AIMessageChunk, BaseMessageChunk
+
 from adaptive_ttc.backends.base import Backend, BackendCapabilities
 from adaptive_ttc.scoring.base import Score, Scored, ScoreItem
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
@@ -60,3 +62,12 @@ class CountingBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+def merge_chunks(chunks: Sequence[BaseMessageChunk]) -> AIMessageChunk:
+    """A stream's chunks added up into the message they make (as LangChain does)."""
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert isinstance(merged, AIMessageChunk)
+    return merged

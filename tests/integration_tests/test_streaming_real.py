@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from langchain_core.messages import AIMessageChunk, BaseMessageChunk
+from langchain_core.messages import BaseMessageChunk
 
 import adaptive_ttc
 from adaptive_ttc import AdaptiveChatModel
 from adaptive_ttc.backends.base import Backend, StreamingBackend
 from adaptive_ttc.types import GenerationRequest, Message
+from tests.fakes import merge_chunks
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have? Explain briefly."
 
@@ -33,14 +34,6 @@ async def test_a_real_backend_streams_the_text_generate_would_give(
     assert streamed.usage.output_tokens == generated.usage.output_tokens
 
 
-def _merge(chunks: list[BaseMessageChunk]) -> AIMessageChunk:
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged = merged + chunk
-    assert isinstance(merged, AIMessageChunk)
-    return merged
-
-
 async def test_the_chat_model_streams_greedy_tokens_from_vllm_under_a_budget(vllm_url: str, vllm_model: str) -> None:
     llm = AdaptiveChatModel(base_url=vllm_url, model=vllm_model, strategy="greedy", max_tokens=48)
     arrivals: list[float] = []
@@ -50,7 +43,7 @@ async def test_the_chat_model_streams_greedy_tokens_from_vllm_under_a_budget(vll
         async for chunk in llm.astream(QUESTION):
             arrivals.append(time.perf_counter() - start)
             chunks.append(chunk)
-    full = _merge(chunks)
+    full = merge_chunks(chunks)
     assert len(chunks) > 5
     assert arrivals[0] < arrivals[-1]  # text came before the end
     assert full.usage_metadata is not None

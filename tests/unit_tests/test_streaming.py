@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessageChunk
+from langchain_core.messages import AIMessage
 from tenacity import wait_fixed
 
 import adaptive_ttc
@@ -21,18 +21,11 @@ from adaptive_ttc.backends import FakeBackend, OpenAICompatibleBackend, openai_c
 from adaptive_ttc.backends._sse import StreamAccumulator, stream_payload
 from adaptive_ttc.backends.base import TextSink
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message
+from tests.fakes import merge_chunks
 from tests.fault_server import DEFAULT_ANSWER, Fault, FaultServer
 
 QUESTION = "What is six times seven?"
 ANSWER = "Six times seven is forty two. The answer is 42."
-
-
-def _merge(chunks: Sequence[BaseMessageChunk]) -> AIMessageChunk:
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged = merged + chunk
-    assert isinstance(merged, AIMessageChunk)
-    return merged
 
 
 def _model(backend: Any, strategy: str = "greedy", **kwargs: Any) -> AdaptiveChatModel:
@@ -74,7 +67,7 @@ def test_greedy_streams_word_by_word_and_the_last_chunk_carries_usage_and_trace(
     llm = _model(FakeBackend([ANSWER]))
     chunks = list(llm.stream(QUESTION))
     assert len(chunks) == len(ANSWER.split(" ")) + 1  # one per word, then the last chunk
-    full = _merge(chunks)
+    full = merge_chunks(chunks)
     assert full.content == ANSWER
     assert [c for c in chunks if c.usage_metadata] == [chunks[-1]]  # usage counted once
     assert full.usage_metadata is not None
@@ -91,7 +84,7 @@ async def test_astream_streams_the_same_text() -> None:
     llm = _model(FakeBackend([ANSWER]))
     chunks = [chunk async for chunk in llm.astream(QUESTION)]
     assert len(chunks) > 2
-    assert _merge(chunks).content == ANSWER
+    assert merge_chunks(chunks).content == ANSWER
     llm.close()
 
 
@@ -127,7 +120,7 @@ def test_a_backend_that_cannot_stream_gives_one_chunk() -> None:
 def test_streamed_usage_is_charged_to_the_budget_once() -> None:
     llm = _model(FakeBackend([ANSWER]))
     with adaptive_ttc.budget(tokens=1_000) as scope:
-        full = _merge(list(llm.stream(QUESTION)))
+        full = merge_chunks(list(llm.stream(QUESTION)))
     report = scope.report()
     assert full.usage_metadata is not None
     assert report.tokens_spent == full.usage_metadata["total_tokens"]
