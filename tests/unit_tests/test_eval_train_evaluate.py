@@ -159,3 +159,23 @@ def test_train_warns_about_a_truncated_last_line(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "r.zip") as archive:
         meta = json.loads(archive.read("meta.json"))
     assert meta["split"]["train_questions"] + len(meta["split"]["test_ids"]) == 45
+
+
+def test_evaluate_a_log_where_nothing_is_ever_right(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A suite too hard for the model (the oracle's accuracy is 0): the report says so instead of crashing."""
+    log = write_log(tmp_path / "log.jsonl.gz")
+    wrong = tmp_path / "wrong.jsonl.gz"
+    source = read_log(log)
+    open_for_append(wrong, source.header)
+    for row in source.rows:
+        for part in ("greedy", "pool"):
+            for candidate in row[part]["candidates"]:
+                candidate.update(correct=False, answer="1")
+        append_row(wrong, row)
+    router = tmp_path / "router.zip"
+    assert main(["train", str(log), "--out", str(router)]) == 0  # (training refuses a log with nothing right)
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(wrong), "--router", str(router), "--out", str(out), "--bootstrap", "20"]) == 0
+    report = (out / "report.md").read_text()
+    assert "| router / oracle at equal mean tokens | n/a (oracle 0) |" in report

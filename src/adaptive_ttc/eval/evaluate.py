@@ -212,7 +212,9 @@ def metrics(
         out[f"router_max_accuracy_cost_{kind}"] = float(router[kind][top])
         oracle_there = _best_at(oracle["accuracy"], oracle[kind], float(router[kind][top]))
         out[f"oracle_accuracy_at_router_{kind}"] = oracle_there
-        out[f"router_share_of_oracle_{kind}"] = float(router["accuracy"][top]) / oracle_there
+        # No share when even the oracle gets nothing right at that cost (every question too hard for the model).
+        share = float(router["accuracy"][top]) / oracle_there if oracle_there > 0 else float("nan")
+        out[f"router_share_of_oracle_{kind}"] = share
         out[f"router_at_static_{kind}"] = [
             _best_at(router["accuracy"], router[kind], float(static[kind][i])) for i in range(k)
         ]

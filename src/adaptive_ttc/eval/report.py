@@ -119,8 +119,8 @@ def _ci(summary: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
     return f"[{fmt.format(low_high[0])}, {fmt.format(low_high[1])}]"
 
 
-def _value(value: float, fmt: str = "{:.3f}") -> str:
-    return "not reached" if math.isnan(value) else fmt.format(value)
+def _value(value: float, fmt: str = "{:.3f}", missing: str = "not reached") -> str:
+    return missing if math.isnan(value) else fmt.format(value)
 
 
 def markdown(summary: dict[str, Any], replay: Replay) -> str:
@@ -150,8 +150,9 @@ def markdown(summary: dict[str, Any], replay: Replay) -> str:
             f"| oracle's accuracy at that mean {kind} | {_value(f[f'oracle_accuracy_at_router_{kind}'])} "
             f"| {_ci(summary, f'oracle_accuracy_at_router_{kind}')} |"
         )
+        share = _value(f[f"router_share_of_oracle_{kind}"], "{:.1%}", "n/a (oracle 0)")
         lines.append(
-            f"| router / oracle at equal mean {kind} | {_value(f[f'router_share_of_oracle_{kind}'], '{:.1%}')} "
+            f"| router / oracle at equal mean {kind} | {share} "
             f"| {_ci(summary, f'router_share_of_oracle_{kind}', '{:.1%}')} |"
         )
     lines += ["", *_static_table(summary, replay)]
