@@ -162,6 +162,7 @@ async def run_demo(llm_factory: Any, *, tokens: int, seconds: float, console: Co
     for name, strategy in (("adaptive", None), ("greedy", "greedy"), ("bon-majority-4", "bon-majority-4")):
         llm = llm_factory(strategy)
         try:
+            await llm.awarm_up()  # load the model before the first problem's budget starts
             runs.append(await run_policy(name, llm, tokens, seconds, console))
         finally:
             llm.close()

@@ -142,3 +142,20 @@ def test_opentelemetry_span_carries_real_usage() -> None:
     assert span.attributes["gen_ai.usage.output_tokens"] == message.usage_metadata["output_tokens"]
     assert span.attributes["adaptive_ttc.configuration"] == "bon-majority-2"
     assert trace.get_current_span() is not span
+
+
+def test_warm_up_builds_the_engine_once_before_any_call() -> None:
+    llm = AdaptiveChatModel(backend=FakeBackend(["The answer is 42."]), strategy="greedy")
+    llm.warm_up()
+    engine = llm._resources.engine
+    assert engine is not None
+    llm.invoke("What is 6 times 7?")
+    assert llm._resources.engine is engine
+    llm.close()
+
+
+async def test_awarm_up_builds_the_engine() -> None:
+    llm = AdaptiveChatModel(backend=FakeBackend(["The answer is 42."]), strategy="greedy")
+    await llm.awarm_up()
+    assert llm._resources.engine is not None
+    llm.close()

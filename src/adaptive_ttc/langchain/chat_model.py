@@ -127,6 +127,18 @@ class AdaptiveChatModel(BaseChatModel):
         """Close the backend and scorer this model created, and stop its event-loop thread."""
         self._resources.close()
 
+    def warm_up(self) -> None:
+        """Load what the first call would load (the embedded model, the router file, the scorer) now.
+
+        Otherwise the first call does it, inside its workflow budget: loading the embedded model takes a few
+        seconds of the run's time budget.
+        """
+        self._resources.portal.call(self._get_engine())
+
+    async def awarm_up(self) -> None:
+        """``warm_up`` for async code."""
+        await self._resources.portal.acall(self._get_engine())
+
     @model_validator(mode="before")
     @classmethod
     def _from_env(cls, values: Any) -> Any:
