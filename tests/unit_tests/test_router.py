@@ -166,3 +166,16 @@ def test_decide_bounds_predicted_tokens_by_the_calls_cap() -> None:
     for prediction, config in zip(decision.predictions, GRID, strict=True):
         assert prediction.tokens_upper <= 20 + config.samples * 8
         assert prediction.tokens <= prediction.tokens_upper
+
+
+def test_decide_bounds_predicted_latency_by_the_profile_at_the_calls_cap() -> None:
+    """A question unlike the training ones cannot get an extrapolated latency past all samples running to the cap."""
+    profile = BackendProfile("x", "m", 0.05, 1000.0, {1: 25.0, 4: 80.0, 8: 150.0})
+    router = Router(GRID, profile=profile).fit(synthetic_log())
+    question = "Steps: " + "1. Determine the total number of eggs in the box.\n" * 12
+    decision = router.decide(question, lambdas=Lambdas(0.0, 0.0), max_tokens=64, input_tokens=200)
+    assert decision is not None
+    for prediction, config in zip(decision.predictions, GRID, strict=True):
+        cap = profile.latency(input_tokens=200, longest_tokens=64, sequences=config.samples)
+        assert prediction.latency_upper_s <= cap + 1e-9
+        assert prediction.latency_s <= cap + 1e-9

@@ -20,6 +20,7 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes, observations
 from adaptive_ttc.router.configs import parse_grid
+from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
 
 __all__ = ["calibration", "split_questions", "train_router", "write_observations"]
@@ -65,7 +66,10 @@ def train_router(
     train, test = split_questions(
         ids, [str(row.get("source", "")) for row in log.rows], test_fraction=test_fraction, seed=seed
     )
-    router = Router(parse_grid(log.header.grid))
+    # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
+    header_profile = log.header.profile
+    profile = BackendProfile.from_dict(header_profile, f"in {log.path}") if header_profile else None
+    router = Router(parse_grid(log.header.grid), profile=profile)
     router.fit(observations(texts, outcomes, train))
     report = calibration(router, texts, outcomes, train, test)
     router.meta = {

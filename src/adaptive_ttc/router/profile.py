@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import ConfigurationError
@@ -94,17 +95,23 @@ class BackendProfile:
                 f"{path} is not an adaptive-ttc profile of version {PROFILE_VERSION}; "
                 "measure it again with `adaptive-ttc profile`"
             )
+        return BackendProfile.from_dict(data, str(path))
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any], source: str) -> BackendProfile:
+        """A profile from its fields (as ``save`` writes them, or as a generation log's header holds them)."""
+        fields = dict(data)
         try:
-            data["decode_tokens_per_s"] = {int(k): float(v) for k, v in data["decode_tokens_per_s"].items()}
+            fields["decode_tokens_per_s"] = {int(k): float(v) for k, v in fields["decode_tokens_per_s"].items()}
             numbers = ("request_overhead_s", "prefill_tokens_per_s", "step_overhead_s", "scorer_s_per_item")
             for key in numbers:
-                if key in data:
-                    data[key] = float(data[key])
-            profile = BackendProfile(**data)
+                if key in fields:
+                    fields[key] = float(fields[key])
+            profile = BackendProfile(**fields)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-            raise ConfigurationError(f"backend profile {path} is damaged ({type(exc).__name__}: {exc})") from exc
+            raise ConfigurationError(f"backend profile {source} is damaged ({type(exc).__name__}: {exc})") from exc
         if not all(math.isfinite(v) for v in (profile.prefill_tokens_per_s, profile.request_overhead_s)):
-            raise ConfigurationError(f"backend profile {path} holds non-finite speeds; measure it again")
+            raise ConfigurationError(f"backend profile {source} holds non-finite speeds; measure it again")
         return profile
 
 

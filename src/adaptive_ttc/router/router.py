@@ -87,11 +87,17 @@ class Router:
         """The best configuration that fits, or ``None`` when nothing does.
 
         ``max_tokens`` and ``input_tokens`` (the call's cap and its known prompt size) bound the predicted
-        tokens: a configuration cannot generate more than ``samples * max_tokens`` per request.
+        tokens: a configuration cannot generate more than ``samples * max_tokens`` per request. With a backend
+        profile they bound the predicted latency too (the time of every sample running to ``max_tokens``), so a
+        question unlike the training ones cannot get an extrapolated latency past what the backend can take.
         """
         accuracies, costs = self.predict(question)
         if max_tokens is not None or input_tokens is not None:
-            costs = [_bounded(c, config, max_tokens, input_tokens) for c, config in zip(costs, self.grid, strict=True)]
+            profile = self.cost.profile
+            costs = [
+                _bounded(c, config, max_tokens, input_tokens, profile)
+                for c, config in zip(costs, self.grid, strict=True)
+            ]
         return choose(self.grid, accuracies, costs, lambdas or self.lambdas, token_room=token_room, time_room=time_room)
 
     def save(self, path: str | Path) -> None:
@@ -139,7 +145,13 @@ class Router:
         return router
 
 
-def _bounded(cost: CostEstimate, config: Configuration, max_tokens: int | None, inputs: int | None) -> CostEstimate:
+def _bounded(
+    cost: CostEstimate,
+    config: Configuration,
+    max_tokens: int | None,
+    inputs: int | None,
+    profile: BackendProfile | None = None,
+) -> CostEstimate:
     """Clip a cost estimate to what the call can possibly spend (per request; beam search re-sends prompts)."""
     requests = config.max_steps * config.n // config.width if config.kind == "beam" else 1
     out_cap = (
@@ -151,8 +163,21 @@ def _bounded(cost: CostEstimate, config: Configuration, max_tokens: int | None, 
     output, output_upper = min(cost.output_tokens, out_cap), min(cost.tokens_upper - cost.input_tokens, out_cap)
     input_tokens = cost.input_tokens if inputs is None else float(inputs)
     input_upper = min(max(cost.input_tokens, input_tokens), in_cap)
+    latency, latency_upper = cost.latency_s, cost.latency_upper_s
+    if profile is not None and max_tokens is not None:
+        steps = float(config.max_steps) if config.kind == "beam" else 1.0
+        prompt = input_tokens if inputs is not None else cost.input_tokens
+        cap = profile.latency(
+            input_tokens=prompt, longest_tokens=max_tokens * steps, sequences=config.samples, steps=steps
+        )
+        latency, latency_upper = min(latency, cap), min(latency_upper, cap)
     return dataclasses.replace(
-        cost, input_tokens=input_tokens, output_tokens=output, tokens_upper=input_upper + max(output_upper, 0.0)
+        cost,
+        input_tokens=input_tokens,
+        output_tokens=output,
+        tokens_upper=input_upper + max(output_upper, 0.0),
+        latency_s=latency,
+        latency_upper_s=latency_upper,
     )
 
 
