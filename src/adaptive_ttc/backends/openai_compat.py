@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from adaptive_ttc.backends._http import status_error, transport_failure
 from adaptive_ttc.backends._replicas import Replicas, parse_base_urls
 from adaptive_ttc.backends._sse import StreamAccumulator, stream_payload
 from adaptive_ttc.backends._wire import (
@@ -30,10 +31,8 @@ from adaptive_ttc.errors import (
     BackendResponseError,
     BackendStatusError,
     BackendTimeoutError,
-    BackendUnavailableError,
     ConfigurationError,
     InvalidRequestError,
-    ModelNotFoundError,
 )
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Usage
 
@@ -469,24 +468,13 @@ class OpenAICompatibleBackend:
             raise _FailedAttemptError(error, processed=True, transient=True) from exc
 
     def _status_error(self, root: str, response: httpx.Response) -> BackendStatusError:
-        body = response.text[:2000]
-        status = response.status_code
         try:
             spent = reported_usage(response.json())
         except ValueError:
             spent = None
-        if status == 404 and "model" in body.lower():
-            return ModelNotFoundError(
-                f"the server at {root} does not serve model {self._model!r}: {body[:300]} "
-                "(list served models with GET /models)",
-                status_code=status,
-                body=body,
-            )
-        return BackendStatusError(
-            f"{response.request.method} {response.request.url} failed with HTTP {status}: {body[:300]}",
-            status_code=status,
-            body=body,
-            spent=spent,
+        server = f"the server at {root}"
+        return status_error(
+            response, server=server, model=self._model, hint=" (list served models with GET /models)", spent=spent
         )
 
     async def aclose(self) -> None:
@@ -503,30 +491,9 @@ class OpenAICompatibleBackend:
 
 
 def _transport_failure(url: str, exc: httpx.HTTPError) -> _FailedAttemptError:
-    """Classify an httpx error: was the request sent (the server may have processed it), is it worth resending."""
-    name = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        error: BackendError = BackendUnavailableError(
-            f"cannot reach {url} ({name}); is the server running and is base_url right?"
-        )
-        return _FailedAttemptError(error, processed=False, transient=True)
-    if isinstance(exc, httpx.PoolTimeout):
-        error = BackendTimeoutError(f"no free connection to {url} in time ({name}); raise max_connections or timeout")
-        return _FailedAttemptError(error, processed=False, transient=False)
-    if isinstance(exc, httpx.TimeoutException):
-        return _FailedAttemptError(
-            BackendTimeoutError(f"{url} did not answer in time ({name}); raise timeout="),
-            processed=True,
-            transient=False,
-        )
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        error = BackendUnavailableError(
-            f"the connection to {url} broke after the request was sent ({name}); the server may have processed it"
-        )
-        return _FailedAttemptError(error, processed=True, transient=True)
-    return _FailedAttemptError(
-        BackendUnavailableError(f"request to {url} failed: {name}"), processed=True, transient=False
-    )
+    """An httpx error as a failed attempt (see ``transport_failure``)."""
+    failure = transport_failure(url, exc)
+    return _FailedAttemptError(failure.error, processed=failure.processed, transient=failure.transient)
 
 
 def _batch_error(outcomes: Sequence[GenerationResult | BaseException], failures: list[BackendError]) -> BackendError:

@@ -28,13 +28,11 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from adaptive_ttc.backends._http import status_error, transport_failure
 from adaptive_ttc.errors import (
     BackendResponseError,
     BackendStatusError,
-    BackendTimeoutError,
-    BackendUnavailableError,
     ConfigurationError,
-    ModelNotFoundError,
 )
 from adaptive_ttc.scoring.base import Aggregation, Score, Scored, ScoreItem, aggregate
 from adaptive_ttc.types import Usage
@@ -181,17 +179,8 @@ class PRMScorer:
                         raise _RetryableStatusError(response)
         except _RetryableStatusError as exc:
             raise self._status_error(exc.response) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise BackendUnavailableError(
-                f"cannot reach the PRM at {self.url} ({type(exc).__name__}: {exc}); "
-                "is the pooling server running and is base_url right?"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(
-                f"the PRM at {self.url} did not answer in time ({type(exc).__name__}); raise timeout="
-            ) from exc
         except httpx.HTTPError as exc:
-            raise BackendUnavailableError(f"request to {self.url} failed: {type(exc).__name__}: {exc}") from exc
+            raise transport_failure(self.url, exc, server="the pooling server").error from exc
         if response.status_code >= 400:
             raise self._status_error(response)
         try:
@@ -200,17 +189,7 @@ class PRMScorer:
             raise BackendResponseError(f"{self.url} answered with invalid JSON: {response.text[:200]!r}") from exc
 
     def _status_error(self, response: httpx.Response) -> BackendStatusError:
-        body = response.text[:2000]
-        status = response.status_code
-        if status == 404 and "model" in body.lower():
-            return ModelNotFoundError(
-                f"the PRM server at {self.url} does not serve model {self.model!r}: {body[:300]}",
-                status_code=status,
-                body=body,
-            )
-        return BackendStatusError(
-            f"POST {self.url} failed with HTTP {status}: {body[:300]}", status_code=status, body=body
-        )
+        return status_error(response, server=f"the PRM server at {self.url}", model=self.model)
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was passed in)."""
