@@ -284,10 +284,13 @@ class TransformersBackend:
     def capabilities(self) -> BackendCapabilities:
         return self._capabilities
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    def _check_ready(self, requests: Sequence[GenerationRequest]) -> None:
         check_supported(self._capabilities, requests, "TransformersBackend")
         if self._model is None:
             raise BackendError("this TransformersBackend is closed; create a new one")
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self._check_ready(requests)
         if not requests:
             return []
         return await asyncio.to_thread(self._generate_sync, list(requests))
@@ -298,9 +301,7 @@ class TransformersBackend:
         Text that may still become a stop string is held back until it is settled, so the pieces never hold
         a stop string the final text leaves out. Cancelling the call stops generation at the next token.
         """
-        check_supported(self._capabilities, [request], "TransformersBackend")
-        if self._model is None:
-            raise BackendError("this TransformersBackend is closed; create a new one")
+        self._check_ready([request])
         if request.n != 1:
             raise InvalidRequestError(f"a stream carries one completion; got n={request.n} (use generate)")
         loop = asyncio.get_running_loop()
@@ -316,15 +317,9 @@ class TransformersBackend:
             raise
 
     def _stream_sync(self, request: GenerationRequest, streamer: _TextStreamer) -> GenerationResult:
-        prompt = self._encode(request)
-        self._check_context(len(prompt), request.max_tokens)
-        with _GENERATE_LOCK:
-            start = time.perf_counter()
-            (completions,) = self._serve([request], [prompt], streamer)
-            latency = time.perf_counter() - start
-        streamer.send(completions[0].text)
-        usage = Usage(len(prompt), 0, completions[0].output_tokens)
-        return GenerationResult(completions, usage, latency, self._name)
+        (result,) = self._generate_sync([request], streamer)
+        streamer.send(result.completions[0].text)  # the settled tail the hold-back kept until the end
+        return result
 
     async def aclose(self) -> None:
         self._model = None
@@ -335,7 +330,9 @@ class TransformersBackend:
         """Prompt tokens of each request, exactly as ``generate`` will count them."""
         return [len(self._encode(request)) for request in requests]
 
-    def _generate_sync(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _generate_sync(
+        self, requests: list[GenerationRequest], streamer: _TextStreamer | None = None
+    ) -> list[GenerationResult]:
         prompts = [self._encode(request) for request in requests]
         for request, prompt in zip(requests, prompts, strict=True):
             self._check_context(len(prompt), request.max_tokens)
@@ -346,7 +343,7 @@ class TransformersBackend:
         for indices in groups.values():
             with _GENERATE_LOCK:
                 start = time.perf_counter()
-                served = self._serve([requests[i] for i in indices], [prompts[i] for i in indices])
+                served = self._serve([requests[i] for i in indices], [prompts[i] for i in indices], streamer)
                 latency = time.perf_counter() - start
             for index, completions in zip(indices, served, strict=True):
                 usage = Usage(len(prompts[index]), 0, sum(c.output_tokens for c in completions))
