@@ -164,7 +164,8 @@ def served_models() -> dict[int, str]:
         text = script.read_text()
         model = re.search(r'MODEL="\$\{MODEL:-([^}]+)\}"', text)
         port = re.search(r'PORT="\$\{PORT:-(\d+)\}"', text)
-        assert model and port, f"{script}: MODEL and PORT defaults not found"
+        assert model, f"{script}: no MODEL default found"
+        assert port, f"{script}: no PORT default found"
         assert '--served-model-name "$(basename "$MODEL")"' in text, f"{script}: served name is not the basename"
         served[int(port.group(1))] = model.group(1).rsplit("/", 1)[-1]
     return served
@@ -283,7 +284,13 @@ def test_cpu_commands_run(doc: str, vllm_url: str, vllm_model: str, tmp_path: Pa
         ran.add(args)
         started = time.monotonic()
         done = subprocess.run(
-            [*_cli(), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+            [*_cli(), *args],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
         )
         print(f"{time.monotonic() - started:6.1f} s  {command}")  # shown with -s or on failure
         assert done.returncode == 0, f"{command}\nran: {shlex.join(args)}\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
