@@ -3,14 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Where pip finds torch. Empty (the default): the machine's pip configuration decides. On a machine whose pip uses
+# the public index (pypi.org), `torch==2.13.0` there is the multi-GB CUDA build; for the CPU build run
+#   make demo TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (the same for `make test`, which passes it on to scripts/vllm-cpu.sh for .venv-vllm).
+TORCH_INDEX_URL ?=
+export TORCH_INDEX_URL
+TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: demo test lint typecheck unit integration vllm-start vllm-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The CPU build of torch first: a looser pin would pull a multi-GB CUDA build on a bare machine.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# torch first, pinned, from TORCH_INDEX_URL when set (see above); the extras then find it installed.
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,eval]'
 	touch $@
 
@@ -28,7 +35,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket
+	$(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
+
+# Integration tests only: starts the vLLM CPU server (unless one answers already), runs tests/integration_tests.
+integration: $(STAMP)
+	scripts/test.sh integration
 
 vllm-start: $(STAMP)
 	scripts/vllm-cpu.sh start

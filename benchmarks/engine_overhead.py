@@ -6,7 +6,8 @@
     python benchmarks/engine_overhead.py --real-url http://127.0.0.1:8765/v1   # time one real greedy call too
 
 Every mode makes the same backend call: a zero-latency ``FakeBackend`` answering one short text, greedy, to a
-GSM8K test question (``../shared/data/gsm8k_test.jsonl`` when present, else synthetic questions). The modes
+GSM8K test question (the package's ``gsm8k`` subset, or ``--questions-file``; a missing or unreadable file is an
+error, never a silent switch to other questions). The modes
 run interleaved, one call of each in turn, so a busy machine slows them alike:
 
 - ``backend direct``: ``backend.generate([request])``, no strategy and no engine.
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from simulate_budgets import GRID_LABELS, question_text, synthetic_table
+from simulate_budgets import GRID_LABELS, synthetic_table
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from adaptive_ttc.backends.base import Backend
@@ -50,6 +51,8 @@ from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import Ledger, WorkflowBudget
 from adaptive_ttc.cli import open_backend
 from adaptive_ttc.engine import Engine, EngineResult
+from adaptive_ttc.errors import InvalidRequestError
+from adaptive_ttc.eval.datasets import load_dataset
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router
@@ -58,7 +61,7 @@ from adaptive_ttc.types import GenerationRequest, Message
 
 ASSUMED_REFERENCE_S = 0.050
 CALLS_PER_LEDGER = 10
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_test.jsonl"
+DEFAULT_QUESTIONS = "gsm8k"  # the GSM8K test subset shipped in src/adaptive_ttc/data
 
 Call = Callable[[GenerationRequest], Awaitable[EngineResult | None]]
 
@@ -88,13 +91,14 @@ class Ledgers:
         return self.current
 
 
-def load_questions(path: Path, count: int, seed: int) -> list[str]:
-    """``count`` questions from a JSONL file with a "question" field, else synthetic ones."""
-    rng = random.Random(seed)
-    if path.is_file():
-        rows = [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
-        return [str(q) for q in rng.sample(rows, min(count, len(rows)))]
-    return [question_text(rng.choice(("easy", "medium", "hard")), rng) for _ in range(count)]
+def load_questions(spec: str, count: int, seed: int) -> list[str]:
+    """``count`` questions (a seeded sample) from a packaged dataset name or a JSONL file.
+
+    Raises:
+        InvalidRequestError: the file is missing or unreadable, or a line has no question or answer.
+    """
+    rows = [q.question for q in load_dataset(spec)]
+    return random.Random(seed).sample(rows, min(count, len(rows)))
 
 
 def fit_router(seed: int) -> Router:
@@ -267,7 +271,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, help="timed calls per mode (default 2000; quick 300)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed rounds first")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--questions-file", type=Path, default=DEFAULT_QUESTIONS)
+    parser.add_argument(
+        "--questions-file", default=DEFAULT_QUESTIONS, help="a packaged dataset (gsm8k, mixed) or a JSONL file"
+    )
     parser.add_argument("--real-url", help="an OpenAI-compatible server to time one real greedy call against")
     parser.add_argument("--model", help="the served model name at --real-url (default: the only one served)")
     parser.add_argument("--profile", action="store_true", help="cProfile the router mode and print its hot spots")
@@ -302,7 +308,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "engine_overhead",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "questions": "gsm8k test" if args.questions_file.is_file() else "synthetic",
+        "questions": args.questions_file,
         "reference_s": reference,
         "reference": "measured" if measured else "assumed",
         "modes": rows,
@@ -315,7 +321,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the markdown table and write the JSON results."""
     args = parse_args(argv)
     started = time.perf_counter()
-    payload = asyncio.run(run(args))
+    try:
+        payload = asyncio.run(run(args))
+    except InvalidRequestError as exc:
+        sys.exit(f"engine_overhead: {exc}")
     payload["wall_s"] = round(time.perf_counter() - started, 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))

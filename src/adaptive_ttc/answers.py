@@ -21,6 +21,18 @@ _MAX_WRAPPERS = 8
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _NUMBER_WITH_UNIT = re.compile(r"(-?[\d.,/]+)\s+[A-Za-z][A-Za-z ]*")
+# A number standing alone in prose: not glued to letters ("3x") or to a fraction bar.
+_LONE_NUMBER = re.compile(r"(?<![\w.])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|\.\d+)(?![\w/])")
+# A number followed by a comma or colon and words: "12, which is the total".
+_LEADING_NUMBER = re.compile(r"[$*]*(" + _LONE_NUMBER.pattern + r")[$*]*\s*[,:]\s+[A-Za-z]")
+_PROSE = re.compile(r"[A-Za-z\s,.;:!?'’\"*$%-]*")
+_FILLER = re.compile(
+    r"^(?:(?:indeed|actually|simply|just|exactly|clearly|therefore|thus|now|then|still|definitely|certainly"
+    r"|equal\s+to|equals|approximately|about|around|roughly)\b|=|:)\s*[,:]?\s*",
+    re.IGNORECASE,
+)
+_CLAUSE = re.compile(r",\s+(?:which|because|since|as|so|but|where|given|not)\b.*", re.DOTALL)
+_EQUALS = re.compile(r"(?<![<>!=])=(?!=)")
 _PHRASE = re.compile(r"the\s+(?:final\s+)?answer\s+is\b|answer\s*:|####", re.IGNORECASE)
 _BARE_BOXED = re.compile(r"[^\s${}\\][^\s${}]*")
 _ALNUM = re.compile(r"[^\W_]")
@@ -96,11 +108,46 @@ def _last_phrase(text: str) -> str | None:
         line_end = text.find("\n", match.end(), limit)
         answer = text[match.end() : line_end if line_end >= 0 else limit].lstrip(" \t:")
         end = _SENTENCE_END.search(answer)
-        cleaned = _clean(answer[: end.start()] if end else answer)
-        if cleaned is not None and _ALNUM.search(cleaned):
-            unit = _NUMBER_WITH_UNIT.fullmatch(cleaned)
-            return _clean(unit.group(1)) if unit and _PLAIN_NUMBER.fullmatch(unit.group(1)) else cleaned
+        found = _phrase_answer(answer[: end.start()] if end else answer)
+        if found is not None:
+            return found
     return None
+
+
+def _phrase_answer(statement: str) -> str | None:
+    """The answer in what follows "The answer is": fillers ("indeed") and units ("apples") around it dropped.
+
+    A statement that is prose around one number ("indeed 3", "**3** apples", "$3$ per day") gives that number,
+    a trailing clause (", which is ...") is dropped, one that opens with a number and a comma or colon
+    ("161, and ...") gives that number, and one equation ending in
+    ``= <number>`` ("2 + 1 = 3 apples") the number; anything else is kept whole (an expression, a choice).
+    """
+    cleaned = _clean(statement)
+    if cleaned is None or not _ALNUM.search(cleaned):
+        return None
+    previous = None
+    while cleaned != previous:
+        previous = cleaned
+        cleaned = _clean(_FILLER.sub("", cleaned, count=1)) or previous
+    cleaned = _clean(_CLAUSE.sub("", cleaned)) or cleaned
+    number = _lone_number(cleaned)
+    leading = _LEADING_NUMBER.match(cleaned)
+    sides = _EQUALS.split(cleaned)
+    if number is None and leading is not None:
+        number = _clean(leading.group(1))
+    if number is None and len(sides) == 2:
+        number = _lone_number(sides[1])
+    return number if number is not None else cleaned
+
+
+def _lone_number(text: str) -> str | None:
+    """The one number in ``text`` when everything else is words and punctuation; ``None`` otherwise."""
+    numbers = list(_LONE_NUMBER.finditer(text))
+    if len(numbers) != 1 or "\\" in text:
+        return None
+    number = numbers[0]
+    rest = text[: number.start()] + " " + text[number.end() :]
+    return _clean(number.group(0)) if _PROSE.fullmatch(rest) and not any(c.isdigit() for c in rest) else None
 
 
 def _last_number(text: str) -> str | None:

@@ -36,7 +36,21 @@ MATHY_TEXT = st.lists(MATH_ALPHABET, max_size=40).map("".join)
         ("The final answer is: $\\frac{3}{4}$.", "\\frac{3}{4}"),
         ("The answer is 42 apples.", "42"),
         ("the final answer is **7**.", "7"),
-        ("Answer: x = 3\nThanks", "x = 3"),
+        ("Answer: x = 3\nThanks", "3"),
+        ("Answer: x = 3, y = 4", "x = 3, y = 4"),
+        ("The answer is indeed 3.", "3"),
+        ("The answer is: $3$", "3"),
+        ("The answer is 2 + 1 = 3 apples.", "3"),
+        ("The answer is **3** apples.", "3"),
+        ("The answer is 12, which is the total.", "12"),
+        ("The answer is 4: since 2 x 2 = 4 legs.", "4"),
+        ("The answer is indeed $\\frac{1}{2}$.", "\\frac{1}{2}"),
+        ("The answer is indeed yes.", "yes"),
+        ("The answer is 3x.", "3x"),
+        ("The answer is (B) 12.", "(B) 12"),
+        ("The answer is 5 or 4.", "5 or 4"),
+        ("The answer is x <= 3.", "x <= 3"),
+        ("The answer is 3 hours and 20 minutes.", "3 hours and 20 minutes"),
         ("Natalia sold 48 + 24 = 72 clips.\n#### 72", "72"),
         ("#### 1,000", "1000"),
         ("She pays 12,345,678 dollars in total.", "12345678"),
@@ -176,6 +190,71 @@ def test_math_verify_is_called_without_signal_timeouts(monkeypatch: pytest.Monke
     assert answers_equal("\\sqrt{18}", "3\\sqrt{2}")
     assert calls
     assert all(c.get("parsing_timeout", c.get("timeout_seconds", "missing")) is None for c in calls)
+
+
+def _thousands(value: int) -> str:
+    return f"{value:,}"
+
+
+# Numbers as a model writes them, each with the vote key it must get.
+NUMBERS = st.one_of(
+    st.integers(-10_000_000, 10_000_000).map(lambda v: (str(v), str(v))),
+    st.integers(1_000, 10_000_000).map(lambda v: (_thousands(v), str(v))),
+    st.integers(-10_000_000, -1_000).map(lambda v: (_thousands(v), str(v))),
+    st.tuples(st.integers(-999, 999), st.integers(1, 99)).map(lambda p: (f"{p[0]}.{p[1]:02d}", f"{p[0]}.{p[1]:02d}")),
+    st.tuples(st.integers(-50, 50), st.integers(2, 50)).map(lambda p: (f"{p[0]}/{p[1]}", f"{p[0]}/{p[1]}")),
+)
+UNITS = st.sampled_from(["", "apples", "dollars", "miles per hour", "legs", "cm", "percent", "years old"])
+PREAMBLES = st.sampled_from(
+    ["", "First, 12 + 7 = 19 and 19 - 4 = 15.\n", "We have 3 boxes of 24 pens, so ", "Step 1: 8 * 9 = 72. "]
+)
+# Phrasings small models really produce around a final number (from the committed generation logs).
+PHRASINGS = st.sampled_from(
+    [
+        "The answer is {n}.",
+        "The answer is {n} {u}.",
+        "The answer is indeed {n}.",
+        "The answer is indeed {n} {u}.",
+        "The answer is: ${n}$",
+        "The answer is: $ {n} $.",
+        "The answer is **{n}**.",
+        "The answer is **{n}** {u}.",
+        "The answer is **{n} {u}**.",
+        "The answer is simply {n} {u}.",
+        "The answer is 2 + 1 = {n} {u}.",
+        "So 5 * 3 = {n} {u}.",
+        "The final answer is {n}.",
+        "The final answer is: {n} {u}",
+        "Therefore, the final answer is {n}, which is the total.",
+        "The answer is actually {n}.\nI hope it is correct.",
+        "Answer: {n} {u}",
+        "#### {n}",
+        "\\boxed{{{n}}}",
+        "so the result is $\\boxed{{{n}}}$ {u}.",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(NUMBERS, PHRASINGS, UNITS, PREAMBLES)
+def test_extract_answer_finds_the_number_in_real_phrasings(
+    number: tuple[str, str], phrasing: str, unit: str, preamble: str
+) -> None:
+    written, key = number
+    text = preamble + phrasing.format(n=written, u=unit).replace("  ", " ").replace(" .", ".")
+    found = extract_answer(text)
+    assert normalize_answer(found) == normalize_answer(key), (text, found)
+    assert answers_equal(found, key)
+    assert found is not None
+    assert not any(word in found for word in ("indeed", "simply", "actually", "which", "apples", "**"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.tuples(st.integers(1, 40), st.integers(2, 40)), PHRASINGS.filter(lambda p: "{u}" not in p))
+def test_extract_answer_finds_latex_fractions(fraction: tuple[int, int], phrasing: str) -> None:
+    numerator, denominator = fraction
+    text = phrasing.format(n=f"\\frac{{{numerator}}}{{{denominator}}}")
+    assert answers_equal(extract_answer(text), f"{numerator}/{denominator}"), text
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adaptive_ttc.errors import ConfigurationError, InvalidRequestError
-from adaptive_ttc.eval.datasets import load_dataset, load_jsonl
+from adaptive_ttc.eval.datasets import DATA_DIR, load_dataset, load_jsonl
 from adaptive_ttc.eval.graders import exact_grader, load_grader, math_grader
 
 
@@ -76,6 +76,19 @@ def test_packaged_datasets_load() -> None:
     sources = {q.source for q in mixed}
     assert len(sources) >= 4
     assert {q.source for q in mixed[: len(sources)]} == sources  # interleaved: any prefix is mixed
+
+
+def test_math500_is_packaged_with_its_licence() -> None:
+    math500 = load_dataset("math500")
+    assert len(math500) == 500
+    assert len({q.id for q in math500}) == 500
+    assert math500[0].id.startswith("test/")
+    assert math500[0].id.endswith(".json")
+    assert {q.source.split("/")[0] for q in math500} == {"math500"}
+    assert len({q.source for q in math500}) == 7  # the seven MATH subjects
+    assert any("\\frac" in q.reference for q in math500)  # LaTeX references, as published
+    assert len(load_dataset("math500", limit=3)) == 3
+    assert "MIT License" in (DATA_DIR / "LICENSE.math500").read_text()
 
 
 def test_reasoning_gym_levels() -> None:

@@ -3,6 +3,8 @@
 ``load_dataset(spec)`` understands:
 
 - ``gsm8k``: a subset of the GSM8K test split shipped with the package (reference: the number after ``####``);
+- ``math500``: MATH-500, the 500-problem MATH test subset of PRM800K, shipped with the package (reference: the
+  published final answer, LaTeX; source: ``math500/<subject>``);
 - ``mixed``: the mixed-difficulty arithmetic suite shipped with the package (see ``adaptive_ttc.eval.suites``);
 - ``rg:TASK`` or ``rg:TASK:LEVEL``: a reasoning-gym task generated on the fly (needs ``reasoning-gym``);
 - a path to a JSONL file: one object per line with the question in ``question`` (or ``problem``, ``prompt``,
@@ -26,6 +28,7 @@ __all__ = ["DATA_DIR", "PACKAGED_DATASETS", "Question", "load_dataset", "load_js
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 PACKAGED_DATASETS: dict[str, str] = {
     "gsm8k": "gsm8k_test_subset.jsonl",
+    "math500": "math500_test.jsonl",
     "mixed": "mixed_suite.jsonl",
 }
 _QUESTION_FIELDS = ("question", "problem", "prompt", "input")
@@ -114,7 +117,7 @@ def _question(record: dict[str, Any], path: Path, number: int, source: str) -> Q
         id=str(identifier) if identifier is not None else f"{source or path.stem}-{number}",
         question=question,
         reference=answer.strip(),
-        source=str(record.get("source", source)),
+        source=str(record.get("source") or (f"{source}/{record['subject']}" if record.get("subject") else source)),
     )
 
 
