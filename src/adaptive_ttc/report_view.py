@@ -12,7 +12,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adaptive_ttc import BudgetReport
+    from adaptive_ttc.budget.records import BudgetReport
 
 __all__ = ["plot_report", "report_html"]
 

@@ -84,3 +84,16 @@ def test_plot_into_given_axes() -> None:
     assert plot_report(_report(1, seconds_cap=None), ax=given) is given
     assert len(given.patches) == 1
     plt.close(figure)
+
+
+def test_budget_report_renders_itself_through_report_view() -> None:
+    from adaptive_ttc import WorkflowBudget
+    from adaptive_ttc.types import Usage
+
+    ledger = WorkflowBudget(tokens=1000).open()
+    reservation = ledger.reserve(100)
+    ledger.charge(reservation, Usage(input_tokens=10, output_tokens=20), 0.5, configuration="greedy")
+    report = ledger.report()
+    html = report._repr_html_()
+    assert "greedy" in html
+    assert "30" in html

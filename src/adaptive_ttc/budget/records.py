@@ -58,3 +58,15 @@ class BudgetReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {**dataclasses.asdict(self), "calls": [c.to_dict() for c in self.calls]}
+
+    def _repr_html_(self) -> str:
+        """The report as an HTML table (Jupyter shows it when the report is a cell's value)."""
+        from adaptive_ttc.report_view import report_html  # noqa: PLC0415  (keeps the records module light)
+
+        return report_html(self)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Draw the calls on a timeline above the cumulative tokens against the cap (needs matplotlib)."""
+        from adaptive_ttc.report_view import plot_report  # noqa: PLC0415
+
+        return plot_report(self, ax)
