@@ -73,7 +73,12 @@ def _read_runs(path: Path) -> list[tuple[int, int]]:
 
 @dataclass
 class StageClock:
-    """One run's stages: when the current one started, when its time runs out, how many have opened."""
+    """One run's stages (when the current one started, when its time runs out, how many opened) and plans.
+
+    ``planned_*``: what the spend curve expected of each call at its prices, by start order; ``seen``: records
+    already learned from; ``opened_at``: the started-call count at which the current stage opened (a re-plan
+    of the same call does not open another).
+    """
 
     stages: int = 0
     start_s: float = 0.0
@@ -82,6 +87,7 @@ class StageClock:
     planned_tokens: list[float] = field(default_factory=list)
     planned_seconds: list[float] = field(default_factory=list)
     seen: int = 0
+    opened_at: int = -1
 
     def joins(self, now: float, in_flight: int, least_s: float) -> bool:
         """Whether a call starting at ``now`` joins the current stage (others in flight, ``least_s`` left)."""
