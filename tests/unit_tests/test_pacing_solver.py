@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -41,7 +42,7 @@ def curve() -> SpendCurve:
 
 def test_curve_spends_less_as_the_token_price_rises(curve: SpendCurve) -> None:
     tokens = curve.array("tokens")[:, 0]
-    assert all(a >= b - 1e-9 for a, b in zip(tokens, tokens[1:], strict=False))
+    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(tokens))
     assert tokens[0] > 3 * tokens[-1]
     assert tokens[-1] == pytest.approx(curve.greedy_tokens)
 

@@ -86,7 +86,10 @@ def hindsight_ceiling(
     unit = max(tokens, 1e-9) / BUCKETS
     if seconds is None:
         return _value(stages, unit, 0.0)
-    dual = lambda mu: _value(stages, unit, mu) + mu * seconds  # noqa: E731 - a one-line closure reads best here
+
+    def dual(mu: float) -> float:
+        return _value(stages, unit, mu) + mu * seconds
+
     # the dual is convex in mu: search it on a log scale bracketed by the prices that matter
     span = max((o.seconds for stage in stages for call in stage for o in call), default=1.0)
     best = dual(0.0)

@@ -6,12 +6,13 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   ``unreserved / R`` -- and never below the price past which the training data showed no accuracy gain
   (``solver.py``). Leftovers therefore raise the next call's spend, overspending lowers it, and the price can go
   anywhere the curve says (no fixed floor or ceiling).
-- **Reserve.** The router may plan any configuration whose upper token estimate leaves ``(R - 1) x`` greedy's
-  mean upper estimate for the calls to come: ``token_room = unreserved - (R - 1) * greedy_upper`` (at least one
-  greedy call's). The hard room is all that is unreserved.
+- **Reserve.** The router may plan any configuration whose upper token estimate leaves the calls to come an upper
+  estimate of what greedy answers to all of them cost: ``token_room = unreserved - keep(R - 1)`` with
+  ``keep(n) = n * greedy_mean + (greedy_upper - greedy_mean) * sqrt(n)`` (the 95% upper estimate of a sum of
+  ``n`` independent calls), at least one greedy call's upper estimate. The hard room is all that is unreserved.
 - **Time by stage.** A call opens a new stage unless others are in flight and their stage's time is not over
-  (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus ``(M - 1)``
-  greedy upper latencies (the time reserve); the latency price is the lowest at which the curve's mean seconds
+  (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus
+  ``(M - 1)`` mean greedy latencies (the time reserve; its upper estimate must still fit the stage's room); the latency price is the lowest at which the curve's mean seconds
   per call fit ``SAFETY x seconds left / M``. ``M = R / w``, ``w`` the calls per stage of earlier runs
   (``WorkflowPrior``), else of this run so far, else 1.
 - **Calls remaining.** ``expected_calls - started``; else the prior's ``mean(K - started | K > started)``; else,
@@ -27,6 +28,7 @@ training data says more tokens buy nothing.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -121,9 +123,9 @@ class ResolvedPacing:
         _remember(run, started, lambdas, curve)
         token_room = None
         if s.unreserved is not None:
-            keep = (horizon.calls - 1) * curve.greedy_tokens_upper
+            keep = _sum_upper(horizon.calls - 1, curve.greedy_tokens, curve.greedy_tokens_upper)
             token_room = max(s.unreserved - keep, min(float(s.unreserved), curve.greedy_tokens_upper))
-        allowance = _allowance(s, solved, base, horizon, tokens_target, time_room)
+        allowance = _allowance(s, solved=solved, base=base, horizon=horizon, target=tokens_target, room=time_room)
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
 
@@ -148,7 +150,8 @@ class ResolvedPacing:
     ) -> tuple[float | None, float | None]:
         """(time room of this call, mean seconds per call to aim for), opening a new stage if it starts one."""
         left_s, now = s.seconds_left, s.elapsed_s
-        greedy_s = self.curve.greedy_seconds_upper * factor
+        curve = self.curve
+        greedy_s = curve.greedy_seconds_upper * factor
         if run.joins(now, s.in_flight, greedy_s) or run.opened_at == started:
             room = None if run.end_s is None or left_s is None else min(left_s, run.end_s - now)
             return room, None if room is None else SAFETY * room
@@ -157,7 +160,8 @@ class ResolvedPacing:
             run.opened_at = started
             return None, None
         stages = horizon.stages
-        room = max(left_s - (stages - 1) * greedy_s, min(left_s, greedy_s))
+        keep = (stages - 1) * curve.greedy_seconds * factor
+        room = max(left_s - keep, min(left_s, greedy_s))
         run.open(now, room)
         run.opened_at = started
         return room, SAFETY * left_s / stages
@@ -180,6 +184,14 @@ class ResolvedPacing:
             if predicted is not None and not record.failed:
                 self.latency.observe(predicted, record.latency_s, s.in_flight)
         run.seen = len(records)
+
+
+def _sum_upper(count: float, mean: float, upper: float) -> float:
+    """Upper estimate of the sum of ``count`` independent greedy calls: ``count * mean + (upper - mean) * sqrt(count)``.
+
+    Adding each call's own upper estimate would reserve far more than ``count`` calls need together.
+    """
+    return 0.0 if count <= 0 else count * mean + max(0.0, upper - mean) * math.sqrt(count)
 
 
 def _run_key(snapshot: LedgerSnapshot) -> int:
@@ -211,17 +223,18 @@ def _predicted_latency(decision: dict[str, Any], configuration: str) -> float | 
 
 def _allowance(
     s: LedgerSnapshot,
+    *,
     solved: SolvedPrices,
     base: Lambdas,
     horizon: _Horizon,
-    tokens_target: float | None,
-    time_room: float | None,
+    target: float | None,
+    room: float | None,
 ) -> Allowance:
     left_s = s.seconds_left
     return Allowance(
         tokens=s.unreserved,
-        target_tokens=tokens_target,
-        seconds=time_room,
+        target_tokens=target,
+        seconds=room,
         deadline_s=left_s,
         lambda_tokens_scale=solved.tokens / base.tokens if base.tokens > 0 else 1.0,
         lambda_latency_scale=solved.latency / base.latency if base.latency > 0 else 1.0,

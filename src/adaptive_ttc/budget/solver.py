@@ -41,7 +41,7 @@ def _position(prices: tuple[float, ...], price: float) -> float:
         return 0.0
     first = prices[1]
     if price <= first:
-        return price / first
+        return float(price / first)
     logs = np.log(prices[1:])
     return 1.0 + float(np.interp(math.log(price), logs, np.arange(len(logs))))
 
@@ -53,7 +53,7 @@ def _price_at(prices: tuple[float, ...], position: float) -> float:
     last = len(prices) - 1
     if position >= last:
         step = prices[-1] / prices[-2]
-        return prices[-1] * step ** (position - last)
+        return float(prices[-1] * step ** (position - last))
     low = int(position)
     return float(prices[low] * (prices[low + 1] / prices[low]) ** (position - low))
 
