@@ -11,10 +11,10 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   ``keep(n) = n * greedy_mean + (greedy_upper - greedy_mean) * sqrt(n)`` (the 95% upper estimate of a sum of
   ``n`` independent calls), at least one greedy call's upper estimate. The hard room is all that is unreserved.
 - **Time by stage.** A call opens a new stage unless others are in flight and their stage's time is not over
-  (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus
-  ``(M - 1)`` mean greedy latencies (the time reserve; its upper estimate must still fit the stage's room); the latency price is the lowest at which the curve's mean seconds
-  per call fit ``SAFETY x seconds left / M``. ``M = R / w``, ``w`` the calls per stage of earlier runs
-  (``WorkflowPrior``), else of this run so far, else 1.
+  (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus ``(M - 1)``
+  mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
+  latency price is the lowest at which the curve's mean seconds per call fit ``SAFETY x seconds left / M``.
+  ``M = R / w``, ``w`` the calls per stage of earlier runs (``WorkflowPrior``), else of this run so far, else 1.
 - **Calls remaining.** ``expected_calls - started``; else the prior's ``mean(K - started | K > started)``; else,
   with a deadline, the observed call rate times the time left; else ``max(4, started)``.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
