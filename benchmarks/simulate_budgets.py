@@ -22,6 +22,13 @@ Policies, all at the same token cap and deadline per workflow:
   that the unconstrained policy spends the cap per call on average.
 - ``router + pacing``: the engine with the router and its default pacing (``DefaultPacing``: fair share,
   pacing), with ``expected_calls=K`` ("K known") or without it.
+- ``router + resolved pacing``: ``ResolvedPacing`` (``adaptive_ttc.budget.resolved``): prices re-solved per call
+  from the router's spend curve, a greedy reserve for the calls to come, time by stage; "K unknown" learns the
+  number of calls from the earlier workflows (``WorkflowPrior``). The router is trained as ``train`` does:
+  dominated configurations pruned (``prune_grid``), the spend curve stored.
+- ``hindsight ceiling``: per workflow, the best allocation knowing every call's outcomes (``hindsight.py``);
+  "of ceiling" is a policy's accuracy over it. "best rival": the best of the tuned fixed lambdas, today's pacing
+  and every static configuration, paired by workflow.
 
 Time is VIRTUAL: the run uses an asyncio event loop whose clock jumps to the next timer whenever every task
 is waiting (a discrete-event simulation), and the ledger, the engine and the strategies read that clock.
@@ -87,13 +94,17 @@ import adaptive_ttc.strategies.greedy
 from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import FixedPacing, Ledger, WorkflowBudget
+from adaptive_ttc.budget.hindsight import Option, hindsight_ceiling
+from adaptive_ttc.budget.resolved import ResolvedPacing
+from adaptive_ttc.budget.stages import WorkflowPrior
 from adaptive_ttc.engine import Engine
-from adaptive_ttc.errors import BudgetExhausted
+from adaptive_ttc.errors import BackendTimeoutError, BudgetExhausted
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.cost import CostEstimate
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.router.spend import prune_grid, store_spend_curve
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message, StrategyResult
 
@@ -419,10 +430,14 @@ class Policy:
     lambdas: Lambdas | None = None
     pacing: bool = True
     expected_calls: bool = True
+    resolved: bool = False
 
     def engine(self, backend: SimBackend, router: Router) -> Engine:
         if self.configuration is not None:
             return Engine(backend, configuration=self.configuration)
+        if self.resolved:
+            prior = None if self.expected_calls else WorkflowPrior()
+            return Engine(backend, router=router, pacing=ResolvedPacing.for_router(router, prior=prior))
         return Engine(backend, router=router, lambdas=self.lambdas, pacing=None if self.pacing else FixedPacing())
 
 
@@ -435,6 +450,8 @@ def make_policies(grid: Sequence[Configuration], default: Lambdas, tuned: Lambda
         Policy("router + pacing, K known (default lambda)", lambdas=default),
         Policy("router + pacing, K unknown (default lambda)", lambdas=default, expected_calls=False),
         Policy("router + pacing, K known (tuned lambda)", lambdas=tuned),
+        Policy("router + resolved pacing, K known", resolved=True),
+        Policy("router + resolved pacing, K unknown", resolved=True, expected_calls=False),
     ]
 
 
@@ -559,6 +576,8 @@ class Simulation:
             out = await engine.run(request, ledger=ledger)
         except BudgetExhausted:
             return CallOutcome(0.0, "cut", False, False, parallel, self.clock.now - start)
+        except BackendTimeoutError:  # still running at the deadline: the engine cut it (counted wrong, "late")
+            return CallOutcome(0.0, "late", False, False, parallel, self.clock.now - start)
         correct, truncated = call_correct(self.table, question, out.result)
         waited = max(0.0, self.clock.now - start - out.result.latency_s)
         degraded = out.decision.reason == "degraded"
@@ -572,6 +591,9 @@ class Simulation:
         for stage in workflow.stages:
             parallel = len(stage) > 1
             calls.extend(await asyncio.gather(*(self.run_call(engine, ledger, q, parallel) for q in stage)))
+        finish = getattr(engine.pacing, "finish", None)
+        if finish is not None:
+            finish(ledger.snapshot())
         report = ledger.report()
         cap, deadline = budget.tokens or 0, budget.seconds
         if report.overrun_tokens != 0 or report.tokens_spent > cap:
@@ -589,6 +611,15 @@ class Simulation:
         outcomes = [await self.run_workflow(engine, policy, w, level) for w in self.workflows]
         return outcomes, self.router.decisions - before
 
+    def ceiling(self, workflow: Workflow, level: Level) -> float:
+        """The hindsight ceiling of one workflow: its best allocation knowing every call's outcomes."""
+        budget = level.budget(workflow, True)
+        stages = [
+            [[Option(c.correct, c.tokens, c.latency_s) for c in self.table.cells[q].values()] for q in stage]
+            for stage in workflow.stages
+        ]
+        return hindsight_ceiling(stages, float(budget.tokens or 0), budget.seconds)
+
     async def run_level(self, level: Level) -> dict[str, Any]:
         """Every policy on the same workflows at one budget level."""
         router = self.router
@@ -598,7 +629,12 @@ class Simulation:
         outcomes = {name: run[0] for name, run in runs.items()}
         static = [p.name for p in policies if p.configuration is not None]
         best = max(static, key=lambda name: sum(o.correct for o in outcomes[name]))
+        rivals = [p.name for p in policies if not p.resolved and "(default)" not in p.name and "unknown" not in p.name]
+        best_rival = max(rivals, key=lambda name: sum(o.correct for o in outcomes[name]))
+        ceilings = [self.ceiling(w, level) for w in self.workflows]
         return {
+            "best_rival": best_rival,
+            "ceiling_accuracy": sum(ceilings) / sum(w.calls for w in self.workflows),
             "tokens_factor": level.factor,
             "tokens_per_call": level.tokens_per_call,
             "seconds_per_stage": level.seconds_per_stage,
@@ -606,7 +642,11 @@ class Simulation:
             "default_lambdas": {"tokens": router.lambdas.tokens, "latency": router.lambdas.latency},
             "best_static": best,
             "policies": [
-                {**summarize(name, outcomes[name], outcomes[best], self.seed), "router_decisions": run[1]}
+                {
+                    **summarize(name, outcomes[name], outcomes[best], self.seed),
+                    **versus(outcomes[name], outcomes[best_rival], ceilings, self.seed),
+                    "router_decisions": run[1],
+                }
                 for name, run in runs.items()
             ],
         }
@@ -621,6 +661,19 @@ def bootstrap_ci(numerators: Sequence[float], denominators: Sequence[float], see
     picks = np.random.default_rng(seed).integers(0, len(num), size=(BOOTSTRAP, len(num)))
     low, high = np.percentile(num[picks].sum(axis=1) / den[picks].sum(axis=1), [2.5, 97.5])
     return float(low), float(high)
+
+
+def versus(
+    outcomes: Sequence[WorkflowOutcome], rival: Sequence[WorkflowOutcome], ceilings: Sequence[float], seed: int
+) -> dict[str, Any]:
+    """The paired difference to the best rival policy (bootstrap over workflows) and the share of the ceiling."""
+    sizes = [len(o.calls) for o in outcomes]
+    differences = [o.correct - r.correct for o, r in zip(outcomes, rival, strict=True)]
+    return {
+        "delta_vs_best_rival": sum(differences) / sum(sizes),
+        "delta_rival_ci95": bootstrap_ci(differences, sizes, seed),
+        "ceiling_share": sum(o.correct for o in outcomes) / sum(ceilings),
+    }
 
 
 def _mix(calls: Sequence[CallOutcome]) -> dict[str, float]:
@@ -650,6 +703,7 @@ def summarize(
         "calls": len(calls),
         "degraded": sum(c.degraded for c in calls),
         "cut": sum(c.configuration == "cut" for c in calls),
+        "late": sum(c.configuration == "late" for c in calls),
         "truncated": sum(c.truncated for c in calls),
         "parallel_calls": sum(c.parallel for c in calls),
         "degraded_parallel": sum(c.degraded and c.parallel for c in calls),
@@ -678,7 +732,8 @@ def _deadline(seconds_per_stage: float) -> str:
 def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
     """The markdown tables, one per budget level."""
     head = (
-        "| policy | accuracy [95% CI] | Δ vs best static [95% CI] | budget used | time used | overruns "
+        "| policy | accuracy [95% CI] | Δ vs best static [95% CI] | Δ vs best rival [95% CI] | of ceiling "
+        "| budget used | time used | overruns "
         "| deadline misses | degraded | cut | truncated | waited | router decisions per call "
         "| configurations run (% of calls) |"
     )
@@ -688,17 +743,20 @@ def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
             f"**Token cap {level['tokens_factor']:g}x greedy** ({level['tokens_per_call']:.0f} tokens per call x K), "
             f"{_deadline(level['seconds_per_stage'])}; {workflows} workflows, "
             f"{level['policies'][0]['calls']} calls; tuned lambda_T = {level['tuned_lambda_tokens']:.2e}; "
-            f"best static: {level['best_static']}",
+            f"best static: {level['best_static']}; best rival: {level['best_rival']}; "
+            f"hindsight ceiling {level['ceiling_accuracy']:.3f}",
             "",
             head,
-            "|" + " --- |" * 13,
+            "|" + " --- |" * 15,
         ]
         for r in level["policies"]:
             mix = ", ".join(f"{_short(k)} {100 * v:.0f}" for k, v in r["mix"].items())
             lines.append(
                 f"| {r['policy']} | {r['accuracy']:.3f} [{r['accuracy_ci95'][0]:.3f}, {r['accuracy_ci95'][1]:.3f}] "
                 f"| {r['delta_vs_best_static']:+.3f} [{r['delta_ci95'][0]:+.3f}, {r['delta_ci95'][1]:+.3f}] "
-                f"| {100 * r['budget_used']:.0f}% | {_percent(r['time_used'])} | {r['token_overruns']} "
+                f"| {r['delta_vs_best_rival']:+.3f} [{r['delta_rival_ci95'][0]:+.3f}, {r['delta_rival_ci95'][1]:+.3f}] "
+                f"| {100 * r['ceiling_share']:.0f}% | {100 * r['budget_used']:.0f}% "
+                f"| {_percent(r['time_used'])} | {r['token_overruns']} "
                 f"| {r['deadline_misses']}/{workflows} | {r['degraded']} | {r['cut']} | {r['truncated']} "
                 f"| {r['waited']} | {_per_call(r)} "
                 f"| {mix} |"
@@ -715,7 +773,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--questions", type=int, help="synthetic questions, half to train (default 400; quick 100)")
     parser.add_argument("--workflows", type=int, help="workflows per budget level (default 150; quick 24)")
     parser.add_argument(
-        "--budgets", type=float, nargs="+", help="token caps as multiples of greedy (default 2 4 8; quick 4)"
+        "--budgets", type=float, nargs="+", help="token caps as multiples of greedy (default 1.5 3 6 8; quick 4)"
     )
     parser.add_argument(
         "--deadline-factor",
@@ -729,7 +787,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.questions = args.questions or (100 if quick else 400)
     args.workflows = args.workflows or (24 if quick else 150)
-    args.budgets = args.budgets or ([4.0] if quick else [2.0, 4.0, 8.0])
+    args.budgets = args.budgets or ([4.0] if quick else [1.5, 3.0, 6.0, 8.0])
     return args
 
 
@@ -755,8 +813,11 @@ def simulate(args: argparse.Namespace) -> None:
     table = load_log_table(args.log) if args.log else synthetic_table(args.questions, args.seed, grid)
     train, test = split_questions(list(table.cells), args.seed)
     train_set = set(train)
-    router = MemoRouter(table.grid)
-    router.fit([o for o in table.observations if o.question in train_set])
+    training = [o for o in table.observations if o.question in train_set]
+    router = MemoRouter(prune_grid(training, table.grid))  # what `train` does: dominated configurations dropped
+    kept = {c.label for c in router.grid}
+    router.fit([o for o in training if o.configuration in kept])
+    store_spend_curve(router, train, training)
     workflows = make_workflows(args.workflows, test, args.seed + 1)
     greedy_tokens = table.mean("greedy", lambda c: c.tokens)
     greedy_seconds = table.mean("greedy", lambda c: c.latency_s)

@@ -65,6 +65,8 @@ class Ledger:
                 pool_cap=self._pool_caps[pool],
                 pool_used=self._pool_used[pool],
                 pool_calls=self._pool_calls[pool],
+                run=id(self),
+                calls=tuple(self._records),
             )
 
     def allowance(self, node: str | None = None) -> Allowance:

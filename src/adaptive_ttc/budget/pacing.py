@@ -31,6 +31,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
+from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.workflow import WorkflowBudget
 from adaptive_ttc.router.policy import Lambdas
 
@@ -70,6 +71,8 @@ class LedgerSnapshot:
     pool_cap: int
     pool_used: int
     pool_calls: int
+    run: int = 0
+    calls: tuple[CallRecord, ...] = ()
 
     @property
     def seconds_left(self) -> float | None:

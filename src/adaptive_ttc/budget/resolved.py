@@ -1,0 +1,243 @@
+"""``ResolvedPacing``: prices re-solved before every call from the router's spend curve, a reserve, stage time.
+
+Before each call (``R`` calls still to come, this one included; ``M`` stages, this one included):
+- **Tokens.** The token price is the lowest at which the curve's mean spend per call, scaled by the run's
+  real/planned ratio ``rho_T = (spent + g) / (planned + g)`` (``g``: one greedy call, a prior), is at most
+  ``unreserved / R`` -- and never below the price past which the training data showed no accuracy gain
+  (``solver.py``). Leftovers therefore raise the next call's spend, overspending lowers it, and the price can go
+  anywhere the curve says (no fixed floor or ceiling).
+- **Reserve.** The router may plan any configuration whose upper token estimate leaves the calls to come an upper
+  estimate of what greedy answers to all of them cost: ``token_room = unreserved - keep(R - 1)`` with
+  ``keep(n) = n * greedy_mean + (greedy_upper - greedy_mean) * sqrt(n)`` (the 95% upper estimate of a sum of
+  ``n`` independent calls), at least one greedy call's upper estimate. The hard room is all that is unreserved.
+- **Time by stage.** A call opens a new stage unless others are in flight and their stage's time is not over
+  (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus ``(M - 1)``
+  mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
+  latency price is the lowest at which the curve's mean seconds per call fit ``SAFETY x seconds left / M``.
+  ``M = R / w``, ``w`` the calls per stage of earlier runs (``WorkflowPrior``), else of this run so far, else 1.
+- **Calls remaining.** ``expected_calls - started``; else the prior's ``mean(K - started | K > started)``; else,
+  with a deadline, the observed call rate times the time left; else ``max(4, started)``.
+- **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
+  predicted latency of recent calls, shared by the runs priced by this object): rooms are divided by it.
+
+Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
+its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
+possible when the backend slows down faster than the correction learns), nor that the cap is spent when the
+training data says more tokens buy nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
+from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
+from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.router.policy import Lambdas
+from adaptive_ttc.router.router import Router
+from adaptive_ttc.router.spend import META_KEY, SpendCurve
+
+__all__ = ["SAFETY", "ResolvedPacing"]
+
+SAFETY = 0.85
+"""Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
+_MIN_UNKNOWN_CALLS = 4
+_RUNS_KEPT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Horizon:
+    calls: float
+    stages: float
+
+
+class ResolvedPacing:
+    """Prices re-solved per call from a spend curve (see the module docstring); one object may price many runs.
+
+    Args:
+        curve: the router's spend curve (``ResolvedPacing.for_router`` reads it from the router file).
+        prior: call and stage counts of earlier runs of this workflow (``None``: none kept).
+        latency: the online latency correction (a fresh one by default; share one between pacing objects on
+            the same backend to share what it learns).
+    """
+
+    def __init__(
+        self,
+        curve: SpendCurve,
+        *,
+        prior: WorkflowPrior | None = None,
+        latency: LatencyCorrection | None = None,
+    ) -> None:
+        self.curve = curve
+        self.prior = prior
+        self.latency = latency or LatencyCorrection()
+        self._runs: OrderedDict[int, StageClock] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def for_router(router: Router, *, prior: WorkflowPrior | None = None) -> ResolvedPacing:
+        """The policy for ``router``, from the spend curve ``train`` stored in it."""
+        data = router.meta.get(META_KEY)
+        if not isinstance(data, dict):
+            raise ConfigurationError(
+                "this router has no spend curve (router.meta['spend_curve']); retrain it with `adaptive-ttc train` "
+                "or call adaptive_ttc.router.spend.store_spend_curve(router, training_questions)"
+            )
+        return ResolvedPacing(SpendCurve.from_dict(data), prior=prior)
+
+    def price(self, snapshot: LedgerSnapshot, base: Lambdas) -> CallPrices:
+        """The prices and rooms of the next call (the rules in the module docstring)."""
+        left_s = snapshot.seconds_left
+        with self._lock:
+            run = self._run(snapshot)
+            self._learn(run, snapshot)
+            if left_s is not None and left_s <= 0:
+                return CallPrices(base, snapshot.unreserved, snapshot.unreserved, None, left_s, None)
+            return self._price(run, snapshot, base)
+
+    def finish(self, snapshot: LedgerSnapshot) -> None:
+        """Tell the policy a run has ended: its call and stage counts go into the prior."""
+        with self._lock:
+            run = self._runs.pop(_run_key(snapshot), None)
+        if run is not None and self.prior is not None:
+            self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages))
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
+        curve, factor = self.curve, self.latency.factor(s.in_flight)
+        started = s.finished + s.in_flight
+        horizon = self._horizon(run, s, started)
+        time_room, seconds_target = self._stage_time(run, s, horizon, factor, started)
+        tokens_target = None if s.unreserved is None else s.unreserved / horizon.calls
+        solved = solve(curve, tokens_target, seconds_target, token_ratio=_ratio(run, s, curve), time_ratio=factor)
+        lambdas = Lambdas(
+            solved.tokens if s.budget.tokens is not None else base.tokens,
+            solved.latency if s.budget.seconds is not None else 0.0,
+        )
+        _remember(run, started, lambdas, curve)
+        token_room = None
+        if s.unreserved is not None:
+            keep = _sum_upper(horizon.calls - 1, curve.greedy_tokens, curve.greedy_tokens_upper)
+            token_room = max(s.unreserved - keep, min(float(s.unreserved), curve.greedy_tokens_upper))
+        allowance = _allowance(s, solved=solved, base=base, horizon=horizon, target=tokens_target, room=time_room)
+        router_time = None if time_room is None else time_room / factor
+        return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
+
+    def _horizon(self, run: StageClock, s: LedgerSnapshot, started: int) -> _Horizon:
+        expected, now, seconds = s.budget.expected_calls, s.elapsed_s, s.budget.seconds
+        from_prior = None if self.prior is None else self.prior.remaining_calls(started)
+        if expected is not None:
+            calls = float(max(1, expected - started))
+        elif from_prior is not None:
+            calls = max(1.0, from_prior)
+        elif seconds is not None and s.finished and now > 0:
+            calls = max(1.0, s.finished / now * max(0.0, seconds - now) - s.in_flight)
+        else:
+            calls = float(max(_MIN_UNKNOWN_CALLS, started))
+        width = None if self.prior is None else self.prior.width()
+        if width is None:
+            width = started / run.stages if run.stages and started else 1.0
+        return _Horizon(calls, max(1.0, calls / max(width, 1.0)))
+
+    def _stage_time(
+        self, run: StageClock, s: LedgerSnapshot, horizon: _Horizon, factor: float, started: int
+    ) -> tuple[float | None, float | None]:
+        """(time room of this call, mean seconds per call to aim for), opening a new stage if it starts one."""
+        left_s, now = s.seconds_left, s.elapsed_s
+        curve = self.curve
+        greedy_s = curve.greedy_seconds_upper * factor
+        if run.joins(now, s.in_flight, greedy_s) or run.opened_at == started:
+            room = None if run.end_s is None or left_s is None else min(left_s, run.end_s - now)
+            return room, None if room is None else SAFETY * room
+        if left_s is None:
+            run.open(now, None)
+            run.opened_at = started
+            return None, None
+        stages = horizon.stages
+        keep = (stages - 1) * curve.greedy_seconds * factor
+        room = max(left_s - keep, min(left_s, greedy_s))
+        run.open(now, room)
+        run.opened_at = started
+        return room, SAFETY * left_s / stages
+
+    def _run(self, snapshot: LedgerSnapshot) -> StageClock:
+        key = _run_key(snapshot)
+        run = self._runs.get(key)
+        if run is None:
+            run = self._runs[key] = StageClock()
+            while len(self._runs) > _RUNS_KEPT:
+                self._runs.popitem(last=False)
+        self._runs.move_to_end(key)
+        return run
+
+    def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
+        """Feed the latency correction with the run's calls finished since the last look."""
+        records = s.calls
+        for record in records[run.seen :]:
+            predicted = _predicted_latency(record.decision, record.configuration)
+            if predicted is not None and not record.failed:
+                self.latency.observe(predicted, record.latency_s, s.in_flight)
+        run.seen = len(records)
+
+
+def _sum_upper(count: float, mean: float, upper: float) -> float:
+    """Upper estimate of the sum of ``count`` independent greedy calls: ``count * mean + (upper - mean) * sqrt(count)``.
+
+    Adding each call's own upper estimate would reserve far more than ``count`` calls need together.
+    """
+    return 0.0 if count <= 0 else count * mean + max(0.0, upper - mean) * math.sqrt(count)
+
+
+def _run_key(snapshot: LedgerSnapshot) -> int:
+    return snapshot.run
+
+
+def _remember(run: StageClock, started: int, lambdas: Lambdas, curve: SpendCurve) -> None:
+    """What the curve expects this call (the ``started``-th) to spend at its prices (re-plans overwrite it)."""
+    tokens, seconds = expected_spend(curve, lambdas.tokens, lambdas.latency)
+    for planned, value in ((run.planned_tokens, tokens), (run.planned_seconds, seconds)):
+        planned.extend([value] * (started + 1 - len(planned)))
+        planned[started] = value
+
+
+def _ratio(run: StageClock, s: LedgerSnapshot, curve: SpendCurve) -> float:
+    """Real over planned tokens of the run's finished calls, with one greedy call of prior on each side."""
+    planned = sum(run.planned_tokens[: s.finished])
+    prior = curve.greedy_tokens
+    return (s.spent + prior) / (planned + prior) if s.finished else 1.0
+
+
+def _predicted_latency(decision: dict[str, Any], configuration: str) -> float | None:
+    for prediction in decision.get("predictions", ()):
+        if isinstance(prediction, dict) and prediction.get("configuration") == configuration:
+            value = prediction.get("latency_s")
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+def _allowance(
+    s: LedgerSnapshot,
+    *,
+    solved: SolvedPrices,
+    base: Lambdas,
+    horizon: _Horizon,
+    target: float | None,
+    room: float | None,
+) -> Allowance:
+    left_s = s.seconds_left
+    return Allowance(
+        tokens=s.unreserved,
+        target_tokens=target,
+        seconds=room,
+        deadline_s=left_s,
+        lambda_tokens_scale=solved.tokens / base.tokens if base.tokens > 0 else 1.0,
+        lambda_latency_scale=solved.latency / base.latency if base.latency > 0 else 1.0,
+        calls_remaining=horizon.calls,
+        exhausted=(s.unreserved is not None and s.unreserved <= 0) or (left_s is not None and left_s <= 0),
+    )

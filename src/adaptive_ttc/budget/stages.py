@@ -1,0 +1,150 @@
+"""How much of a run is left (calls and stages), what earlier runs did, and how slow the backend is now.
+
+- ``WorkflowPrior``: the call and stage counts of earlier runs of one workflow, kept in a small JSON file.
+  Without ``expected_calls``, the calls still to come are ``mean(K - started)`` over earlier runs that made
+  more than ``started`` calls (``K`` their call counts): a conditional expectation, not a fixed guess.
+- ``StageClock``: per run, which stage a call belongs to. A call that starts while others are in flight and
+  their stage's time is not over joins that stage and may use its time to its end: parallel calls (LangGraph
+  branches, ``Send`` fan-out) share the stage's time rather than each getting a slice of it. Otherwise the call
+  opens a new stage, whose time is the seconds left divided by the stages left.
+- ``LatencyCorrection``: the observed / predicted latency of recent calls, by how many calls were in flight on
+  the backend when they started (an exponential moving average of the log ratio per bucket). Profiles are
+  measured on an idle server; under load every estimate is optimistic, and this ratio is what it is off by.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LatencyCorrection", "StageClock", "WorkflowPrior"]
+
+PRIOR_RUNS = 50
+"""Earlier runs a prior keeps (the most recent)."""
+_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+_EWMA = 0.2
+
+
+class WorkflowPrior:
+    """Call and stage counts of earlier runs of one workflow, persisted in ``path`` (``None``: in memory)."""
+
+    def __init__(self, path: str | Path | None = None, *, keep: int = PRIOR_RUNS) -> None:
+        self.path = None if path is None else Path(path)
+        self.keep = keep
+        self._lock = threading.Lock()
+        self.runs: list[tuple[int, int]] = []
+        if self.path is not None and self.path.exists():
+            self.runs = _read_runs(self.path)
+
+    def record(self, calls: int, stages: int) -> None:
+        """Remember one finished run (and save the file)."""
+        if calls <= 0:
+            return
+        with self._lock:
+            self.runs = [*self.runs, (calls, max(1, min(stages, calls)))][-self.keep :]
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+                temporary.write_text(json.dumps({"runs": [list(r) for r in self.runs]}))
+                temporary.replace(self.path)
+
+    def remaining_calls(self, started: int) -> float | None:
+        """Expected calls still to come (this one included) after ``started``; ``None`` if no run went further."""
+        longer = [calls - started for calls, _ in self.runs if calls > started]
+        return None if not longer else sum(longer) / len(longer)
+
+    def width(self) -> float | None:
+        """Mean calls per stage of earlier runs; ``None`` without any."""
+        return None if not self.runs else sum(c for c, _ in self.runs) / sum(s for _, s in self.runs)
+
+
+def _read_runs(path: Path) -> list[tuple[int, int]]:
+    """A prior file's runs; a damaged file counts as no history (it is only a prior)."""
+    try:
+        data = json.loads(path.read_text())
+        return [(int(c), int(s)) for c, s in data["runs"] if int(c) > 0 and int(s) > 0]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+@dataclass
+class StageClock:
+    """One run's stages (when the current one started, when its time runs out, how many opened) and plans.
+
+    ``planned_*``: what the spend curve expected of each call at its prices, by start order; ``seen``: records
+    already learned from; ``opened_at``: the started-call count at which the current stage opened (a re-plan
+    of the same call does not open another).
+    """
+
+    stages: int = 0
+    start_s: float = 0.0
+    end_s: float | None = None
+    calls: int = 0
+    planned_tokens: list[float] = field(default_factory=list)
+    planned_seconds: list[float] = field(default_factory=list)
+    seen: int = 0
+    opened_at: int = -1
+
+    def joins(self, now: float, in_flight: int, least_s: float) -> bool:
+        """Whether a call starting at ``now`` joins the current stage (others in flight, ``least_s`` left)."""
+        return in_flight > 0 and self.stages > 0 and (self.end_s is None or self.end_s - now >= least_s)
+
+    def open(self, now: float, seconds: float | None) -> None:
+        """Open a new stage at ``now`` with ``seconds`` of time (``None``: no deadline)."""
+        self.stages += 1
+        self.start_s = now
+        self.end_s = None if seconds is None else now + seconds
+
+
+class LatencyCorrection:
+    """Observed / predicted latency by backend load (calls in flight), learned online; shared by runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._log_ratio: dict[int, float] = {}
+        self._overall: float | None = None
+        self.in_flight = 0
+
+    def started(self) -> int:
+        """Count a call going to the backend; returns how many were in flight before it."""
+        with self._lock:
+            self.in_flight += 1
+            return self.in_flight - 1
+
+    def finished(self) -> None:
+        """Count a call back from the backend."""
+        with self._lock:
+            self.in_flight = max(0, self.in_flight - 1)
+
+    def observe(self, predicted_s: float, observed_s: float, in_flight: int) -> None:
+        """Learn from one call: predicted and observed seconds, and calls in flight when it started."""
+        if predicted_s <= 0 or observed_s <= 0 or not math.isfinite(predicted_s + observed_s):
+            return
+        value = math.log(observed_s / predicted_s)
+        bucket = _bucket(in_flight)
+        with self._lock:
+            old = self._log_ratio.get(bucket)
+            self._log_ratio[bucket] = value if old is None else (1 - _EWMA) * old + _EWMA * value
+            self._overall = value if self._overall is None else (1 - _EWMA) * self._overall + _EWMA * value
+
+    def factor(self, in_flight: int | None = None) -> float:
+        """What to multiply the next call's latency estimates by (1.0 before any observation)."""
+        with self._lock:
+            bucket = _bucket(self.in_flight if in_flight is None else in_flight)
+            known = self._log_ratio.get(bucket)
+            if known is None:
+                known = _nearest(self._log_ratio, bucket, self._overall)
+            return 1.0 if known is None else math.exp(known)
+
+
+def _bucket(in_flight: int) -> int:
+    return next((i for i, edge in enumerate(_BUCKETS) if in_flight < edge), len(_BUCKETS))
+
+
+def _nearest(values: dict[int, float], bucket: int, default: float | None) -> float | None:
+    keys: Sequence[int] = sorted(values, key=lambda k: (abs(k - bucket), k))
+    return values[keys[0]] if keys else default
