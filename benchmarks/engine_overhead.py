@@ -46,8 +46,8 @@ from simulate_budgets import GRID_LABELS, question_text, synthetic_table
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.backends.factory import open_backend
 from adaptive_ttc.backends.fake import FakeBackend
-from adaptive_ttc.cli import open_backend
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.ledger import Ledger, WorkflowBudget
 from adaptive_ttc.router.configs import Configuration, parse_grid
