@@ -87,7 +87,8 @@ class AdaptiveChatModel(BaseChatModel):
     backend: Any = Field(default=None, exclude=True)
     """A ready ``Backend`` (overrides ``base_url``); e.g. ``FakeBackend`` in tests."""
     router: Any = Field(default=None, exclude=True)
-    """A ``Router``, or the path of a router file from ``adaptive-ttc train``; default: the packaged router."""
+    """A ``Router``, or the path of a router file from ``adaptive-ttc train``; default ``ADAPTIVE_TTC_ROUTER``, else
+    the packaged router."""
     strategy: str | None = None
     """A fixed configuration label (``greedy``, ``bon-majority-8``, ``beam-4x2x20``) instead of routing."""
     scorer: Any = Field(default=None, exclude=True)
