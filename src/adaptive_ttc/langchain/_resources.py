@@ -35,6 +35,29 @@ class EngineSpec:
     lambda_tokens: float | None
     lambda_latency: float | None
 
+    @staticmethod
+    def of(model: Any) -> EngineSpec:
+        """The spec of an ``AdaptiveChatModel``'s settings."""
+        settings = BackendSettings(
+            model=model.model,
+            api_key=model.api_key.get_secret_value() if model.api_key else None,
+            timeout=model.timeout or 120.0,
+            max_retries=model.max_retries,
+            headers=model.default_headers,
+            server=model.server,
+        )
+        base_url = model.base_url if model.base_url or isinstance(model.base_url, list) else None
+        return EngineSpec(
+            backend=model.backend,
+            base_url=base_url,
+            settings=settings,
+            router=model.router,
+            strategy=model.strategy,
+            scorer=model.scorer,
+            lambda_tokens=model.lambda_tokens,
+            lambda_latency=model.lambda_latency,
+        )
+
 
 class Resources:
     """The portal loop, the engine built on first use, and the backend/scorer it opened (to close them)."""

@@ -7,20 +7,17 @@ import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
-from pydantic.v1 import BaseModel as BaseModelV1
 
 from adaptive_ttc.backends.base import Backend, TextSink
 from adaptive_ttc.backends.factory import (
@@ -28,7 +25,6 @@ from adaptive_ttc.backends.factory import (
     ENV_BASE_URL,
     ENV_MODEL,
     SERVERS,
-    BackendSettings,
     backend_provider,
 )
 from adaptive_ttc.engine import Engine, EngineResult
@@ -36,6 +32,7 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.langchain._request import CallDefaults, build_request, is_number
 from adaptive_ttc.langchain._resources import EngineSpec, Resources
 from adaptive_ttc.langchain._results import as_chunk, chat_result
+from adaptive_ttc.langchain._structured import structured_output
 from adaptive_ttc.langchain.scope import find_ledger
 from adaptive_ttc.langchain.telemetry import call_span, record_result
 from adaptive_ttc.ledger import Ledger
@@ -259,25 +256,7 @@ class AdaptiveChatModel(BaseChatModel):
         return await self._resources.get_engine(self._engine_spec())
 
     def _engine_spec(self) -> EngineSpec:
-        settings = BackendSettings(
-            model=self.model,
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            timeout=self.timeout or 120.0,
-            max_retries=self.max_retries,
-            headers=self.default_headers,
-            server=self.server,
-        )
-        base_url = self.base_url if self.base_url or isinstance(self.base_url, list) else None
-        return EngineSpec(
-            backend=self.backend,
-            base_url=base_url,
-            settings=settings,
-            router=self.router,
-            strategy=self.strategy,
-            scorer=self.scorer,
-            lambda_tokens=self.lambda_tokens,
-            lambda_latency=self.lambda_latency,
-        )
+        return EngineSpec.of(self)
 
     def bind_tools(
         self,
@@ -313,25 +292,7 @@ class AdaptiveChatModel(BaseChatModel):
         """
         if method == "function_calling":
             return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
-        function = convert_to_openai_tool(schema)["function"]
-        if method == "json_schema":
-            spec = {"name": function["name"], "schema": function.get("parameters", {}), "strict": True}
-            response_format: dict[str, Any] = {"type": "json_schema", "json_schema": spec}
-        elif method == "json_mode":
-            response_format = {"type": "json_object"}
-        else:
-            raise ConfigurationError(f"unknown method {method!r}; use json_schema, json_mode or function_calling")
-        llm = self.bind(
-            response_format=response_format,
-            ls_structured_output_format={"schema": function, "kwargs": {"method": method}},
-        )
-        is_model = isinstance(schema, type) and issubclass(schema, BaseModel | BaseModelV1)
-        parser: Runnable[Any, Any] = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
-        if not include_raw:
-            return llm | parser
-        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
-        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parse.with_fallbacks([fallback], exception_key="parsing_error")
+        return structured_output(self, schema, method=method, include_raw=include_raw)
 
     # --- LangChain entry points: async core, one thin sync path -------------------------------------------
 
