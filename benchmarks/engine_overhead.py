@@ -47,9 +47,9 @@ from simulate_budgets import GRID_LABELS, synthetic_table
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.backends.factory import open_backend
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import Ledger, WorkflowBudget
-from adaptive_ttc.cli import open_backend
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import InvalidRequestError
 from adaptive_ttc.eval.datasets import load_dataset

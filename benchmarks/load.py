@@ -156,7 +156,7 @@ async def direct_workflow(
     for call in range(calls):
         strategy = STRATEGIES[call % len(STRATEGIES)]
         question = QUESTIONS[(index + call) % len(QUESTIONS)]
-        payload = build_payload(request_for(strategy, question, max_tokens), model, vllm=True)
+        payload = build_payload(request_for(strategy, question, max_tokens), model)
         start = time.perf_counter()
         try:
             await post(clients[strategy], f"{url}/chat/completions", payload)
@@ -229,7 +229,7 @@ async def sequential_overhead(
         strategy = STRATEGIES[k % len(STRATEGIES)]
         question = QUESTIONS[k % len(QUESTIONS)]
         request = request_for(strategy, question, args.max_tokens)
-        payload = build_payload(request, args.model, vllm=True)
+        payload = build_payload(request, args.model)
         timings: dict[str, float] = {}
         for side in ("library", "direct") if k % 2 == 0 else ("direct", "library"):
             start = time.perf_counter()

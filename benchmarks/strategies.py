@@ -15,7 +15,7 @@ import statistics
 from typing import Any
 
 from adaptive_ttc.backends.base import Backend
-from adaptive_ttc.cli import open_backend
+from adaptive_ttc.backends.factory import open_backend
 from adaptive_ttc.scoring import SelfCertaintyScorer
 from adaptive_ttc.strategies import BeamSearch, BestOfN, Greedy, Strategy, VLLMBeamSearch
 from adaptive_ttc.types import GenerationRequest, Message

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from adaptive_ttc.backends.base import Backend
-from adaptive_ttc.cli import open_backend
+from adaptive_ttc.backends.factory import open_backend
 from adaptive_ttc.types import GenerationRequest, Message
 
 QUESTION = (

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import h11
 import httpx
 
-__all__ = ["DEFAULT_ANSWER", "Fault", "FaultServer", "LoopbackServer", "OpenAIApp", "Served"]
+__all__ = ["DEFAULT_ANSWER", "Fault", "FaultServer", "LoopbackServer", "OpenAIApp", "Received", "Served"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,6 +70,15 @@ class Fault:
     processed: bool = False  # a ``status`` fault: the server generated before failing (it consumed tokens)
     usage_in_error: bool = False  # a ``status`` fault of a processed request: the error body reports usage
     keep_ids: bool = False  # a ``no_usage`` fault: keep the choices' token ids
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server received it: its path, headers (lower-case names) and JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,7 @@ class OpenAIApp:
         self.faults: deque[Fault] = deque()
         self.default = Fault()
         self.served: list[Served] = []
+        self.received: list[Received] = []
         self._lock = threading.Lock()
         self._client: httpx.AsyncClient | None = None
 
@@ -150,6 +160,7 @@ class OpenAIApp:
         message = await receive()
         raw = message.get("body", b"")
         path = scope["path"]
+        self._receive(path, scope["headers"], raw)
         if path.endswith(("/chat/completions", "/completions")):
             await self._generate(path, raw, send)
         elif self.upstream is not None:
@@ -298,6 +309,15 @@ class OpenAIApp:
             return response.status_code, response.json()
         except ValueError:
             return 502, {"object": "error", "message": f"upstream answered {response.text[:200]!r}"}
+
+    def _receive(self, path: str, headers: list[tuple[bytes, bytes]], raw: bytes) -> None:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        names = {k.decode().lower(): v.decode() for k, v in headers}
+        with self._lock:
+            self.received.append(Received(path, names, body))
 
     def _record(self, path: str, n: int, fault: Fault, consumed: int, reported: int) -> None:
         with self._lock:
@@ -551,12 +571,19 @@ class FaultServer:
         with self.app._lock:
             self.app.faults.clear()
             self.app.served.clear()
+            self.app.received.clear()
             self.app.default = default or Fault()
 
     @property
     def served(self) -> list[Served]:
         with self.app._lock:
             return list(self.app.served)
+
+    @property
+    def received(self) -> list[Received]:
+        """Every request the server received (generations, model lists, prompt counts), in order."""
+        with self.app._lock:
+            return list(self.app.received)
 
     @property
     def pending(self) -> int:

@@ -1,5 +1,7 @@
 """adaptive-ttc: spend an agent's test-time compute where it pays, inside a token and latency budget."""
 
+import logging
+
 from adaptive_ttc.backends import Backend, BackendCapabilities, FakeBackend, OpenAICompatibleBackend
 from adaptive_ttc.budget import BudgetReport, BudgetScope, CallRecord, Ledger, WorkflowBudget, budget
 from adaptive_ttc.engine import Engine, EngineResult
@@ -76,3 +78,6 @@ __all__ = [
     "budget",
     "make_strategy",
 ]
+
+# Library loggers (``adaptive_ttc.*``: retries, replica rests...) stay silent unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

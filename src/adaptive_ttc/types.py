@@ -67,6 +67,9 @@ class GenerationRequest:
     backend resend the request after a failure the server may already have processed (HTTP 500/502/504, a
     broken connection, an unreadable answer), whose tokens nobody reported; the engine turns it off for
     budgeted calls and retries those failures itself, charging the failed attempt first.
+
+    ``extra_body`` holds fields merged last into an OpenAI-compatible server's request body (vLLM's ``top_k``,
+    ``min_p``, ``chat_template_kwargs``...); backends that cannot send them refuse the request.
     """
 
     messages: tuple[Message, ...] = ()
@@ -87,6 +90,7 @@ class GenerationRequest:
     response_format: dict[str, Any] | None = None
     deadline: float | None = None
     retry_maybe_processed: bool = True
+    extra_body: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -108,6 +112,10 @@ class GenerationRequest:
             value = getattr(self, name)
             number = isinstance(value, int | float) and not isinstance(value, bool)
             _require(number, f"{name} must be a number, got {value!r}")
+        _require(
+            self.extra_body is None or isinstance(self.extra_body, dict),
+            f"extra_body must be a dict of request-body fields, got {type(self.extra_body).__name__}",
+        )
         _require(
             isinstance(self.top_logprobs, int) and not isinstance(self.top_logprobs, bool),
             f"top_logprobs must be an integer, got {self.top_logprobs!r}",

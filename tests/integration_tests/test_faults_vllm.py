@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage
 from tenacity import wait_fixed
 
 from adaptive_ttc import AdaptiveChatModel, BackendStatusError, BackendTimeoutError
-from adaptive_ttc.backends import openai_compat
+from adaptive_ttc.backends import _transport
 from tests.fault_server import Fault, FaultServer
 from tests.unit_tests.test_faults_chat_model import run_workflow, trace
 
@@ -25,7 +25,7 @@ STRATEGIES = ("greedy", "bon-majority-2", "beam-2x2x2")
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_compat, "_BACKOFF", wait_fixed(0.01))
+    monkeypatch.setattr(_transport, "_BACKOFF", wait_fixed(0.01))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The example notebooks execute, on a tiny slice, against the vLLM server of the test run.
 
-Each notebook reads its backend from ``ADAPTIVE_TTC_BASE_URL`` / ``ADAPTIVE_TTC_VLLM_MODEL`` and its size from
+Each notebook reads its backend from ``ADAPTIVE_TTC_BASE_URL`` / ``ADAPTIVE_TTC_MODEL`` and its size from
 ``ADAPTIVE_TTC_NOTEBOOK_SLICE``. The notebooks run in a fresh kernel whose working directory is a temporary one;
 the executed copies are never written back (the committed outputs come from a full run).
 """
@@ -32,7 +32,7 @@ def test_notebook_executes(
     path: Path, vllm_url: str, vllm_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ADAPTIVE_TTC_BASE_URL", vllm_url)  # the kernel inherits this process's environment
-    monkeypatch.setenv("ADAPTIVE_TTC_VLLM_MODEL", vllm_model)
+    monkeypatch.setenv("ADAPTIVE_TTC_MODEL", vllm_model)
     monkeypatch.setenv("ADAPTIVE_TTC_NOTEBOOK_SLICE", SLICE)
     before = sorted(EXAMPLES.iterdir())
     notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)

@@ -9,8 +9,8 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 
 from adaptive_ttc import FakeBackend
-from adaptive_ttc._demo_view import ProblemView, call_row, explain_choices, render_problem
 from adaptive_ttc.demo import PROBLEMS, run_demo
+from adaptive_ttc.demo.view import ProblemView, call_row, explain_choices, render_problem
 from adaptive_ttc.langchain import AdaptiveChatModel, budget
 from adaptive_ttc.types import Usage
 

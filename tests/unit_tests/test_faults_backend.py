@@ -22,7 +22,7 @@ from adaptive_ttc import (
     OpenAICompatibleBackend,
     Usage,
 )
-from adaptive_ttc.backends import openai_compat
+from adaptive_ttc.backends import _transport
 from tests.unit_tests.test_openai_backend import chat_reply
 
 pytestmark = pytest.mark.faults
@@ -35,7 +35,7 @@ Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait 10 ms instead of tenacity's 0.25-1.25 s (``Retry-After`` still counts)."""
-    monkeypatch.setattr(openai_compat, "_BACKOFF", wait_fixed(0.01))
+    monkeypatch.setattr(_transport, "_BACKOFF", wait_fixed(0.01))
 
 
 def backend_with(handler: Handler, **kwargs: Any) -> OpenAICompatibleBackend:

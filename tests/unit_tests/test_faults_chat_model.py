@@ -31,7 +31,7 @@ from adaptive_ttc import (
     BackendUnavailableError,
     BudgetExhausted,
 )
-from adaptive_ttc.backends import openai_compat
+from adaptive_ttc.backends import _transport
 from adaptive_ttc.langchain import BudgetScope
 from tests.fault_server import Fault, FaultServer
 
@@ -45,7 +45,7 @@ Outcome = AIMessage | AdaptiveTTCError
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait 10 ms instead of tenacity's 0.25-1.25 s (``Retry-After`` still counts)."""
-    monkeypatch.setattr(openai_compat, "_BACKOFF", wait_fixed(0.01))
+    monkeypatch.setattr(_transport, "_BACKOFF", wait_fixed(0.01))
 
 
 @pytest.fixture(scope="module")

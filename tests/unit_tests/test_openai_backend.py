@@ -21,6 +21,7 @@ from adaptive_ttc import (
     ModelNotFoundError,
     OpenAICompatibleBackend,
 )
+from adaptive_ttc.backends._wire import OPENAI_CAPABILITIES
 
 URL = "http://testserver/v1"
 QUESTION = (Message("user", "What is 2+2?"),)
@@ -123,7 +124,7 @@ async def test_completions_endpoint_with_logprobs() -> None:
             },
         )
 
-    backend = backend_with(handler, vllm_extensions=False)
+    backend = backend_with(handler, capabilities=OPENAI_CAPABILITIES)
     (result,) = await backend.generate([GenerationRequest(prompt="2+2=", logprobs=True, top_logprobs=2)])
     (completion,) = result.completions
     assert completion.finish_reason == "length"
@@ -238,7 +239,7 @@ async def test_plain_openai_servers_refuse_vllm_only_features_before_sending() -
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("nothing may be sent")
 
-    backend = backend_with(handler, vllm_extensions=False)
+    backend = backend_with(handler, capabilities=OPENAI_CAPABILITIES)
     with pytest.raises(InvalidRequestError, match="beam search"):
         await backend.generate([GenerationRequest(messages=QUESTION, n=2, use_beam_search=True)])
 

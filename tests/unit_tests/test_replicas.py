@@ -21,7 +21,7 @@ from adaptive_ttc import (
     Message,
     OpenAICompatibleBackend,
 )
-from adaptive_ttc.backends import openai_compat
+from adaptive_ttc.backends import _transport
 from tests.fault_server import DEFAULT_ANSWER, Fault, FaultServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -33,7 +33,7 @@ SLOW = Fault("slow", delay_s=0.2)  # every replica answers after the same delay,
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait 10 ms instead of tenacity's 0.25-1.25 s (``Retry-After`` still counts)."""
-    monkeypatch.setattr(openai_compat, "_BACKOFF", wait_fixed(0.01))
+    monkeypatch.setattr(_transport, "_BACKOFF", wait_fixed(0.01))
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ class PoolingServer:
     paths: list[str] = field(default_factory=list)
     scripted: list[tuple[int, str]] = field(default_factory=list)
     delay_s: float = 0.0
+    drip_s: float = 0.0  # send the answer 8 bytes at a time, this far apart
+    authorization: list[str | None] = field(default_factory=list)
     rows: Any = None
     in_flight: int = 0
     max_in_flight: int = 0
@@ -77,6 +79,7 @@ def _handler(state: PoolingServer) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.bodies.append(body)
                 state.paths.append(self.path)
+                state.authorization.append(self.headers.get("Authorization"))
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
             failing = "fail" in str(body.get("input"))
@@ -92,7 +95,14 @@ def _handler(state: PoolingServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if not state.drip_s:
+                self.wfile.write(payload)
+                return
+            for start in range(0, len(payload), 8):
+                if state.release.wait(state.drip_s):
+                    return
+                self.wfile.write(payload[start : start + 8])
+                self.wfile.flush()
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -335,3 +345,26 @@ async def test_satisfies_the_scorer_protocol() -> None:
 def test_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         PRMScorer(**kwargs)
+
+
+async def test_timeout_bounds_the_whole_request(server: PoolingServer) -> None:
+    """A server that trickles its answer (8 bytes every half second, ~15 s in all) cannot hold it past timeout."""
+    server.drip_s = 0.5
+    scorer = PRMScorer(server.url, timeout=1.0, max_retries=0)
+    start = time.monotonic()
+    with pytest.raises(BackendTimeoutError, match="timeout=1s"):
+        await scorer.score([item("good")])
+    assert time.monotonic() - start < 8
+    await scorer.aclose()
+
+
+async def test_api_key_reaches_the_prm_server(server: PoolingServer) -> None:
+    from adaptive_ttc.scoring import make_scorer
+
+    scorer = make_scorer(f"prm:{server.url}", backend=None, api_key="sk-prm")
+    await scorer.score([item("good")])
+    await scorer.aclose()
+    plain = PRMScorer(server.url)
+    await plain.score([item("good")])
+    await plain.aclose()
+    assert server.authorization == ["Bearer sk-prm", None]

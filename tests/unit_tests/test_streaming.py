@@ -17,7 +17,7 @@ from tenacity import wait_fixed
 
 import adaptive_ttc
 from adaptive_ttc import AdaptiveChatModel, BackendResponseError, BackendStatusError, BackendUnavailableError
-from adaptive_ttc.backends import FakeBackend, OpenAICompatibleBackend, openai_compat
+from adaptive_ttc.backends import FakeBackend, OpenAICompatibleBackend, _transport
 from adaptive_ttc.backends._sse import StreamAccumulator, stream_payload
 from adaptive_ttc.backends.base import TextSink
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message
@@ -257,7 +257,7 @@ def server() -> Iterator[FaultServer]:
 
 @pytest.fixture
 def fs(server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> FaultServer:
-    monkeypatch.setattr(openai_compat, "_BACKOFF", wait_fixed(0.01))
+    monkeypatch.setattr(_transport, "_BACKOFF", wait_fixed(0.01))
     server.reset()
     return server
 

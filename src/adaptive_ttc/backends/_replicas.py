@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from urllib.parse import urlsplit
@@ -9,6 +10,8 @@ from urllib.parse import urlsplit
 from adaptive_ttc.errors import ConfigurationError
 
 __all__ = ["Replicas", "parse_base_urls"]
+
+logger = logging.getLogger("adaptive_ttc.backends")
 
 REST_S = 5.0
 """A replica that refused a request (could not connect, 408/429/503) gets no new requests for this long while
@@ -75,6 +78,8 @@ class Replicas:
     def rest(self, index: int, seconds: float = REST_S) -> None:
         """Send nothing new to replica ``index`` for ``seconds`` while another replica can take it."""
         self._resting_until[index] = time.monotonic() + seconds
+        if len(self.urls) > 1:
+            logger.info("replica %s refused a request; it gets no new requests for %.1fs", self.urls[index], seconds)
 
     def acquire(self, index: int) -> Callable[[], None]:
         """Count one request in flight to replica ``index``; the returned function ends it (once, however often

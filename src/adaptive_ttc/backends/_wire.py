@@ -7,11 +7,13 @@ import math
 import re
 from typing import Any
 
-from adaptive_ttc.backends.base import input_tokens_upper_bound
+from adaptive_ttc.backends.base import BackendCapabilities, input_tokens_upper_bound
 from adaptive_ttc.errors import BackendResponseError
 from adaptive_ttc.types import Completion, FinishReason, GenerationRequest, Message, TokenLogprob, ToolCall, Usage
 
 __all__ = [
+    "OPENAI_CAPABILITIES",
+    "VLLM_CAPABILITIES",
     "build_payload",
     "endpoint_for",
     "parse_response",
@@ -22,6 +24,23 @@ __all__ = [
 ]
 
 _USAGE_IN_TEXT = re.compile(r'"usage"\s*:\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
+
+VLLM_CAPABILITIES = BackendCapabilities(
+    logprobs=True,
+    continuation=True,
+    beam_search=True,
+    tools=True,
+    structured_output=True,
+    token_count=True,
+    token_ids=True,
+    stop_in_output=True,
+    extra_body=True,
+)
+"""A vLLM server: its extensions to the OpenAI API (token ids, continuation, beam search, ``/tokenize``)."""
+OPENAI_CAPABILITIES = BackendCapabilities(
+    logprobs=True, continuation=False, tools=True, structured_output=True, extra_body=True
+)
+"""Any OpenAI-compatible server (a hosted API, a proxy): the OpenAI API alone, no vLLM extension sent."""
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -36,8 +55,11 @@ def endpoint_for(request: GenerationRequest) -> str:
     return "/chat/completions" if request.messages else "/completions"
 
 
-def build_payload(request: GenerationRequest, model: str, *, vllm: bool) -> dict[str, Any]:
-    """The JSON body for ``request``; ``vllm`` adds vLLM's extra sampling parameters."""
+def build_payload(
+    request: GenerationRequest, model: str, capabilities: BackendCapabilities = VLLM_CAPABILITIES
+) -> dict[str, Any]:
+    """The JSON body for ``request``, with the extra fields the server's ``capabilities`` say it takes; the
+    request's ``extra_body`` is merged last."""
     body: dict[str, Any] = {
         "model": model,
         "n": request.n,
@@ -64,14 +86,24 @@ def build_payload(request: GenerationRequest, model: str, *, vllm: bool) -> dict
         body["prompt"] = request.prompt
         if request.logprobs:
             body["logprobs"] = request.top_logprobs
-    if vllm:
+    body.update(_extensions(request, capabilities))
+    if request.extra_body:
+        body.update(request.extra_body)
+    return body
+
+
+def _extensions(request: GenerationRequest, capabilities: BackendCapabilities) -> dict[str, Any]:
+    """The fields beyond the OpenAI API that the server's ``capabilities`` say it takes (vLLM's)."""
+    body: dict[str, Any] = {}
+    if capabilities.token_ids:
         body["return_token_ids"] = True
+    if capabilities.stop_in_output:
         body["include_stop_str_in_output"] = request.include_stop_in_output
-        if request.use_beam_search:
-            body["use_beam_search"] = True
-        if request.messages and request.continue_final_message:
-            body["continue_final_message"] = True
-            body["add_generation_prompt"] = False
+    if request.use_beam_search and capabilities.beam_search:
+        body["use_beam_search"] = True
+    if request.messages and request.continue_final_message and capabilities.continuation:
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     return body
 
 

@@ -22,7 +22,26 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class BackendCapabilities:
-    """What a backend can do, so strategies and scorers can refuse early instead of failing mid-run."""
+    """What a backend can do, so strategies, scorers and the engine ask for it instead of for a server's name.
+
+    Attributes:
+        logprobs: returns token log-probabilities (self-certainty scoring).
+        continuation: continues a partial assistant message (step-level beam search over chat).
+        beam_search: token-level beam search in one request (vLLM's ``use_beam_search``).
+        chat: takes chat messages.
+        raw_prompt: takes a raw prompt (``/completions``).
+        tools: calls tools.
+        structured_output: constrains output to a JSON schema.
+        samples_per_request: ``n > 1`` samples in one request sharing the prompt's prefill; without it the
+            backend sends ``n`` requests and counts the prompt ``n`` times.
+        token_count: counts a request's prompt tokens exactly before sending it (vLLM's ``/tokenize``); without it
+            the count is a byte-based upper bound.
+        token_ids: returns each completion's token ids (exact output token counts when usage is missing).
+        stop_in_output: can keep the matched stop string in the output (vLLM's ``include_stop_str_in_output``).
+        stream_usage: reports usage at the end of a stream (``stream_options.include_usage``).
+        extra_body: sends extra request-body fields (``model_kwargs``/``extra_body``: vLLM's ``top_k``,
+            ``min_p``, ``repetition_penalty``...) to the server.
+    """
 
     logprobs: bool = True
     continuation: bool = True
@@ -31,6 +50,12 @@ class BackendCapabilities:
     raw_prompt: bool = True
     tools: bool = False
     structured_output: bool = False
+    samples_per_request: bool = True
+    token_count: bool = False
+    token_ids: bool = False
+    stop_in_output: bool = False
+    stream_usage: bool = True
+    extra_body: bool = False
 
 
 @runtime_checkable
@@ -123,3 +148,8 @@ def check_supported(capabilities: BackendCapabilities, requests: Sequence[Genera
             raise InvalidRequestError(f"{name} takes raw prompts only; pass prompt= instead of messages")
         if request.prompt is not None and not capabilities.raw_prompt:
             raise InvalidRequestError(f"{name} takes chat messages only; pass messages= instead of prompt")
+        if request.extra_body and not capabilities.extra_body:
+            raise InvalidRequestError(
+                f"{name} takes no extra request-body fields (got {sorted(request.extra_body)}); "
+                "model_kwargs/extra_body go to an OpenAI-compatible server"
+            )

@@ -42,7 +42,9 @@ class FakeBackend:
     responder: Responder | Sequence[str] = ("The answer is 42.",)
     latency_s: float = 0.0
     model_name: str = "fake"
-    capabilities_: BackendCapabilities = field(default_factory=lambda: BackendCapabilities(beam_search=True))
+    capabilities_: BackendCapabilities = field(
+        default_factory=lambda: BackendCapabilities(beam_search=True, extra_body=True)
+    )
 
     def __post_init__(self) -> None:
         self.requests: list[GenerationRequest] = []
@@ -53,6 +55,10 @@ class FakeBackend:
     @property
     def model(self) -> str:
         return self.model_name
+
+    @property
+    def provider(self) -> str:
+        return "fake"
 
     @property
     def capabilities(self) -> BackendCapabilities:

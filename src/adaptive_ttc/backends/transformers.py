@@ -235,7 +235,7 @@ class TransformersBackend:
         self._name = name or str(getattr(model, "name_or_path", "") or "transformers")
         chat = getattr(tokenizer, "chat_template", None) is not None
         self._capabilities = BackendCapabilities(
-            logprobs=True, continuation=chat, beam_search=False, chat=chat, raw_prompt=True
+            logprobs=True, continuation=chat, beam_search=False, chat=chat, raw_prompt=True, token_count=True
         )
         eos = model.generation_config.eos_token_id
         self._eos_ids: frozenset[int] = frozenset([eos] if isinstance(eos, int) else eos or [])
@@ -279,6 +279,11 @@ class TransformersBackend:
     @property
     def model(self) -> str:
         return self._name
+
+    @property
+    def provider(self) -> str:
+        """The provider's name for telemetry (``gen_ai.system``)."""
+        return "transformers"
 
     @property
     def capabilities(self) -> BackendCapabilities:

@@ -19,12 +19,13 @@ from typing import Any
 
 from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.backends.profiling import measure_profile
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.datasets import Question
 from adaptive_ttc.eval.graders import Grader
 from adaptive_ttc.eval.log import LogHeader, append_row, open_for_append
 from adaptive_ttc.router.configs import Configuration
-from adaptive_ttc.router.profile import BackendProfile, measure_profile
+from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.best_of_n import SCORER_TOP_LOGPROBS
 from adaptive_ttc.strategies.steps import score_item

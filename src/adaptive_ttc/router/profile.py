@@ -1,4 +1,7 @@
-"""Backend profiles: measured prefill/decode speed, overheads and scorer time, for latency estimates."""
+"""Backend profiles: measured prefill/decode speed, overheads and scorer time, for latency estimates.
+
+The measuring itself (requests to a backend) is ``adaptive_ttc.backends.profiling.measure_profile``.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.types import GenerationRequest, Message
 
-__all__ = ["BackendProfile", "measure_profile"]
+__all__ = ["BackendProfile"]
 
 PROFILE_FORMAT = "adaptive-ttc-profile"
 PROFILE_VERSION = 1
@@ -113,38 +114,3 @@ class BackendProfile:
         if not all(math.isfinite(v) for v in (profile.prefill_tokens_per_s, profile.request_overhead_s)):
             raise ConfigurationError(f"backend profile {source} holds non-finite speeds; measure it again")
         return profile
-
-
-_LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who counts ships. " * 12
-_DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per line."
-
-
-async def measure_profile(
-    backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64
-) -> BackendProfile:
-    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes."""
-    tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
-    await backend.generate([tiny])  # warm-up
-    overhead = (await backend.generate([tiny]))[0].latency_s
-    long = (await backend.generate([GenerationRequest(messages=(Message("user", _LONG_PROMPT),), max_tokens=1)]))[0]
-    prefill = long.usage.input_tokens / max(1e-6, long.latency_s - overhead)
-    speeds: dict[int, float] = {}
-    for n in sequences:
-        request = GenerationRequest(
-            messages=(Message("user", _DECODE_PROMPT),),
-            n=n,
-            temperature=0.8 if n > 1 else 0.0,
-            max_tokens=decode_tokens,
-            seed=0,
-        )
-        (result,) = await backend.generate([request])
-        longest = max(c.output_tokens for c in result.completions)
-        decode_s = max(1e-6, result.latency_s - overhead)
-        speeds[n] = longest * n / decode_s
-    return BackendProfile(
-        backend=label,
-        model=backend.model,
-        request_overhead_s=overhead,
-        prefill_tokens_per_s=prefill,
-        decode_tokens_per_s=speeds,
-    )

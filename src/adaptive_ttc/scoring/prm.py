@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ from adaptive_ttc.backends._http import status_error, transport_failure
 from adaptive_ttc.errors import (
     BackendResponseError,
     BackendStatusError,
+    BackendTimeoutError,
     ConfigurationError,
 )
 from adaptive_ttc.scoring.base import Aggregation, Score, Scored, ScoreItem, aggregate
@@ -87,12 +88,14 @@ class PRMScorer:
         step_tag: the step separator the PRM scores.
         aggregation: how per-step scores become one value (``last``, ``min``, ``prod``, ``mean``).
         system_prompt: the system turn of the PRM's input.
-        timeout: seconds for connect, read and write of one HTTP request.
+        timeout: seconds one HTTP request may take as a whole (connect, send, and reading the whole answer).
         max_retries: retries after the first attempt on retryable failures.
         backoff_s: the first retry's wait (and its random jitter); later waits double, up to 4 s.
         max_connections: size of the connection pool (and so of the concurrency).
         task: the pooling task sent with each request; ``None`` leaves it out (for vLLM 0.10 and older,
             which predate the ``token_classify`` task).
+        api_key: sent as a bearer token when given.
+        headers: extra HTTP headers sent with every request.
         client: an ``httpx.AsyncClient`` to use instead of creating one (not closed by ``aclose``).
     """
 
@@ -109,6 +112,8 @@ class PRMScorer:
         backoff_s: float = 0.25,
         max_connections: int = 32,
         task: str | None = "token_classify",
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         _check_settings(base_url, step_tag=step_tag, timeout=timeout, retries=max_retries, pool=max_connections)
@@ -121,11 +126,13 @@ class PRMScorer:
         self.system_prompt = system_prompt
         self._task = task
         self._max_retries = max_retries
+        self._timeout = timeout
         self._backoff_s = max(backoff_s, 0.0)
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={**(headers or {}), **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
         )
 
     @property
@@ -174,7 +181,7 @@ class PRMScorer:
                 reraise=True,
             ):
                 with attempt:
-                    response = await self._client.post(self.url, json=body)
+                    response = await self._post_once(body)
                     if response.status_code in _RETRY_STATUSES:
                         raise _RetryableStatusError(response)
         except _RetryableStatusError as exc:
@@ -187,6 +194,17 @@ class PRMScorer:
             return response.json()
         except ValueError as exc:
             raise BackendResponseError(f"{self.url} answered with invalid JSON: {response.text[:200]!r}") from exc
+
+    async def _post_once(self, body: dict[str, Any]) -> httpx.Response:
+        """One request, cut when it has not been answered in full within ``timeout``."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._client.post(self.url, json=body)
+        except TimeoutError as exc:
+            raise BackendTimeoutError(
+                f"{self.url} had not answered in full within timeout={self._timeout:g}s; "
+                "the request was cut (raise timeout=)"
+            ) from exc
 
     def _status_error(self, response: httpx.Response) -> BackendStatusError:
         return status_error(response, server=f"the PRM server at {self.url}", model=self.model)

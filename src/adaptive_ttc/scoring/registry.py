@@ -29,13 +29,17 @@ _SIMPLE: dict[str, Callable[[Backend | None], Scorer]] = {
 }
 
 
-def make_scorer(spec: str, *, backend: Backend | None) -> Scorer:
+def make_scorer(
+    spec: str, *, backend: Backend | None, api_key: str | None = None, timeout: float | None = None
+) -> Scorer:
     """The scorer a spec names.
 
     Args:
         spec: ``self-certainty``, ``mean-logprob``, ``judge``, ``prm:URL`` or ``prm:URL#model`` (the PRM's
             pooling server, e.g. ``prm:http://127.0.0.1:8001#Qwen/Qwen2.5-Math-PRM-7B``).
         backend: the backend the judge asks (ignored by the other scorers).
+        api_key: the bearer token for a PRM server.
+        timeout: seconds one request to a PRM server may take (default: the scorer's).
 
     Returns:
         A new scorer; the caller closes it with ``aclose``.
@@ -51,5 +55,7 @@ def make_scorer(spec: str, *, backend: Backend | None) -> Scorer:
         url, _, model = target.partition("#")
         if not url:
             raise ConfigurationError("the prm scorer needs the pooling server's URL: prm:http://HOST:PORT[#model]")
-        return PRMScorer(url, model or None)
+        if timeout is None:
+            return PRMScorer(url, model or None, api_key=api_key)
+        return PRMScorer(url, model or None, api_key=api_key, timeout=timeout)
     raise ConfigurationError(f"unknown scorer {spec!r}; use one of {', '.join(SCORER_SPECS)}")

@@ -4,7 +4,7 @@ The agent, per problem: a planner call, two solver calls in parallel (``Send`` f
 alone, one the plan too), and a checker call that picks between their answers when they differ (the checker is
 skipped when they agree). Every call goes through ``AdaptiveChatModel``; each policy runs
 the same agent under the same workflow budget, one after the other, in the same process. On a terminal each
-problem is shown live (``_demo_view``): its calls so far, the tokens reserved by calls in flight, and the token
+problem is shown live (``view``): its calls so far, the tokens reserved by calls in flight, and the token
 and time budgets draining; elsewhere each problem's final view is printed once.
 """
 
@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from adaptive_ttc._demo_view import ProblemView, explain_choices
 from adaptive_ttc.answers import answers_equal, extract_answer, normalize_answer
+from adaptive_ttc.demo.view import ProblemView, explain_choices
 from adaptive_ttc.errors import AdaptiveTTCError
 from adaptive_ttc.langchain import AdaptiveChatModel, budget
 

@@ -1,0 +1,43 @@
+"""Measure a backend's speed (overhead, prefill, decode at several batch sizes) into a ``BackendProfile``."""
+
+from __future__ import annotations
+
+from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.router.profile import BackendProfile
+from adaptive_ttc.types import GenerationRequest, Message
+
+__all__ = ["measure_profile"]
+
+_LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who counts ships. " * 12
+_DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per line."
+
+
+async def measure_profile(
+    backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64
+) -> BackendProfile:
+    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes."""
+    tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
+    await backend.generate([tiny])  # warm-up
+    overhead = (await backend.generate([tiny]))[0].latency_s
+    long = (await backend.generate([GenerationRequest(messages=(Message("user", _LONG_PROMPT),), max_tokens=1)]))[0]
+    prefill = long.usage.input_tokens / max(1e-6, long.latency_s - overhead)
+    speeds: dict[int, float] = {}
+    for n in sequences:
+        request = GenerationRequest(
+            messages=(Message("user", _DECODE_PROMPT),),
+            n=n,
+            temperature=0.8 if n > 1 else 0.0,
+            max_tokens=decode_tokens,
+            seed=0,
+        )
+        (result,) = await backend.generate([request])
+        longest = max(c.output_tokens for c in result.completions)
+        decode_s = max(1e-6, result.latency_s - overhead)
+        speeds[n] = longest * n / decode_s
+    return BackendProfile(
+        backend=label,
+        model=backend.model,
+        request_overhead_s=overhead,
+        prefill_tokens_per_s=prefill,
+        decode_tokens_per_s=speeds,
+    )
