@@ -205,3 +205,19 @@ def test_rows_missing_what_the_grid_needs_name_the_line(tmp_path: Path) -> None:
     del log.rows[1]["pool"]
     with pytest.raises(ConfigurationError, match=r"log\.jsonl:3: row 'q1' is incomplete"):
         log_outcomes(log)
+
+
+def test_vllm_beam_runs_on_its_own_and_replays_as_it_ran(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    grid = parse_grid(["greedy", "vllm-beam-2"])
+    settings = CollectSettings(grid=grid, max_tokens=64)
+    kwargs = {"dataset": "synthetic", "label": "fake", "grader": math_grader, "profile": False}
+    backend = FakeBackend(_responder)
+    asyncio.run(collect(QUESTIONS[:1], settings, backend, out, **kwargs))  # type: ignore[arg-type]
+    row = read_log(out).rows[0]
+    run = row["beams"]["vllm-beam-2"]
+    assert len(run["candidates"]) == 2
+    assert any(r.use_beam_search and r.n == 2 for r in backend.requests)
+    outcome = log_outcomes(read_log(out))["q0"]["vllm-beam-2"]
+    assert outcome.accuracy == float(run["candidates"][run["selected"]]["correct"])
+    assert outcome.output_tokens == run["output_tokens"]

@@ -1,9 +1,10 @@
 """Collect a generation log: run the grid's configurations on every question, one durable line per question.
 
-Work is shared the way the paper does it: per question, greedy runs once (if in the grid), ONE request samples
-a pool of ``pool`` answers at the sampling temperature (best-of-N at every N is replayed from it by
-resampling, see ``adaptive_ttc.eval.outcomes``), and each beam-search configuration runs on its own. When the
-grid holds reward-guided configurations the scorer scores every pool answer once.
+Each kind's spec names the log section its configurations are gathered into (``StrategyKind.log_section``, see
+``adaptive_ttc.strategies.log_sections``); per question every section of the grid is gathered once, in registry
+order. Work is shared the way the paper does it: greedy runs once, ONE request samples a pool of ``pool`` answers
+at the sampling temperature (best-of-N at every N is replayed from it by resampling; the scorer scores every pool
+answer once when a configuration needs it), and each beam-search configuration runs on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.backends.profiling import measure_profile
 from adaptive_ttc.errors import ConfigurationError
@@ -27,11 +27,11 @@ from adaptive_ttc.eval.log import LogHeader, append_row, open_for_append
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.scoring.base import Scorer
-from adaptive_ttc.strategies.best_of_n import SCORER_TOP_LOGPROBS
-from adaptive_ttc.strategies.steps import score_item
-from adaptive_ttc.types import Candidate, Completion, GenerationRequest, Message, StrategyResult
+from adaptive_ttc.strategies.log_sections import GatherSession, LogSection
+from adaptive_ttc.strategies.registry import KINDS
+from adaptive_ttc.types import GenerationRequest, Message
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "CollectSettings", "collect", "collect_question"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "CollectSettings", "collect", "collect_question", "sections_of"]
 
 DEFAULT_SYSTEM_PROMPT = "Solve the problem. Think step by step, then end with: The answer is <answer>."
 
@@ -61,7 +61,7 @@ class CollectSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        largest = max((c.n for c in self.grid if c.kind == "bon"), default=0)
+        largest = max((c.spec.log_section.pooled(c) for c in self.grid), default=0)
         pool = self.pool or largest
         if pool < largest:
             raise ConfigurationError(f"--pool {self.pool} is smaller than the grid's largest best-of-N ({largest})")
@@ -96,100 +96,40 @@ def _request(question: Question, settings: CollectSettings, **changes: Any) -> G
     return GenerationRequest(messages=tuple(messages), max_tokens=settings.max_tokens, **changes)
 
 
-def _candidate_json(candidate: Candidate | Completion, answer: str | None, correct: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "text": candidate.text,
-        "answer": answer,
-        "correct": correct,
-        "output_tokens": candidate.output_tokens,
-        "finish_reason": candidate.finish_reason,
-    }
-    if isinstance(candidate, Candidate) and candidate.score is not None:
-        row["score"] = candidate.score
-    return row
+def sections_of(grid: Sequence[Configuration]) -> list[tuple[LogSection, list[Configuration]]]:
+    """The log sections the grid's kinds are gathered into, in registry order, each with its configurations.
+
+    Raises:
+        ConfigurationError: two kinds name different sections with the same key.
+    """
+    kinds = {c.kind for c in grid}
+    sections: dict[str, LogSection] = {}
+    for kind in (k for k in KINDS.values() if k.name in kinds):
+        section = sections.setdefault(kind.log_section.key, kind.log_section)
+        if section is not kind.log_section:
+            raise ConfigurationError(f"kind {kind.name!r} names another log section called {section.key!r}")
+    return [(s, [c for c in grid if c.spec.log_section is s]) for s in sections.values()]
 
 
-async def _greedy(question: Question, settings: CollectSettings, backend: Backend, grader: Grader) -> dict[str, Any]:
-    request = _request(question, settings, temperature=0.0)
-    start = time.perf_counter()
-    (result,) = await backend.generate([request])
-    latency = time.perf_counter() - start
-    (completion,) = result.completions
-    answer = extract_answer(completion.text)
-    return {
-        "latency_s": latency,
-        "input_tokens": result.usage.input_tokens,
-        "candidates": [_candidate_json(completion, answer, grader(answer, question.reference))],
-    }
-
-
-async def _pool(
+def _session(
     question: Question, settings: CollectSettings, backend: Backend, grader: Grader, scorer: Scorer | None
-) -> dict[str, Any]:
-    logprobs = scorer is not None and scorer.needs_logprobs
-    request = _request(
-        question,
-        settings,
-        n=settings.pool,
+) -> GatherSession:
+    return GatherSession(
+        question=question.question,
+        backend=backend,
+        grade=lambda answer: grader(answer, question.reference),
+        scorer=scorer,
+        request=lambda **changes: _request(question, settings, **changes),
+        seed=lambda salt: _seed(settings.seed, question.id, salt),
         temperature=settings.temperature,
-        seed=_seed(settings.seed, question.id, "pool"),
-        logprobs=logprobs,
-        top_logprobs=SCORER_TOP_LOGPROBS if logprobs else 0,
+        pool=settings.pool,
     )
-    start = time.perf_counter()
-    (result,) = await backend.generate([request])
-    latency = time.perf_counter() - start
-    answers = [extract_answer(c.text) for c in result.completions]
-    scores: list[float | None] = [None] * len(answers)
-    score_latency = 0.0
-    score_tokens = 0
-    if scorer is not None:
-        items = [score_item(question.question, c.text, c.logprobs) for c in result.completions]
-        start = time.perf_counter()
-        scored = await scorer.score(items)
-        score_latency = time.perf_counter() - start
-        score_tokens = scored.usage.total_tokens
-        scores = [s.value for s in scored.scores]
-    candidates = [
-        {**_candidate_json(c, a, grader(a, question.reference)), **({"score": s} if s is not None else {})}
-        for c, a, s in zip(result.completions, answers, scores, strict=True)
-    ]
-    return {
-        "latency_s": latency,
-        "input_tokens": result.usage.input_tokens,
-        "score_latency_s": score_latency,
-        "score_tokens": score_tokens,
-        "candidates": candidates,
-    }
-
-
-async def _beam(
-    question: Question,
-    config: Configuration,
-    *,
-    settings: CollectSettings,
-    backend: Backend,
-    grader: Grader,
-    scorer: Scorer | None,
-) -> dict[str, Any]:
-    request = _request(
-        question, settings, temperature=settings.temperature, seed=_seed(settings.seed, question.id, config.label)
-    )
-    result: StrategyResult = await config.build().run(request, backend, scorer)
-    return {
-        "latency_s": result.latency_s,
-        "input_tokens": result.usage.input_tokens,
-        "output_tokens": result.usage.output_tokens,
-        "steps": int(result.details.get("steps", 1)),
-        "selected": result.selected_index,
-        "candidates": [_candidate_json(c, c.answer, grader(c.answer, question.reference)) for c in result.candidates],
-    }
 
 
 async def collect_question(
     question: Question, settings: CollectSettings, backend: Backend, grader: Grader, scorer: Scorer | None
 ) -> dict[str, Any]:
-    """Run every configuration of the grid on one question; returns the log row."""
+    """Run every configuration of the grid on one question: each kind's log section once; returns the log row."""
     start = time.perf_counter()
     row: dict[str, Any] = {
         "id": question.id,
@@ -197,17 +137,9 @@ async def collect_question(
         "reference": question.reference,
         "source": question.source,
     }
-    if any(c.kind == "greedy" for c in settings.grid):
-        row["greedy"] = await _greedy(question, settings, backend, grader)
-    if any(c.kind == "bon" for c in settings.grid):
-        pool_scorer = scorer if any(c.kind == "bon" and c.needs_scorer for c in settings.grid) else None
-        row["pool"] = await _pool(question, settings, backend, grader, pool_scorer)
-    beams = [c for c in settings.grid if c.kind == "beam"]
-    if beams:
-        row["beams"] = {
-            c.label: await _beam(question, c, settings=settings, backend=backend, grader=grader, scorer=scorer)
-            for c in beams
-        }
+    session = _session(question, settings, backend, grader, scorer)
+    for section, configs in sections_of(settings.grid):
+        row[section.key] = await section.gather(configs, session)
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -237,7 +169,7 @@ async def collect(
         for question in todo:
             row = await collect_question(question, settings, backend, grader, scorer)
             append_row(out, row)
-            bar.set_postfix_str(_postfix(row), refresh=False)
+            bar.set_postfix_str(_postfix(row, settings.grid), refresh=False)
             bar.update(1)
     return {
         "log": str(out),
@@ -248,14 +180,9 @@ async def collect(
     }
 
 
-def _postfix(row: dict[str, Any]) -> str:
-    parts = []
-    if "greedy" in row:
-        parts.append(f"greedy={'ok' if row['greedy']['candidates'][0]['correct'] else 'x'}")
-    if "pool" in row:
-        cands = row["pool"]["candidates"]
-        parts.append(f"pool={sum(c['correct'] for c in cands)}/{len(cands)}")
-    return f"{row['id']} {' '.join(parts)} {row['seconds']:.0f}s"
+def _postfix(row: dict[str, Any], grid: Sequence[Configuration]) -> str:
+    parts = [f"{s.key}={s.progress(row[s.key])}" for s, _ in sections_of(grid)]
+    return " ".join([row["id"], *(p for p in parts if not p.endswith("=")), f"{row['seconds']:.0f}s"])
 
 
 def _progress(total: int, initial: int) -> Any:

@@ -1,55 +1,25 @@
 """Per-question outcomes of every configuration, replayed from a generation log.
 
-- ``greedy`` and beam search: what the logged run did (correct 0/1, its tokens and measured latency).
-- Best-of-N at N from a pool of P answers: ``resamples`` random subsets of N answers (without replacement;
-  N = P is the whole pool) go through the library's own ``select``; accuracy is the share of subsets whose
-  selected answer is correct (a soft label), tokens are input once + the subset's output tokens (mean).
-- Best-of-N latency at N cannot be measured from the pool directly: the pool decoded P sequences together,
-  and a request of N sequences stops with its longest one. It is estimated as the pool's measured latency
-  times ``profile.latency(N, longest of the subset) / profile.latency(P, longest of the pool)``, the profile
-  being the backend profile measured before collecting (decode speed per batch size); so N = P gives the
-  measured latency back, and the machine's load during that question carries over. Without a profile the
-  ratio is ``longest of the subset / longest of the pool`` (per-sequence speed taken as independent of N).
-  Scorer time, when a selector needs one, is the pool's scoring time times N / P.
+Each configuration is replayed by its kind's log section (``StrategyKind.log_section``; the rules are in
+``adaptive_ttc.strategies.log_sections``): greedy and beam search as the logged run did (correct 0/1, its tokens
+and measured latency); best-of-N at N by resampling subsets of N from the pool (a soft label, with latency scaled
+from the pool's by the backend profile measured before collecting, kept in the log's header).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.log import GenerationLog
-from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.profile import BackendProfile
-from adaptive_ttc.strategies.best_of_n import select
-from adaptive_ttc.types import Candidate
+from adaptive_ttc.strategies.log_sections import Outcome, ReplayContext
 
 __all__ = ["DEFAULT_RESAMPLES", "Outcome", "log_outcomes", "observations", "profile_of"]
 
 DEFAULT_RESAMPLES = 30
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one configuration did (or does in expectation) on one question."""
-
-    accuracy: float
-    input_tokens: float
-    output_tokens: float
-    longest_tokens: float
-    latency_s: float
-    steps: float = 1.0
-
-    @property
-    def tokens(self) -> float:
-        """Input plus output tokens."""
-        return self.input_tokens + self.output_tokens
 
 
 def profile_of(log: GenerationLog) -> BackendProfile | None:
@@ -70,97 +40,14 @@ def log_outcomes(
         ConfigurationError: a row lacks what a configuration of the header's grid needs (file and line named).
     """
     grid = parse_grid(log.header.grid)
-    profile = profile_of(log)
+    context = ReplayContext(resamples=resamples, seed=seed, profile=profile_of(log))
     result: dict[str, dict[str, Outcome]] = {}
     for row, line in zip(log.rows, log.lines, strict=True):
         try:
-            result[row["id"]] = {c.label: _outcome(row, c, profile, resamples, seed) for c in grid}
+            result[row["id"]] = {c.label: c.spec.log_section.replay(c, row, context) for c in grid}
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigurationError(f"{log.path}:{line}: row {row.get('id')!r} is incomplete ({exc!r})") from exc
     return result
-
-
-def _outcome(
-    row: dict[str, Any], config: Configuration, profile: BackendProfile | None, resamples: int, seed: int
-) -> Outcome:
-    if config.kind == "greedy":
-        greedy = row["greedy"]
-        (cand,) = greedy["candidates"]
-        out = float(cand["output_tokens"])
-        return Outcome(float(cand["correct"]), float(greedy["input_tokens"]), out, out, float(greedy["latency_s"]))
-    if config.kind == "beam":
-        beam = row["beams"][config.label]
-        chosen = beam["candidates"][beam["selected"]]
-        longest = max(float(c["output_tokens"]) for c in beam["candidates"])
-        return Outcome(
-            float(chosen["correct"]),
-            float(beam["input_tokens"]),
-            float(beam["output_tokens"]),
-            longest,
-            float(beam["latency_s"]),
-            float(beam["steps"]),
-        )
-    return _best_of_n(row, config, profile, resamples, seed)
-
-
-def _best_of_n(
-    row: dict[str, Any], config: Configuration, profile: BackendProfile | None, resamples: int, seed: int
-) -> Outcome:
-    pool = row["pool"]
-    cands = pool["candidates"]
-    size, n = len(cands), config.n
-    if n > size:
-        raise ValueError(f"{config.label} needs {n} pooled answers, the row has {size}")
-    candidates = [
-        Candidate(
-            text="",
-            output_tokens=int(c["output_tokens"]),
-            finish_reason="stop",
-            score=c.get("score"),
-            answer=c["answer"],
-        )
-        for c in cands
-    ]
-    rng = np.random.default_rng(_subset_seed(seed, row["id"], n))
-    subsets = [list(range(size))] if n == size else [list(rng.permutation(size)[:n]) for _ in range(resamples)]
-    correct, output, longest = [], [], []
-    for subset in subsets:
-        chosen = subset[select([candidates[i] for i in subset], config.selector)]
-        correct.append(float(cands[chosen]["correct"]))
-        output.append(sum(candidates[i].output_tokens for i in subset))
-        longest.append(max(candidates[i].output_tokens for i in subset))
-    input_tokens = float(pool["input_tokens"])
-    pool_longest = max(c.output_tokens for c in candidates)
-    measured = float(pool["latency_s"])
-    latency = float(
-        np.mean([_latency(measured, profile, (input_tokens, lo, n), (pool_longest, size)) for lo in longest])
-    )
-    if config.needs_scorer:
-        latency += float(pool.get("score_latency_s", 0.0)) * n / size
-    scorer_tokens = float(pool.get("score_tokens", 0)) * n / size if config.needs_scorer else 0.0
-    return Outcome(
-        float(np.mean(correct)),
-        input_tokens,
-        float(np.mean(output)) + scorer_tokens,
-        float(np.mean(longest)),
-        latency,
-    )
-
-
-def _latency(
-    measured: float, profile: BackendProfile | None, run: tuple[float, float, int], pool: tuple[float, int]
-) -> float:
-    """Latency of a best-of-N run (input tokens, longest answer, N) from the pool's (longest answer, size)."""
-    (input_tokens, longest, n), (pool_longest, size) = run, pool
-    if profile is None:
-        return measured * max(longest, 1.0) / max(pool_longest, 1.0)
-    at_n = profile.latency(input_tokens=input_tokens, longest_tokens=longest, sequences=n)
-    at_pool = profile.latency(input_tokens=input_tokens, longest_tokens=pool_longest, sequences=size)
-    return measured * at_n / max(at_pool, 1e-9)
-
-
-def _subset_seed(seed: int, question_id: str, n: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{question_id}:{n}".encode()).digest()[:4], "big")
 
 
 def observations(

@@ -24,6 +24,8 @@ from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
 from adaptive_ttc.eval.plots import frontier_plot
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.strategies.best_of_n import BestOfNKind
+from adaptive_ttc.strategies.greedy import GreedyKind
 
 __all__ = ["evaluate_to"]
 
@@ -166,16 +168,17 @@ def markdown(summary: dict[str, Any], replay: Replay) -> str:
 def spread(log: GenerationLog) -> dict[str, dict[str, float]]:
     """Per source (and ``all``), every logged question: how many greedy gets right, how many only a sample
     of the pool gets right, and how many no answer gets right; with mean sample accuracy."""
+    single, pool = GreedyKind.log_section.key, BestOfNKind.log_section.key
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in log.rows:
-        if "greedy" in row and "pool" in row:
+        if single in row and pool in row:
             groups.setdefault(str(row.get("source", "")), []).append(row)
             groups.setdefault("all", []).append(row)
     table = {}
     for source, rows in sorted(groups.items(), key=lambda item: (item[0] == "all", item[0])):
-        greedy = [bool(r["greedy"]["candidates"][0]["correct"]) for r in rows]
-        hits = [sum(bool(c["correct"]) for c in r["pool"]["candidates"]) for r in rows]
-        sizes = [len(r["pool"]["candidates"]) for r in rows]
+        greedy = [bool(r[single]["candidates"][0]["correct"]) for r in rows]
+        hits = [sum(bool(c["correct"]) for c in r[pool]["candidates"]) for r in rows]
+        sizes = [len(r[pool]["candidates"]) for r in rows]
         table[source] = {
             "questions": len(rows),
             "greedy_right": sum(greedy),

@@ -28,9 +28,11 @@ from adaptive_ttc.budget import CallPrices, DefaultPacing, FixedPacing, Ledger, 
 from adaptive_ttc.eval.evaluate import Replay, build_replay
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
+from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.cost import CostEstimate
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.types import Usage
 
 __all__ = ["BUDGET_FACTORS", "replay_workflows"]
@@ -40,6 +42,8 @@ WORKFLOWS = 300
 CALLS = (4, 10)
 PACING: dict[str, PacingPolicy] = {"pacing": DefaultPacing(), "fixed lambdas": FixedPacing()}
 """The pacing object of each router policy: the same objects the engine takes (``Engine(pacing=...)``)."""
+FALLBACK = Configuration(GreedyKind.name)
+"""The configuration a call degrades to when nothing fits, as in the engine (``engine/planning.py``)."""
 
 
 @dataclass
@@ -57,7 +61,8 @@ def replay_workflows(
     replay = build_replay(log, router, ids, resamples=resamples, seed=seed)
     rng = np.random.default_rng(seed)
     flows = [list(rng.integers(0, len(ids), int(rng.integers(CALLS[0], CALLS[1] + 1)))) for _ in range(WORKFLOWS)]
-    greedy = replay.labels.index("greedy") if "greedy" in replay.labels else int(np.argmin(replay.tokens.mean(0)))
+    fallback = FALLBACK.label  # what the engine degrades to; the cheapest configuration when the grid lacks it
+    greedy = replay.labels.index(fallback) if fallback in replay.labels else int(np.argmin(replay.tokens.mean(0)))
     unit_tokens = float(replay.tokens[:, greedy].mean())
     unit_seconds = float(replay.latency[:, greedy].mean())
     policies = ["pacing", "fixed lambdas", *(f"static {label}" for label in replay.labels)]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from adaptive_ttc.backends.base import Backend, TextSink
 from adaptive_ttc.scoring.base import Scorer
+from adaptive_ttc.strategies.log_sections import RUNS, LogSection
 from adaptive_ttc.types import (
     Candidate,
     Completion,
@@ -85,6 +86,9 @@ class StrategyKind:
     """Method names it contributes to the predictor's one-hot configuration features."""
     stops_at_token_limit: ClassVar[bool] = False
     """True when the strategy stops itself at ``RunContext.token_limit`` (it may reserve the whole room)."""
+    log_section: ClassVar[LogSection] = RUNS
+    """The generation-log section its configurations are gathered into and replayed from (``log_sections.py``);
+    by default each runs its own strategy per question and is replayed as it ran."""
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         """The settings (``Configuration`` fields) a label matched by ``pattern`` names."""

@@ -15,6 +15,7 @@ from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import BackendError, ConfigurationError
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
+from adaptive_ttc.strategies.pool_section import PoolSection
 from adaptive_ttc.strategies.steps import question_of, score_item
 from adaptive_ttc.types import Candidate, GenerationRequest, GenerationResult, StrategyResult, Usage
 
@@ -181,6 +182,9 @@ class BestOfNKind(StrategyKind):
     pattern = re.compile(r"^bon-(?P<sel>[a-z]+)-(?P<n>\d+)$")
     grammar = "bon-<selector>-<n>"
     feature_methods = tuple(f"bon-{s}" for s in SELECTORS)
+    log_section = PoolSection(
+        "pool", lambda config, pool: select(pool, config.selector), top_logprobs=SCORER_TOP_LOGPROBS
+    )
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         if match["sel"] not in SELECTORS:

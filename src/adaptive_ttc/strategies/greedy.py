@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from adaptive_ttc.backends.base import Backend, StreamingBackend
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
+from adaptive_ttc.strategies.log_sections import SingleSection
 from adaptive_ttc.types import GenerationRequest, StrategyResult
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class GreedyKind(StrategyKind):
     pattern = re.compile(r"^greedy$")
     grammar = "greedy"
     feature_methods = ("greedy",)
+    log_section = SingleSection("greedy")
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         return {}
