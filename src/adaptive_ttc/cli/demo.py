@@ -21,6 +21,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     add_backend_options(demo, timeout=120.0)
     demo.add_argument("--router", default=None, help="router file (default: the packaged router)")
+    demo.add_argument(
+        "--scorer",
+        default=None,
+        help="for a router whose grid has reward-guided configurations: self-certainty, judge, prm:URL[#model]",
+    )
     demo.add_argument("--budget-tokens", type=int, default=2500, help="token budget per problem")
     demo.add_argument("--budget-seconds", type=float, default=300.0, help="time budget per problem")
     demo.add_argument("--max-tokens", type=int, default=160, help="most tokens per answer")
@@ -49,6 +54,7 @@ async def run(args: argparse.Namespace) -> None:
             timeout=args.timeout,
             strategy=strategy,
             router=args.router,
+            scorer=args.scorer,
             max_tokens=args.max_tokens,
         )
 

@@ -36,7 +36,7 @@ def make_scorer(
 
     Args:
         spec: ``self-certainty``, ``mean-logprob``, ``judge``, ``prm:URL`` or ``prm:URL#model`` (the PRM's
-            pooling server, e.g. ``prm:http://127.0.0.1:8001#Qwen/Qwen2.5-Math-PRM-7B``).
+            pooling server, e.g. ``prm:http://127.0.0.1:8001/v1#Qwen2.5-Math-PRM-7B``).
         backend: the backend the judge asks (ignored by the other scorers).
         api_key: the bearer token for a PRM server.
         timeout: seconds one request to a PRM server may take (default: the scorer's).
