@@ -10,15 +10,10 @@ pickled models; they are refused before anything in them is read but their ``met
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
-import zipfile
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from adaptive_ttc.errors import ConfigurationError
@@ -30,12 +25,17 @@ from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.policy import Decision, Lambdas, choose
 from adaptive_ttc.router.predictor import AccuracyPredictor
 from adaptive_ttc.router.profile import BackendProfile
+from adaptive_ttc.router.storage import (
+    ROUTER_FORMAT,
+    ROUTER_VERSION,
+    check_meta,
+    gate_limits,
+    profile_json,
+    read,
+    write,
+)
 
 __all__ = ["ROUTER_FORMAT", "ROUTER_VERSION", "Router"]
-
-ROUTER_FORMAT = "adaptive-ttc-router"
-ROUTER_VERSION = 2
-_ARRAYS = "arrays.npz"
 
 
 class Router:
@@ -183,23 +183,17 @@ class Router:
             raise ConfigurationError("the router is not fitted; train it before saving")
         profile = self.cost.profile
         document = {
-            "format": ROUTER_FORMAT,
-            "version": ROUTER_VERSION,
             "grid": [c.label for c in self.grid],
             "features": self.features.name,
             "lambdas": {"tokens": self.lambdas.tokens, "latency": self.lambdas.latency},
-            "profile": None if profile is None else _profile_json(profile),
+            "profile": None if profile is None else profile_json(profile),
             "gate": dataclasses.asdict(self.gate),
             "fallback": self.fallback,
             "meta": self.meta,
         }
         arrays = {**self.accuracy.to_arrays(), **self.cost.to_arrays(), **self.domain.to_arrays()}
         arrays["prior"] = self.prior.table
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as its allow_pickle flag
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("meta.json", json.dumps(document, indent=2, default=_json_number))
-            archive.writestr(_ARRAYS, buffer.getvalue())
+        write(path, document, arrays)
 
     @staticmethod
     def load(
@@ -214,8 +208,8 @@ class Router:
             ConfigurationError: not a router file, a version 1 (pickled) file, a damaged one, or one trained
                 for another grid or feature extractor.
         """
-        meta, arrays = _read(Path(path))
-        _check_meta(meta, path)
+        meta, arrays = read(Path(path))
+        check_meta(meta, path)
         saved_grid = parse_grid(meta["grid"])
         if grid is not None and [c.label for c in grid] != [c.label for c in saved_grid]:
             raise ConfigurationError(
@@ -234,7 +228,7 @@ class Router:
             lambdas=Lambdas(**meta["lambdas"]),
             profile=profile,
             fallback=meta.get("fallback"),
-            gate=_gate(meta.get("gate"), path),
+            gate=gate_limits(meta.get("gate"), path),
         )
         try:
             router.accuracy.load_arrays(arrays)
@@ -283,41 +277,6 @@ def _bounded(
     )
 
 
-def _check_meta(meta: dict[str, Any], path: str | Path) -> None:
-    """The fields ``load`` reads, with the types it expects: a damaged file is an error, not a crash."""
-    grid, features, lambdas = meta.get("grid"), meta.get("features"), meta.get("lambdas")
-    problems = []
-    if not isinstance(grid, list) or not all(isinstance(label, str) for label in grid):
-        problems.append("grid is not a list of configuration labels")
-    if not isinstance(features, str):
-        problems.append("features is not an extractor name")
-    if not isinstance(lambdas, dict) or set(lambdas) != {"tokens", "latency"}:
-        problems.append("lambdas is not {tokens, latency}")
-    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lambdas.values()):
-        problems.append("lambdas are not numbers")
-    if meta.get("profile") is not None and not isinstance(meta.get("profile"), dict):
-        problems.append("profile is not an object")
-    if meta.get("fallback") is not None and not isinstance(meta.get("fallback"), str):
-        problems.append("fallback is not a configuration label")
-    if meta.get("meta") is not None and not isinstance(meta.get("meta"), dict):
-        problems.append("meta is not an object")
-    if problems:
-        raise ConfigurationError(f"router file {path} is damaged: {'; '.join(problems)}; retrain it")
-
-
-def _gate(value: Any, path: str | Path) -> GateLimits:
-    if value is None:
-        return GateLimits()
-    try:
-        if not isinstance(value, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-        ):
-            raise TypeError("not an object of numbers")
-        return GateLimits(**value)
-    except (TypeError, ConfigurationError) as exc:
-        raise ConfigurationError(f"router file {path} has damaged gate limits ({exc}); retrain it") from exc
-
-
 def _check_fallback(label: str | None, grid: Sequence[Configuration]) -> str | None:
     if label is not None and label not in [c.label for c in grid]:
         raise ConfigurationError(f"fallback {label!r} is not in the grid {[c.label for c in grid]}")
@@ -332,49 +291,3 @@ def _dense_width(features: FeatureExtractor) -> int:
 
 def _model_key(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1].lower()
-
-
-def _profile_json(profile: BackendProfile) -> dict[str, Any]:
-    data = dataclasses.asdict(profile)
-    data["decode_tokens_per_s"] = {str(k): v for k, v in profile.decode_tokens_per_s.items()}
-    return data
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"router metadata holds a {type(value).__name__}, which JSON cannot store")
-
-
-def _read(path: Path) -> tuple[dict[str, Any], Mapping[str, Matrix]]:
-    """``meta.json`` (checked first) and the arrays; no byte of a version 1 file's pickle is ever read."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            meta = json.loads(archive.read("meta.json"))
-            _check_version(meta, path)
-            with np.load(io.BytesIO(archive.read(_ARRAYS)), allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-    except ConfigurationError:
-        raise
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError, zlib.error, EOFError) as exc:
-        raise ConfigurationError(
-            f"{path} is not a readable adaptive-ttc router file ({exc}); train one with `adaptive-ttc train`"
-        ) from exc
-    return meta, arrays
-
-
-def _check_version(meta: Any, path: Path) -> None:
-    if not isinstance(meta, dict) or meta.get("format") != ROUTER_FORMAT:
-        raise ConfigurationError(f"{path} is not an adaptive-ttc router file")
-    version = meta.get("version")
-    if version == 1:
-        raise ConfigurationError(
-            f"router {path} is format version 1, which stored pickled models; this adaptive-ttc never loads "
-            "pickles (loading one can run code). Retrain it from its generation log: "
-            "`adaptive-ttc train LOG --out ROUTER.zip`"
-        )
-    if version != ROUTER_VERSION:
-        raise ConfigurationError(
-            f"router {path} has format version {version!r}; this adaptive-ttc reads version "
-            f"{ROUTER_VERSION}. Retrain it with `adaptive-ttc train LOG --out ROUTER.zip`"
-        )
