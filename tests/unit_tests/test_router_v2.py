@@ -124,6 +124,12 @@ def test_check_model_warns_only_for_another_model(router: Router) -> None:
     assert "Qwen2.5-1.5B-Instruct" in warning
 
 
+def test_sampling_temperature_defaults_to_the_training_one(router: Router) -> None:
+    assert router.temperature_for(None) == 0.8
+    assert router.temperature_for(0.3) == 0.3
+    assert Router(GRID).temperature_for(None, default=0.7) == 0.7
+
+
 def test_in_domain_questions_pass_the_gate(router: Router) -> None:
     held_out = {o.question for o in synthetic_log(questions=60, seed=7)}
     passed = [router.out_of_domain(q) is None for q in held_out]

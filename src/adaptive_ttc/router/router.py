@@ -163,6 +163,16 @@ class Router:
         value = self.trained_on.get("model")
         return value if isinstance(value, str) and value else None
 
+    def temperature_for(self, requested: float | None, default: float = 0.7) -> float:
+        """The temperature to sample at: ``requested`` when given, else the training one, else ``default``.
+
+        The router's accuracy predictions hold at the temperature its generation log was sampled at.
+        """
+        if requested is not None:
+            return requested
+        trained = self.training_temperature
+        return trained if trained is not None else default
+
     def check_model(self, served: str) -> str | None:
         """A warning when ``served`` is not the model the router was trained on (``None`` when it is or unknown).
 
