@@ -181,3 +181,12 @@ def test_gate_limits_are_checked() -> None:
         GateLimits(z_limit=0.0)
     with pytest.raises(ConfigurationError, match="gate limits"):
         GateLimits(unseen_limit=1.5)
+
+
+def test_make_features_knows_the_hidden_state_extractor_without_loading_it() -> None:
+    from adaptive_ttc.router.features import make_features
+
+    assert make_features("hidden-packaged").name == "hidden-packaged"
+    assert make_features("hidden-packaged--1").name == "hidden-packaged--1"
+    with pytest.raises(ConfigurationError, match="hidden-packaged"):
+        make_features("hidden-qwen")

@@ -51,6 +51,7 @@ def add_parsers(commands: Any) -> None:
     tr.add_argument("--test-fraction", type=float, default=0.4, help="share of questions held out")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and of the resampling")
     tr.add_argument("--resamples", type=int, default=30, help="bootstrap subsets per best-of-N label")
+    tr.add_argument("--features", default="text-256", help="text-<width> or hidden-packaged (the embedded model)")
     tr.add_argument("--plot", default=None, help="reliability plot PNG (default: next to --out)")
     tr.add_argument(
         "--observations", default=None, help="also write every question's outcomes as Observation JSONL rows"
@@ -69,6 +70,7 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="train a router on all sources but one and test it on that one, for each source (no --router)",
     )
+    ev.add_argument("--features", default="text-256", help="with --leave-one-source-out: the routers' features")
 
 
 async def collect_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,7 +124,15 @@ async def train_command(args: argparse.Namespace) -> dict[str, Any]:
     from adaptive_ttc.eval.train import train_router, write_observations  # noqa: PLC0415
 
     log = read_log(args.log)
-    router, report = train_router(log, test_fraction=args.test_fraction, seed=args.seed, resamples=args.resamples)
+    from adaptive_ttc.router.features import make_features  # noqa: PLC0415
+
+    router, report = train_router(
+        log,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        resamples=args.resamples,
+        features=make_features(args.features),
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     router.save(out)
@@ -149,7 +159,12 @@ async def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
         if args.router is not None:
             raise ConfigurationError("--leave-one-source-out trains its own routers; drop --router")
         return evaluate_leave_one_source_out_to(
-            log, Path(args.out), resamples=args.resamples, bootstrap_resamples=args.bootstrap, seed=args.seed
+            log,
+            Path(args.out),
+            resamples=args.resamples,
+            bootstrap_resamples=args.bootstrap,
+            seed=args.seed,
+            features=args.features,
         )
     if args.router is None:
         raise ConfigurationError("give --router ROUTER.zip (or --leave-one-source-out)")

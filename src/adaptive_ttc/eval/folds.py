@@ -19,6 +19,7 @@ from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.matched import Predicted, baselines, matched_figures, pooled
 from adaptive_ttc.eval.outcomes import Outcome
 from adaptive_ttc.eval.train import fit_router, unique_rows
+from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.router import Router
 
 __all__ = ["in_distribution", "leave_one_source_out"]
@@ -105,7 +106,9 @@ def in_distribution(
     }
 
 
-def leave_one_source_out(log: GenerationLog, outcomes: Outcomes, *, resamples: int, seed: int) -> dict[str, Any]:
+def leave_one_source_out(
+    log: GenerationLog, outcomes: Outcomes, *, resamples: int, seed: int, features: FeatureExtractor | None = None
+) -> dict[str, Any]:
     """Per source: a router trained on the other sources, tested on it; and the folds' questions pooled."""
     rows = unique_rows(log)
     sources = sorted({str(r.get("source", "")) for r in rows})
@@ -116,7 +119,7 @@ def leave_one_source_out(log: GenerationLog, outcomes: Outcomes, *, resamples: i
     for source in sources:
         test = [r["id"] for r in rows if str(r.get("source", "")) == source]
         train = [r["id"] for r in rows if str(r.get("source", "")) != source]
-        router = fit_router(log, outcomes, train)
+        router = fit_router(log, outcomes, train, features)
         replay, predicted, inside = _fold(log, outcomes, router, train, test)
         lambdas = (router.lambdas.tokens, router.lambdas.latency)
         folds[source] = {

@@ -24,6 +24,7 @@ from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.matched_report import fold_table, matched_tables
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, log_outcomes
 from adaptive_ttc.eval.plots import frontier_plot
+from adaptive_ttc.router.features import make_features
 from adaptive_ttc.router.router import Router
 
 __all__ = ["evaluate_leave_one_source_out_to", "evaluate_to"]
@@ -183,24 +184,27 @@ def evaluate_leave_one_source_out_to(
     resamples: int = DEFAULT_RESAMPLES,
     bootstrap_resamples: int = BOOTSTRAP,
     seed: int = 0,
+    features: str = "text-256",
 ) -> dict[str, Any]:
     """Leave-one-source-out: write report.md and report.json into ``out``; returns the pooled summary."""
     from adaptive_ttc.eval.folds import leave_one_source_out  # noqa: PLC0415 - imports train
 
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
-    result = leave_one_source_out(log, outcomes, resamples=bootstrap_resamples, seed=seed)
+    extractor = make_features(features)
+    result = leave_one_source_out(log, outcomes, resamples=bootstrap_resamples, seed=seed, features=extractor)
     pooled = result["pooled"]
     suite = spread(log)
     summary: dict[str, Any] = {
         "log": str(log.path),
         "dataset": log.header.dataset,
         "model": log.header.settings.get("model"),
+        "features": features,
         "leave_one_source_out": result,
         "spread": suite,
     }
     lines = [
         f"## Leave-one-source-out: `{log.header.dataset}` on {summary['model']} "
-        f"({pooled['questions']} deduplicated questions, {len(result['sources'])} sources)",
+        f"({pooled['questions']} deduplicated questions, {len(result['sources'])} sources, features `{features}`)",
         "",
         "Each source in turn is held out: a router trained on the other sources' questions decides on its questions.",
         "",

@@ -21,6 +21,7 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes, observations
 from adaptive_ttc.router.configs import parse_grid
+from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
 
@@ -65,13 +66,18 @@ def unique_rows(log: GenerationLog) -> list[dict[str, Any]]:
     return rows
 
 
-def fit_router(log: GenerationLog, outcomes: dict[str, dict[str, Outcome]], train: Sequence[str]) -> Router:
+def fit_router(
+    log: GenerationLog,
+    outcomes: dict[str, dict[str, Outcome]],
+    train: Sequence[str],
+    features: FeatureExtractor | None = None,
+) -> Router:
     """A router fitted on the questions ``train`` of ``log``, with the log's backend profile."""
     texts = {row["id"]: row["question"] for row in log.rows}
     # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
     header_profile = log.header.profile
     profile = BackendProfile.from_dict(header_profile, f"in {log.path}") if header_profile else None
-    router = Router(parse_grid(log.header.grid), profile=profile)
+    router = Router(parse_grid(log.header.grid), profile=profile, features=features)
     return router.fit(observations(texts, outcomes, train))
 
 
@@ -81,6 +87,7 @@ def train_router(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
     resamples: int = DEFAULT_RESAMPLES,
+    features: FeatureExtractor | None = None,
 ) -> tuple[Router, dict[str, Any]]:
     """Fit a router on the training questions of ``log``; returns it and its calibration report."""
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
@@ -92,7 +99,7 @@ def train_router(
         test_fraction=test_fraction,
         seed=seed,
     )
-    router = fit_router(log, outcomes, train)
+    router = fit_router(log, outcomes, train, features)
     report = calibration(router, texts, outcomes, train, test)
     gate = [router.out_of_domain(texts[q]) is None for q in test]
     report["held_out_in_domain"] = round(sum(gate) / len(gate), 4)
