@@ -190,3 +190,19 @@ def test_make_features_knows_the_hidden_state_extractor_without_loading_it() -> 
     assert make_features("hidden-packaged--1").name == "hidden-packaged--1"
     with pytest.raises(ConfigurationError, match="hidden-packaged"):
         make_features("hidden-qwen")
+
+
+def test_the_packaged_router_gates_the_demo_problems_and_passes_its_held_out_questions() -> None:
+    from adaptive_ttc.eval.log import read_log
+    from adaptive_ttc.langchain.chat_model import DEFAULT_ROUTER
+
+    packaged = Router.load(DEFAULT_ROUTER)
+    assert packaged.training_model == "SmolLM2-135M-Instruct"
+    assert packaged.training_temperature == 0.8
+    assert all(packaged.out_of_domain(question) is not None for question, _ in PROBLEMS)
+    log = read_log(Path(__file__).parents[2] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
+    texts = {row["id"]: row["question"] for row in log.rows}
+    held_out = packaged.meta["split"]["test_ids"]
+    inside = [packaged.out_of_domain(texts[q]) is None for q in held_out]
+    assert len(inside) == 84
+    assert sum(inside) / len(inside) >= 0.95
