@@ -158,7 +158,7 @@ def test_train_warns_about_a_truncated_last_line(tmp_path: Path) -> None:
         assert main(["train", str(log), "--out", str(tmp_path / "r.zip")]) == 0
     with zipfile.ZipFile(tmp_path / "r.zip") as archive:
         meta = json.loads(archive.read("meta.json"))
-    assert meta["split"]["train_questions"] + len(meta["split"]["test_ids"]) == 45
+    assert meta["meta"]["split"]["train_questions"] + len(meta["meta"]["split"]["test_ids"]) == 45
 
 
 def test_evaluate_a_log_where_nothing_is_ever_right(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

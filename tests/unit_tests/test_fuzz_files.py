@@ -74,7 +74,7 @@ ROUTER_CORRUPTIONS: list[Any] = [
     pytest.param(lambda src, dst: _rezip(src, dst, **{"meta.json": b"[]"}), id="meta-a-list"),
     pytest.param(lambda src, dst: _rezip(src, dst, **{"meta.json": _meta(src, version=99)}), id="newer-version"),
     pytest.param(lambda src, dst: _rezip(src, dst, **{"meta.json": _meta(src, grid=["bon-x"])}), id="grid-label"),
-    pytest.param(lambda src, dst: _rezip(src, dst, **{"models.pkl": b""}), id="models-missing"),
+    pytest.param(lambda src, dst: _rezip(src, dst, **{"arrays.npz": b""}), id="models-missing"),
     pytest.param(
         lambda src, dst: dst.write_bytes(_flip(src.read_bytes(), 28)),
         id="zip-header-flipped",
@@ -96,11 +96,11 @@ ROUTER_CORRUPTIONS: list[Any] = [
         id="features-number",
     ),
     pytest.param(
-        lambda src, dst: _rezip(src, dst, **{"models.pkl": b"garbage"}),
+        lambda src, dst: _rezip(src, dst, **{"arrays.npz": b"garbage"}),
         id="models-garbage",
     ),
     pytest.param(
-        lambda src, dst: _rezip(src, dst, **{"models.pkl": pickle.dumps({"x": 1})}),
+        lambda src, dst: _rezip(src, dst, **{"arrays.npz": pickle.dumps({"x": 1})}),
         id="models-shape",
     ),
 ]

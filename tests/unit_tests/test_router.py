@@ -135,12 +135,12 @@ def test_incompatible_or_corrupt_router_files(tmp_path: Path) -> None:
     router.save(path)
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("meta.json"))
-        models = archive.read("models.pkl")
+        models = archive.read("arrays.npz")
     meta["version"] = 99
     future = tmp_path / "future.zip"
     with zipfile.ZipFile(future, "w") as archive:
         archive.writestr("meta.json", json.dumps(meta))
-        archive.writestr("models.pkl", models)
+        archive.writestr("arrays.npz", models)
     with pytest.raises(ConfigurationError, match="version 99"):
         Router.load(future)
     garbage = tmp_path / "garbage.zip"

@@ -18,6 +18,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     tr.add_argument("--test-fraction", type=float, default=0.4, help="share of questions held out")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and of the resampling")
     tr.add_argument("--resamples", type=int, default=30, help="bootstrap subsets per best-of-N label")
+    tr.add_argument("--features", default="text-256", help="text-<width> or hidden-packaged (the embedded model)")
     tr.add_argument("--plot", default=None, help="reliability plot PNG (default: next to --out)")
     tr.add_argument(
         "--observations", default=None, help="also write every question's outcomes as Observation JSONL rows"
@@ -30,8 +31,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from adaptive_ttc.eval.plots import reliability_plot  # noqa: PLC0415
     from adaptive_ttc.eval.train import train_router, write_observations  # noqa: PLC0415
 
+    from adaptive_ttc.router.features import make_features  # noqa: PLC0415
+
     log = read_log(args.log)
-    router, report = train_router(log, test_fraction=args.test_fraction, seed=args.seed, resamples=args.resamples)
+    router, report = train_router(
+        log,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        resamples=args.resamples,
+        features=make_features(args.features),
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     router.save(out)

@@ -21,13 +21,15 @@ from adaptive_ttc.eval.evaluate import (
     sweeps,
 )
 from adaptive_ttc.eval.log import GenerationLog
-from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
+from adaptive_ttc.eval.matched_report import fold_table, matched_tables
+from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, log_outcomes
 from adaptive_ttc.eval.plots import frontier_plot
+from adaptive_ttc.router.features import make_features
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.strategies.best_of_n import BestOfNKind
 from adaptive_ttc.strategies.greedy import GreedyKind
 
-__all__ = ["evaluate_to"]
+__all__ = ["evaluate_leave_one_source_out_to", "evaluate_to"]
 
 _UNITS = {"tokens": "mean tokens per question (input + output)", "latency": "mean latency per question (s)"}
 
@@ -70,6 +72,10 @@ def evaluate_to(
         "curves": curves,
         "spread": spread(log),
     }
+    from adaptive_ttc.eval.folds import in_distribution  # noqa: PLC0415 - trains nothing, but imports train
+
+    outcomes = log_outcomes(log, resamples=resamples, seed=seed)
+    summary["matched"] = in_distribution(log, outcomes, router, ids, resamples=bootstrap_resamples, seed=seed)
     if workflows:
         from adaptive_ttc.eval.workflows import replay_workflows  # noqa: PLC0415 - only with --workflows
 
@@ -158,11 +164,65 @@ def markdown(summary: dict[str, Any], replay: Replay) -> str:
             f"| {_ci(summary, f'router_share_of_oracle_{kind}', '{:.1%}')} |"
         )
     lines += ["", *_static_table(summary, replay)]
+    if "matched" in summary:
+        m = summary["matched"]
+        title = (
+            f"Matched budgets, in-distribution: {m['test_questions']} held-out questions "
+            f"({m['dropped_as_duplicates']} dropped: same text as a training question; "
+            f"{m['in_domain']:.0%} inside the router's domain), {m['train_questions']} training questions"
+        )
+        lines += ["", *matched_tables(m, title)]
     if "workflows" in summary:
         lines += ["", *_workflow_table(summary["workflows"])]
     if summary.get("spread"):
         lines += ["", *_spread_table(summary["spread"])]
     return "\n".join(lines) + "\n"
+
+
+def evaluate_leave_one_source_out_to(
+    log: GenerationLog,
+    out: Path,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_resamples: int = BOOTSTRAP,
+    seed: int = 0,
+    features: str = "text-256",
+) -> dict[str, Any]:
+    """Leave-one-source-out: write report.md and report.json into ``out``; returns the pooled summary."""
+    from adaptive_ttc.eval.folds import leave_one_source_out  # noqa: PLC0415 - imports train
+
+    outcomes = log_outcomes(log, resamples=resamples, seed=seed)
+    extractor = make_features(features)
+    result = leave_one_source_out(log, outcomes, resamples=bootstrap_resamples, seed=seed, features=extractor)
+    pooled = result["pooled"]
+    suite = spread(log)
+    summary: dict[str, Any] = {
+        "log": str(log.path),
+        "dataset": log.header.dataset,
+        "model": log.header.settings.get("model"),
+        "features": features,
+        "leave_one_source_out": result,
+        "spread": suite,
+    }
+    lines = [
+        f"## Leave-one-source-out: `{log.header.dataset}` on {summary['model']} "
+        f"({pooled['questions']} deduplicated questions, {len(result['sources'])} sources, features `{features}`)",
+        "",
+        "Each source in turn is held out: a router trained on the other sources' questions decides on its questions.",
+        "",
+        *matched_tables(
+            pooled, f"Pooled over the folds ({pooled['in_domain']:.0%} of questions inside their router's domain)"
+        ),
+        "### Per fold (accuracy at matched token budgets)",
+        "",
+        *fold_table(result["folds"]),
+        "",
+        *_spread_table(suite),
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return {"out": str(out), "questions": pooled["questions"], "sources": result["sources"]}
 
 
 def spread(log: GenerationLog) -> dict[str, dict[str, float]]:

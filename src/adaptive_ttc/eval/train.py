@@ -1,8 +1,9 @@
 """Train a router from a generation log: question-level split, fit, calibration report, save.
 
-The split is by question and stratified by ``source`` (each part of a mixed suite lands on both sides), and
-seeded; the held-out question ids go into the router file's metadata (``meta.json`` -> ``split.test_ids``)
-so ``adaptive-ttc evaluate`` replays only questions the router never saw.
+Question texts are deduplicated first (the first row of each text is kept), so no held-out question has the
+text of a training one. The split is by question and stratified by ``source`` (each part of a mixed suite
+lands on both sides), and seeded; the held-out question ids go into the router file's metadata
+(``meta.json`` -> ``meta.split.test_ids``) so ``adaptive-ttc evaluate`` replays only questions the router never saw.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes, observations
 from adaptive_ttc.router.configs import parse_grid
+from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
 
-__all__ = ["calibration", "split_questions", "train_router", "write_observations"]
+__all__ = ["calibration", "fit_router", "split_questions", "train_router", "unique_rows", "write_observations"]
 
 DEFAULT_TEST_FRACTION = 0.4
 RELIABILITY_BINS = 10
@@ -52,29 +54,64 @@ def split_questions(
     return sorted(train), sorted(test)
 
 
+def unique_rows(log: GenerationLog) -> list[dict[str, Any]]:
+    """The log's rows with every question text once (its first row; texts compared with whitespace collapsed)."""
+    seen: set[str] = set()
+    rows = []
+    for row in log.rows:
+        key = " ".join(str(row["question"]).split())
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
+def fit_router(
+    log: GenerationLog,
+    outcomes: dict[str, dict[str, Outcome]],
+    train: Sequence[str],
+    features: FeatureExtractor | None = None,
+) -> Router:
+    """A router fitted on the questions ``train`` of ``log``, with the log's backend profile."""
+    texts = {row["id"]: row["question"] for row in log.rows}
+    # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
+    header_profile = log.header.profile
+    profile = BackendProfile.from_dict(header_profile, f"in {log.path}") if header_profile else None
+    router = Router(parse_grid(log.header.grid), profile=profile, features=features)
+    return router.fit(observations(texts, outcomes, train))
+
+
 def train_router(
     log: GenerationLog,
     *,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
     resamples: int = DEFAULT_RESAMPLES,
+    features: FeatureExtractor | None = None,
 ) -> tuple[Router, dict[str, Any]]:
     """Fit a router on the training questions of ``log``; returns it and its calibration report."""
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
     texts = {row["id"]: row["question"] for row in log.rows}
-    ids = [row["id"] for row in log.rows]
+    rows = unique_rows(log)
     train, test = split_questions(
-        ids, [str(row.get("source", "")) for row in log.rows], test_fraction=test_fraction, seed=seed
+        [row["id"] for row in rows],
+        [str(row.get("source", "")) for row in rows],
+        test_fraction=test_fraction,
+        seed=seed,
     )
-    # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
-    header_profile = log.header.profile
-    profile = BackendProfile.from_dict(header_profile, f"in {log.path}") if header_profile else None
-    router = Router(parse_grid(log.header.grid), profile=profile)
-    router.fit(observations(texts, outcomes, train))
+    router = fit_router(log, outcomes, train, features)
     report = calibration(router, texts, outcomes, train, test)
+    gate = [router.out_of_domain(texts[q]) is None for q in test]
+    report["held_out_in_domain"] = round(sum(gate) / len(gate), 4)
     router.meta = {
         "trained_on": {"log": Path(log.path).name, "dataset": log.header.dataset, **_settings(log)},
-        "split": {"seed": seed, "test_fraction": test_fraction, "train_questions": len(train), "test_ids": test},
+        "split": {
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "train_questions": len(train),
+            "duplicate_texts_dropped": len(log.rows) - len(rows),
+            "test_ids": test,
+        },
         "resamples": resamples,
         "calibration": {k: v for k, v in report.items() if k != "reliability"},
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,16 +37,20 @@ class CostEstimate:
 
 
 class _LogRegressor:
-    """Ridge regression on log1p(target), with the residual spread for upper estimates."""
+    """Ridge regression on log1p(target), with the residual spread for upper estimates (plain arrays)."""
 
-    def __init__(self, x: Matrix, y: Sequence[float]) -> None:
+    def __init__(self, coef: Matrix, intercept: float, spread: float) -> None:
+        self.coef, self.intercept, self.spread = coef, intercept, spread
+
+    @staticmethod
+    def fit(x: Matrix, y: Sequence[float]) -> _LogRegressor:
         target = np.log1p(np.asarray(y, dtype=np.float64))
         model = Ridge(alpha=3.0).fit(x, target)
         # Kept as plain arrays: scikit-learn's per-call validation would cost more than the product itself.
-        self.coef = np.asarray(model.coef_, dtype=np.float64)
-        self.intercept = float(model.intercept_)
-        residual = target - (x @ self.coef + self.intercept)
-        self.spread = float(np.std(residual)) if len(target) > 1 else 0.5
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        intercept = float(model.intercept_)
+        residual = target - (x @ coef + intercept)
+        return _LogRegressor(coef, intercept, float(np.std(residual)) if len(target) > 1 else 0.5)
 
     def predict(self, x: Matrix) -> tuple[Matrix, Matrix]:
         mean = x @ self.coef + self.intercept
@@ -79,8 +83,41 @@ class CostModel:
                     f"no observations of configuration {config.label!r}; collect them or drop it from the grid"
                 )
             x = self.features.transform([o.question for o in rows])
-            self._models[config.label] = {t: _LogRegressor(x, [getattr(o, t) for o in rows]) for t in _TARGETS}
+            self._models[config.label] = {t: _LogRegressor.fit(x, [getattr(o, t) for o in rows]) for t in _TARGETS}
         return self
+
+    def to_arrays(self) -> dict[str, Matrix]:
+        """The fitted numbers, (configurations, targets, ...) in grid and ``_TARGETS`` order, for the router file."""
+        if not self._models:
+            raise ConfigurationError("the cost model is not fitted; train it before saving")
+        table = [[self._models[c.label][t] for t in _TARGETS] for c in self.grid]
+        return {
+            "cost.coef": np.array([[m.coef for m in row] for row in table]),
+            "cost.intercept": np.array([[m.intercept for m in row] for row in table]),
+            "cost.spread": np.array([[m.spread for m in row] for row in table]),
+        }
+
+    def load_arrays(self, arrays: Mapping[str, Matrix]) -> None:
+        """Take the fitted numbers ``to_arrays`` wrote (shapes checked against the grid and the features)."""
+        coef, intercept, spread = (arrays.get(f"cost.{k}") for k in ("coef", "intercept", "spread"))
+        shape = (len(self.grid), len(_TARGETS))
+        if (
+            coef is None
+            or intercept is None
+            or spread is None
+            or coef.shape != (*shape, self.features.dim)
+            or intercept.shape != shape
+            or spread.shape != shape
+            or not all(a.dtype.kind == "f" and np.all(np.isfinite(a)) for a in (coef, intercept, spread))
+        ):
+            raise ConfigurationError("the cost model's arrays are missing or do not fit the grid and features")
+        self._models = {
+            c.label: {
+                t: _LogRegressor(coef[i, j].astype(np.float64), float(intercept[i, j]), float(spread[i, j]))
+                for j, t in enumerate(_TARGETS)
+            }
+            for i, c in enumerate(self.grid)
+        }
 
     def with_profile(self, profile: BackendProfile | None) -> CostModel:
         """The same fitted model, estimating latency from ``profile`` (a measured backend)."""

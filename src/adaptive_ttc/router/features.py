@@ -85,10 +85,17 @@ class TextFeatures:
 
 
 def make_features(name: str) -> FeatureExtractor:
-    """The extractor a saved router names (``text-256`` and other widths)."""
+    """The extractor a saved router names: ``text-256`` (and other widths) or ``hidden-packaged[-LAYER]``."""
     match = re.fullmatch(r"text-(\d+)", name)
-    if match is None:
-        from adaptive_ttc.errors import ConfigurationError  # noqa: PLC0415 - error path only
+    if match is not None:
+        return TextFeatures(int(match[1]))
+    hidden = re.fullmatch(r"hidden-packaged(?:-(-?\d+))?", name)
+    if hidden is not None:
+        from adaptive_ttc.router.hidden import HiddenStateFeatures  # noqa: PLC0415 - needs the embedded extra
 
-        raise ConfigurationError(f"unknown feature extractor {name!r}; this version knows text-<width>")
-    return TextFeatures(int(match[1]))
+        return HiddenStateFeatures(None if hidden[1] is None else int(hidden[1]))
+    from adaptive_ttc.errors import ConfigurationError  # noqa: PLC0415 - error path only
+
+    raise ConfigurationError(
+        f"unknown feature extractor {name!r}; this version knows text-<width> and hidden-packaged[-<layer>]"
+    )

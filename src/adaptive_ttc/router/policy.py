@@ -18,7 +18,7 @@ DEFAULT_LAMBDA_TOKENS = 1e-4
 DEFAULT_LAMBDA_LATENCY = 1e-2
 """Accuracy given up per second: 10 seconds must buy at least 10 points of accuracy."""
 
-Reason = Literal["utility", "fixed", "degraded", "tools"]
+Reason = Literal["utility", "fixed", "degraded", "tools", "out_of_domain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,8 @@ class Decision:
     predictions: tuple[Prediction, ...]
     token_room: float | None
     time_room: float | None
+    detail: str = ""
+    """Why, beyond ``reason``: for ``out_of_domain``, which domain check failed, with its numbers."""
 
     @property
     def chosen(self) -> Prediction | None:
@@ -78,6 +80,7 @@ class Decision:
             "lambda_latency": self.lambdas.latency,
             "token_room": self.token_room,
             "time_room_s": self.time_room,
+            "detail": self.detail,
             "predictions": [asdict(p) for p in self.predictions],
         }
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -51,8 +50,7 @@ class AccuracyPredictor:
         self.calibration = calibration
         self.seed = seed
         self._config_rows = np.array([configuration_features(c) for c in self.grid], dtype=np.float64)
-        self._model: CalibratedClassifierCV | None = None
-        self._scaler = StandardScaler()
+        self._compiled: _Compiled | None = None
 
     def _design(self, question_rows: Matrix, config_index: Sequence[int]) -> Matrix:
         configs = self._config_rows[list(config_index)]
@@ -78,33 +76,45 @@ class AccuracyPredictor:
         w2 = np.concatenate([soft, 1.0 - soft]) + 1e-6
         if len(set(y2[w2 > 1e-3])) < 2:
             raise ConfigurationError("the observations are all correct or all wrong; nothing to learn from")
-        self._scaler = StandardScaler().fit(x)
+        scaler = StandardScaler().fit(x)
         # Folds by question: both copies of a row and every configuration of a question stay together.
         folds = _question_folds([o.question for o in observations], self.seed)
         model = CalibratedClassifierCV(LogisticRegression(C=0.05, max_iter=3000), method=self.calibration, cv=folds)
-        model.fit(self._scaler.transform(x2), y2, sample_weight=w2)
-        self._model = model
-        self._compiled = _compile(model, self._scaler)
+        model.fit(scaler.transform(x2), y2, sample_weight=w2)
+        self._compiled = _compile(model, scaler)
         return self
 
     @property
     def fitted(self) -> bool:
         """True once ``fit`` has run."""
-        return self._model is not None
+        return self._compiled is not None
 
     def predict(self, questions: Sequence[str]) -> Matrix:
         """Probabilities of a correct answer, shape (questions, configurations of the grid)."""
-        if self._model is None:
-            raise ConfigurationError("the accuracy predictor is not fitted; train it or load a router file")
         return self.predict_rows(self.features.transform(questions))
 
     def predict_rows(self, rows: Matrix) -> Matrix:
         """Like ``predict``, from feature rows already computed."""
-        if self._model is None:
+        if self._compiled is None:
             raise ConfigurationError("the accuracy predictor is not fitted; train it or load a router file")
         k = len(self.grid)
         x = np.vstack([self._design(np.repeat(rows[i : i + 1], k, axis=0), range(k)) for i in range(len(rows))])
         return self._compiled(x).reshape(len(rows), k)
+
+    def to_arrays(self) -> dict[str, Matrix]:
+        """The fitted numbers (configuration rows and the compiled model) for the router file."""
+        if self._compiled is None:
+            raise ConfigurationError("the accuracy predictor is not fitted; train it before saving")
+        return {"accuracy.configurations": self._config_rows, **self._compiled.to_arrays("accuracy")}
+
+    def load_arrays(self, arrays: Mapping[str, Matrix]) -> None:
+        """Take the fitted numbers ``to_arrays`` wrote; the configuration rows come from the file, not this code."""
+        rows = _array(arrays, "accuracy.configurations", 2)
+        compiled = _Compiled.from_arrays(arrays, "accuracy")
+        columns = self.features.dim + rows.shape[1] * (1 + self.features.dim)
+        if rows.shape[0] != len(self.grid) or compiled.coef.shape[1] != columns:
+            raise ConfigurationError("the accuracy model's arrays do not fit the grid and the feature extractor")
+        self._config_rows, self._compiled = rows, compiled
 
 
 def _question_folds(questions: Sequence[str], seed: int, k: int = 3) -> list[tuple[Matrix, Matrix]]:
@@ -119,36 +129,96 @@ def _question_folds(questions: Sequence[str], seed: int, k: int = 3) -> list[tup
     return [(rows[assignment != f], rows[assignment == f]) for f in range(k)]
 
 
+@dataclass(frozen=True, slots=True)
 class _Compiled:
-    """The fitted calibrated model as plain numpy: scikit-learn's per-call validation costs milliseconds."""
+    """The fitted calibrated model as plain arrays: what the router file stores and what predictions run.
 
-    def __init__(self, mean: Matrix, scale: Matrix, folds: list[tuple[Matrix, float, Any]]) -> None:
-        self.mean, self.scale, self.folds = mean, scale, folds
+    Scikit-learn's per-call validation costs milliseconds, and its objects do not load across versions;
+    these arrays do. ``coef`` is (folds, columns); ``sigmoid`` holds Platt's (a, b) per fold, or
+    ``isotonic`` the (thresholds, values) of each fold's isotonic calibrator.
+    """
+
+    mean: Matrix
+    scale: Matrix
+    coef: Matrix
+    intercept: Matrix
+    sigmoid: Matrix | None = None
+    isotonic: tuple[tuple[Matrix, Matrix], ...] = ()
 
     def __call__(self, x: Matrix) -> Matrix:
-        z = (x - self.mean) / self.scale
-        total = np.zeros(len(x))
-        for coef, intercept, calibrate in self.folds:
-            total += calibrate(z @ coef + intercept)
-        return np.asarray(total / len(self.folds), dtype=np.float64)
+        decision = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if self.sigmoid is not None:
+            calibrated = 1.0 / (1.0 + np.exp(self.sigmoid[:, 0] * decision + self.sigmoid[:, 1]))
+        else:
+            calibrated = np.column_stack(
+                [np.interp(decision[:, f], xs, ys) for f, (xs, ys) in enumerate(self.isotonic)]
+            )
+        return np.asarray(calibrated.mean(axis=1), dtype=np.float64)
+
+    def to_arrays(self, prefix: str) -> dict[str, Matrix]:
+        arrays = {f"{prefix}.{k}": getattr(self, k) for k in ("mean", "scale", "coef", "intercept")}
+        if self.sigmoid is not None:
+            arrays[f"{prefix}.sigmoid"] = self.sigmoid
+        for f, (xs, ys) in enumerate(self.isotonic):
+            arrays[f"{prefix}.isotonic_x.{f}"], arrays[f"{prefix}.isotonic_y.{f}"] = xs, ys
+        return arrays
+
+    @staticmethod
+    def from_arrays(arrays: Mapping[str, Matrix], prefix: str) -> _Compiled:
+        coef = _array(arrays, f"{prefix}.coef", 2)
+        folds, width = coef.shape
+        isotonic = tuple(
+            (_array(arrays, f"{prefix}.isotonic_x.{f}", 1), _array(arrays, f"{prefix}.isotonic_y.{f}", 1))
+            for f in range(folds)
+            if f"{prefix}.sigmoid" not in arrays
+        )
+        compiled = _Compiled(
+            _array(arrays, f"{prefix}.mean", 1),
+            _array(arrays, f"{prefix}.scale", 1),
+            coef,
+            _array(arrays, f"{prefix}.intercept", 1),
+            _array(arrays, f"{prefix}.sigmoid", 2) if f"{prefix}.sigmoid" in arrays else None,
+            isotonic,
+        )
+        shapes_agree = (
+            compiled.mean.shape == compiled.scale.shape == (width,)
+            and compiled.intercept.shape == (folds,)
+            and (compiled.sigmoid is None or compiled.sigmoid.shape == (folds, 2))
+            and all(xs.shape == ys.shape for xs, ys in isotonic)
+        )
+        if not shapes_agree or folds == 0:
+            raise ConfigurationError(f"the accuracy model's arrays ({prefix}.*) do not fit together")
+        return compiled
+
+
+def _array(arrays: Mapping[str, Matrix], key: str, ndim: int) -> Matrix:
+    """A float array of the router file, checked: a missing or mis-shaped one is a ``ConfigurationError``."""
+    value = arrays.get(key)
+    if value is None:
+        raise ConfigurationError(f"the router file lacks the array {key!r}")
+    if value.ndim != ndim or value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+        raise ConfigurationError(f"the router file's array {key!r} is not a finite {ndim}-d number array")
+    return np.asarray(value, dtype=np.float64)
 
 
 def _compile(model: CalibratedClassifierCV, scaler: StandardScaler) -> _Compiled:
-    folds: list[tuple[Matrix, float, Any]] = []
+    coefs, intercepts, platt, isotonic = [], [], [], []
     positive = list(model.classes_).index(1.0)
     for member in model.calibrated_classifiers_:
         estimator, (calibrator,) = member.estimator, member.calibrators
         sign = 1.0 if positive == 1 else -1.0  # the calibrator maps the positive class's decision value
-        coef, intercept = sign * estimator.coef_[0], sign * float(estimator.intercept_[0])
+        coefs.append(sign * estimator.coef_[0])
+        intercepts.append(sign * float(estimator.intercept_[0]))
         if hasattr(calibrator, "a_"):
-            a, b = float(calibrator.a_), float(calibrator.b_)
-            folds.append((coef, intercept, partial(_sigmoid, a=a, b=b)))
+            platt.append((float(calibrator.a_), float(calibrator.b_)))
         else:
-            xs, ys = np.asarray(calibrator.X_thresholds_), np.asarray(calibrator.y_thresholds_)
-            folds.append((coef, intercept, partial(np.interp, xp=xs, fp=ys)))
+            isotonic.append((np.asarray(calibrator.X_thresholds_), np.asarray(calibrator.y_thresholds_)))
     scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
-    return _Compiled(np.asarray(scaler.mean_), np.asarray(scale), folds)
-
-
-def _sigmoid(f: Matrix, *, a: float, b: float) -> Matrix:
-    return np.asarray(1.0 / (1.0 + np.exp(a * f + b)), dtype=np.float64)
+    return _Compiled(
+        np.asarray(scaler.mean_, dtype=np.float64),
+        np.asarray(scale, dtype=np.float64),
+        np.array(coefs, dtype=np.float64),
+        np.array(intercepts, dtype=np.float64),
+        np.array(platt, dtype=np.float64) if platt else None,
+        tuple(isotonic),
+    )

@@ -1,32 +1,41 @@
-"""The router: features, accuracy predictor, cost model and lambdas, saved and loaded as one versioned file."""
+"""The router: features, accuracy predictor, cost model and lambdas, saved and loaded as one versioned file.
+
+A router file (format version 2) is a zip of ``meta.json`` (format, version, grid, features, lambdas, backend
+profile, gate limits, fallback, and a free-form ``meta`` object that round-trips) and ``arrays.npz``, the fitted
+numbers, read with ``allow_pickle=False``: loading a router file never runs code from it, and needs no
+particular scikit-learn version (the file holds numbers, not scikit-learn objects). Version 1 files held
+pickled models; they are refused before anything in them is read but their ``meta.json``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import pickle
-import zipfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import sklearn
 from threadpoolctl import threadpool_limits
 
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.cost import CostEstimate, CostModel
-from adaptive_ttc.router.features import FeatureExtractor, TextFeatures, make_features
+from adaptive_ttc.router.domain import Domain, GateLimits, Prior
+from adaptive_ttc.router.features import FeatureExtractor, Matrix, TextFeatures, make_features
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.policy import Decision, Lambdas, choose
 from adaptive_ttc.router.predictor import AccuracyPredictor
 from adaptive_ttc.router.profile import BackendProfile
+from adaptive_ttc.router.storage import (
+    ROUTER_FORMAT,
+    ROUTER_VERSION,
+    check_meta,
+    gate_limits,
+    profile_json,
+    read,
+    write,
+)
 
 __all__ = ["ROUTER_FORMAT", "ROUTER_VERSION", "Router"]
-
-ROUTER_FORMAT = "adaptive-ttc-router"
-ROUTER_VERSION = 1
 
 
 class Router:
@@ -37,6 +46,9 @@ class Router:
         features: the request feature extractor (cheap text features by default).
         lambdas: prices of a token and a second used when no budget paces them.
         profile: a measured backend profile for latency estimates (else the training log's latencies).
+        fallback: the configuration a request outside the training domain gets (default: the features-blind
+            prior, the configuration best on average over the training questions at the call's prices).
+        gate: where the training domain ends (``GateLimits``).
     """
 
     def __init__(
@@ -46,6 +58,8 @@ class Router:
         features: FeatureExtractor | None = None,
         lambdas: Lambdas | None = None,
         profile: BackendProfile | None = None,
+        fallback: str | None = None,
+        gate: GateLimits | None = None,
     ) -> None:
         self.grid = tuple(grid)
         if not self.grid:
@@ -54,14 +68,21 @@ class Router:
         self.lambdas = lambdas or Lambdas()
         self.accuracy = AccuracyPredictor(self.features, self.grid)
         self.cost = CostModel(self.features, self.grid, profile)
+        self.gate = gate or GateLimits()
+        self.fallback = _check_fallback(fallback, self.grid)
+        self.domain: Domain | None = None
+        self.prior: Prior | None = None
         self.meta: dict[str, Any] = {}
 
     def fit(self, observations: Sequence[Observation]) -> Router:
-        """Fit the accuracy predictor and the cost model on generation-log observations."""
+        """Fit the accuracy predictor, the cost model, the domain and the prior on generation-log observations."""
         # One BLAS thread: these fits are small, and a threaded BLAS on a busy machine made them 100x slower.
         with threadpool_limits(limits=1):
             self.accuracy.fit(observations)
             self.cost.fit(observations)
+        texts = sorted({o.question for o in observations})
+        self.domain = Domain.fit(self.features.transform(texts), texts, _dense_width(self.features), self.gate)
+        self.prior = Prior.fit(observations, [c.label for c in self.grid])
         return self
 
     def use_profile(self, profile: BackendProfile | None) -> None:
@@ -70,9 +91,17 @@ class Router:
 
     def predict(self, question: str) -> tuple[list[float], list[CostEstimate]]:
         """Predicted accuracy and cost of every configuration on ``question``."""
-        rows = self.features.transform([question])
+        return self._predict_rows(self.features.transform([question]))
+
+    def _predict_rows(self, rows: Matrix) -> tuple[list[float], list[CostEstimate]]:
         accuracies = self.accuracy.predict_rows(rows)[0]
         return [float(a) for a in accuracies], self.cost.predict_rows(rows)[0]
+
+    def out_of_domain(self, question: str) -> str | None:
+        """Why ``question`` is outside the training domain, or ``None`` when it is inside."""
+        if self.domain is None:
+            raise ConfigurationError("the router is not fitted; train it or load a router file")
+        return self.domain.check(self.features.transform([question])[0], question)
 
     def decide(
         self,
@@ -90,31 +119,91 @@ class Router:
         tokens: a configuration cannot generate more than ``samples * max_tokens`` per request. With a backend
         profile they bound the predicted latency too (the time of every sample running to ``max_tokens``), so a
         question unlike the training ones cannot get an extrapolated latency past what the backend can take.
+        A question outside the training domain is priced with the features-blind prior instead of the
+        predictors, and gets ``fallback`` when set and it fits (``reason="out_of_domain"``, ``detail`` says why).
         """
-        accuracies, costs = self.predict(question)
+        rows = self.features.transform([question])
+        if self.domain is None or self.prior is None:
+            raise ConfigurationError("the router is not fitted; train it or load a router file")
+        why = self.domain.check(rows[0], question)
+        accuracies, costs = self._predict_rows(rows) if why is None else (self.prior.accuracy, self.prior.costs())
         if max_tokens is not None or input_tokens is not None:
             profile = self.cost.profile
             costs = [
                 _bounded(c, config, max_tokens, input_tokens, profile)
                 for c, config in zip(costs, self.grid, strict=True)
             ]
-        return choose(self.grid, accuracies, costs, lambdas or self.lambdas, token_room=token_room, time_room=time_room)
+        decision = choose(
+            self.grid, accuracies, costs, lambdas or self.lambdas, token_room=token_room, time_room=time_room
+        )
+        if why is None or decision is None:
+            return decision
+        chosen = decision.configuration
+        if self.fallback is not None:
+            target = next(p for p in decision.predictions if p.configuration == self.fallback)
+            if target.fits:
+                chosen = self.grid[[c.label for c in self.grid].index(self.fallback)]
+        return dataclasses.replace(decision, configuration=chosen, reason="out_of_domain", detail=why)
+
+    @property
+    def trained_on(self) -> dict[str, Any]:
+        """What the router was trained on (log, model, temperature, ...), from its metadata."""
+        value = self.meta.get("trained_on")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def training_temperature(self) -> float | None:
+        """The sampling temperature of the generation log the router was trained on, if recorded."""
+        value = self.trained_on.get("temperature")
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @property
+    def training_model(self) -> str | None:
+        """The model the router's generation log came from, if recorded."""
+        value = self.trained_on.get("model")
+        return value if isinstance(value, str) and value else None
+
+    def temperature_for(self, requested: float | None, default: float = 0.7) -> float:
+        """The temperature to sample at: ``requested`` when given, else the training one, else ``default``.
+
+        The router's accuracy predictions hold at the temperature its generation log was sampled at.
+        """
+        if requested is not None:
+            return requested
+        trained = self.training_temperature
+        return trained if trained is not None else default
+
+    def check_model(self, served: str) -> str | None:
+        """A warning when ``served`` is not the model the router was trained on (``None`` when it is or unknown).
+
+        Names are compared by their last path part, case-insensitively (``HuggingFaceTB/SmolLM2-135M-Instruct``
+        is ``SmolLM2-135M-Instruct``).
+        """
+        trained = self.training_model
+        if trained is None or not served or _model_key(trained) == _model_key(served):
+            return None
+        return (
+            f"the router was trained on generations of {trained!r}, but the served model is {served!r}: its "
+            "accuracy and cost predictions may not hold; collect a log with this model and `adaptive-ttc train` one"
+        )
 
     def save(self, path: str | Path) -> None:
-        """Write a zip holding ``meta.json`` (format, version, grid, features) and the fitted models."""
-        meta = {
-            "format": ROUTER_FORMAT,
-            "version": ROUTER_VERSION,
+        """Write the router file: ``meta.json`` and ``arrays.npz`` (numbers only; see the module docstring)."""
+        if self.domain is None or self.prior is None:
+            raise ConfigurationError("the router is not fitted; train it before saving")
+        profile = self.cost.profile
+        document = {
             "grid": [c.label for c in self.grid],
             "features": self.features.name,
             "lambdas": {"tokens": self.lambdas.tokens, "latency": self.lambdas.latency},
-            "sklearn": sklearn.__version__,
-            **self.meta,
+            "profile": None if profile is None else profile_json(profile),
+            "gate": dataclasses.asdict(self.gate),
+            "fallback": self.fallback,
+            "meta": self.meta,
         }
-        payload = pickle.dumps({"accuracy": self.accuracy, "cost": self.cost})
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("meta.json", json.dumps(meta, indent=2))
-            archive.writestr("models.pkl", payload)
+        arrays = {**self.accuracy.to_arrays(), **self.cost.to_arrays(), **self.domain.to_arrays()}
+        arrays["prior"] = self.prior.table
+        write(path, document, arrays)
 
     @staticmethod
     def load(
@@ -123,12 +212,14 @@ class Router:
         grid: Sequence[Configuration] | None = None,
         features: FeatureExtractor | None = None,
     ) -> Router:
-        """Read a router file; its version, grid and feature extractor are checked before the models load.
+        """Read a router file; its version, grid and feature extractor are checked before the arrays load.
 
-        Only load router files you trust: the fitted models are pickled.
+        Raises:
+            ConfigurationError: not a router file, a version 1 (pickled) file, a damaged one, or one trained
+                for another grid or feature extractor.
         """
-        meta, payload = _read(Path(path))
-        _check_meta(meta, path)
+        meta, arrays = read(Path(path))
+        check_meta(meta, path)
         saved_grid = parse_grid(meta["grid"])
         if grid is not None and [c.label for c in grid] != [c.label for c in saved_grid]:
             raise ConfigurationError(
@@ -139,9 +230,24 @@ class Router:
             raise ConfigurationError(
                 f"router {path} expects features {meta['features']!r}, got {features.name!r}; retrain it"
             )
-        router = Router(saved_grid, features=make_features(meta["features"]), lambdas=Lambdas(**meta["lambdas"]))
-        router.accuracy, router.cost = _models(payload, path)
-        router.meta = {k: v for k, v in meta.items() if k not in ("format", "version", "grid", "features", "lambdas")}
+        extractor = make_features(meta["features"])
+        profile = None if meta.get("profile") is None else BackendProfile.from_dict(meta["profile"], f"in {path}")
+        router = Router(
+            saved_grid,
+            features=extractor,
+            lambdas=Lambdas(**meta["lambdas"]),
+            profile=profile,
+            fallback=meta.get("fallback"),
+            gate=gate_limits(meta.get("gate"), path),
+        )
+        try:
+            router.accuracy.load_arrays(arrays)
+            router.cost.load_arrays(arrays)
+            router.domain = Domain.from_arrays(arrays, extractor.dim, router.gate)
+            router.prior = Prior.from_arrays(arrays, len(saved_grid))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"router file {path} is damaged: {exc}; retrain it") from exc
+        router.meta = dict(meta.get("meta") or {})
         return router
 
 
@@ -176,51 +282,17 @@ def _bounded(
     )
 
 
-def _check_meta(meta: dict[str, Any], path: str | Path) -> None:
-    """The fields ``load`` reads, with the types it expects: a damaged file is an error, not a crash."""
-    grid, features, lambdas = meta.get("grid"), meta.get("features"), meta.get("lambdas")
-    problems = []
-    if not isinstance(grid, list) or not all(isinstance(label, str) for label in grid):
-        problems.append("grid is not a list of configuration labels")
-    if not isinstance(features, str):
-        problems.append("features is not an extractor name")
-    if not isinstance(lambdas, dict) or set(lambdas) != {"tokens", "latency"}:
-        problems.append("lambdas is not {tokens, latency}")
-    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lambdas.values()):
-        problems.append("lambdas are not numbers")
-    if problems:
-        raise ConfigurationError(f"router file {path} is damaged: {'; '.join(problems)}; retrain it")
+def _check_fallback(label: str | None, grid: Sequence[Configuration]) -> str | None:
+    if label is not None and label not in [c.label for c in grid]:
+        raise ConfigurationError(f"fallback {label!r} is not in the grid {[c.label for c in grid]}")
+    return label
 
 
-def _models(payload: bytes, path: str | Path) -> tuple[AccuracyPredictor, CostModel]:
-    try:
-        models = pickle.loads(payload)
-    except Exception as exc:  # unpickling damaged bytes can raise almost anything
-        raise ConfigurationError(
-            f"router file {path} has unreadable models ({type(exc).__name__}); retrain it"
-        ) from exc
-    if not isinstance(models, dict):
-        raise ConfigurationError(f"router file {path} has no fitted models; retrain it")
-    accuracy, cost = models.get("accuracy"), models.get("cost")
-    if not isinstance(accuracy, AccuracyPredictor) or not isinstance(cost, CostModel):
-        raise ConfigurationError(f"router file {path} does not hold an accuracy predictor and a cost model")
-    return accuracy, cost
+def _dense_width(features: FeatureExtractor) -> int:
+    """The leading columns of a feature row that are not hashed n-grams (all of them for other extractors)."""
+    hashed = features.hash_features if isinstance(features, TextFeatures) else 0
+    return features.dim - hashed
 
 
-def _read(path: Path) -> tuple[dict[str, Any], bytes]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            meta = json.loads(archive.read("meta.json"))
-            payload = archive.read("models.pkl")
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError, zlib.error, EOFError) as exc:
-        raise ConfigurationError(
-            f"{path} is not a readable adaptive-ttc router file ({exc}); train one with `adaptive-ttc train`"
-        ) from exc
-    if not isinstance(meta, dict) or meta.get("format") != ROUTER_FORMAT:
-        raise ConfigurationError(f"{path} is not an adaptive-ttc router file")
-    if meta.get("version") != ROUTER_VERSION:
-        raise ConfigurationError(
-            f"router {path} has format version {meta.get('version')!r}; this adaptive-ttc reads version "
-            f"{ROUTER_VERSION}. Retrain it with `adaptive-ttc train`"
-        )
-    return meta, payload
+def _model_key(name: str) -> str:
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
