@@ -30,7 +30,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from adaptive_ttc.eval.log import read_log  # noqa: PLC0415
     from adaptive_ttc.eval.plots import reliability_plot  # noqa: PLC0415
     from adaptive_ttc.eval.train import train_router, write_observations  # noqa: PLC0415
-
     from adaptive_ttc.router.features import make_features  # noqa: PLC0415
 
     log = read_log(args.log)
