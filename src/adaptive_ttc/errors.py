@@ -13,6 +13,9 @@ Every error the library raises on purpose derives from ``AdaptiveTTCError``::
     │   └── BackendResponseError                 the answer could not be understood (malformed JSON, wrong n)
     ├── EmbeddedModelError                       the packaged model or its extra is missing or cannot load
     └── BudgetExhausted                          the workflow budget cannot pay for the call
+
+``RouterModelWarning`` (a ``UserWarning``) says that a router is used with another model than the one it was
+trained on.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ __all__ = [
     "EmbeddedModelError",
     "InvalidRequestError",
     "ModelNotFoundError",
+    "RouterModelWarning",
 ]
+
+
+class RouterModelWarning(UserWarning):
+    """The served model is not the one the router was trained on: its predictions may not hold."""
 
 
 class AdaptiveTTCError(Exception):

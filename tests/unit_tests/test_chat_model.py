@@ -159,3 +159,21 @@ async def test_awarm_up_builds_the_engine() -> None:
     await llm.awarm_up()
     assert llm._resources.engine is not None
     llm.close()
+
+
+def test_router_training_temperature_is_the_default_and_a_model_mismatch_warns_once() -> None:
+    from adaptive_ttc.errors import RouterModelWarning
+    from adaptive_ttc.router.default import load_default_router
+
+    router = load_default_router()
+    assert router is not None
+    assert router.training_model
+    assert router.training_temperature is not None
+    llm = AdaptiveChatModel(backend=FakeBackend(model_name="another-model"), router=router)
+    with pytest.warns(RouterModelWarning, match="another-model"):
+        llm.warm_up()
+    assert llm._default_temperature() == router.training_temperature
+    explicit = AdaptiveChatModel(backend=FakeBackend(model_name=router.training_model), temperature=0.3)
+    assert explicit._request([HumanMessage("hi")], None, {}).temperature == 0.3
+    llm.close()
+    explicit.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.backends.factory import BackendSettings, open_backend
 from adaptive_ttc.engine import Engine
+from adaptive_ttc.errors import RouterModelWarning
 from adaptive_ttc.langchain.portal import Portal
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.default import load_default_router
@@ -20,6 +22,7 @@ from adaptive_ttc.router.router import Router
 __all__ = ["EngineSpec", "Resources"]
 
 T = TypeVar("T")
+_DEFAULT_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,18 @@ class Resources:
         self.backend: Backend | None = None
         self.lock: asyncio.Lock | None = None
         self.owned: list[Any] = []
+        self._router: tuple[Router | None, Configuration | None] | None = None
+
+    def router(self, spec: EngineSpec) -> tuple[Router | None, Configuration | None]:
+        """The router (a file is loaded here, once) and the fixed configuration the engine runs."""
+        if self._router is None:
+            self._router = _routing(spec)
+        return self._router
+
+    def temperature(self, spec: EngineSpec) -> float:
+        """The default sampling temperature: the router's training one (its predictions hold there), else 0.7."""
+        router, _ = self.router(spec)
+        return router.temperature_for(None) if router is not None else _DEFAULT_TEMPERATURE
 
     def own(self, resource: T) -> T:
         self.owned.append(resource)
@@ -94,23 +109,34 @@ class Resources:
             scorer = self.own(
                 make_scorer(scorer, backend=backend, api_key=spec.settings.key, timeout=spec.settings.timeout)
             )
-        return await asyncio.to_thread(_engine, spec, backend, scorer)
+        router, configuration = await asyncio.to_thread(self.router, spec)
+        if router is not None and (mismatch := router.check_model(backend.model)):
+            warnings.warn(mismatch, RouterModelWarning, stacklevel=2)  # once: the engine is built once
+        return _engine(spec, backend, scorer, router, configuration)
 
     def close(self) -> None:
         owned, self.owned, self.engine, self.lock, self.backend = self.owned, [], None, None, None
+        self._router = None
         for resource in owned:
             with contextlib.suppress(Exception):  # closing is best effort; the process may be shutting down
                 self.portal.call(resource.aclose())
         self.portal.close()
 
 
-def _engine(spec: EngineSpec, backend: Backend, scorer: Any) -> Engine:
-    """The engine over ``backend``: the router (a file is loaded here), or the fixed configuration."""
+def _routing(spec: EngineSpec) -> tuple[Router | None, Configuration | None]:
+    """The router (loaded from a file, or the packaged one when nothing is fixed) and the fixed configuration."""
     router = Router.load(spec.router) if isinstance(spec.router, str | Path) else spec.router
     configuration = Configuration.parse(spec.strategy) if spec.strategy else None
     if router is None and configuration is None:
         router = load_default_router()
         configuration = None if router is not None else Configuration("greedy")
+    return router, configuration
+
+
+def _engine(
+    spec: EngineSpec, backend: Backend, scorer: Any, router: Router | None, configuration: Configuration | None
+) -> Engine:
+    """The engine over ``backend``: the router, or the fixed configuration."""
     base = router.lambdas if router is not None else Lambdas()
     lambdas = Lambdas(
         spec.lambda_tokens if spec.lambda_tokens is not None else base.tokens,

@@ -94,8 +94,9 @@ class AdaptiveChatModel(BaseChatModel):
     """Accuracy given up per token when no budget paces the call (default: the router's)."""
     lambda_latency: float | None = Field(default=None, ge=0)
     """Accuracy given up per second when no budget paces the call (default: the router's)."""
-    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
-    """Sampling temperature of sampled configurations (greedy always uses 0)."""
+    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
+    """Sampling temperature of sampled configurations (greedy always uses 0); default: the temperature the
+    router's generation log was sampled at (its predictions hold there), else 0.7."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     """Nucleus sampling of sampled configurations (default: the server's, 1)."""
     seed: int | None = None
@@ -201,7 +202,7 @@ class AdaptiveChatModel(BaseChatModel):
             ls_model_type="chat",
         )
         temperature, max_tokens = kwargs.get("temperature", self.temperature), kwargs.get("max_tokens", self.max_tokens)
-        if is_number(temperature):
+        if temperature is not None and is_number(temperature):
             params["ls_temperature"] = float(temperature)
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             params["ls_max_tokens"] = max_tokens
@@ -217,7 +218,7 @@ class AdaptiveChatModel(BaseChatModel):
     ) -> GenerationRequest:
         defaults = CallDefaults(
             max_tokens=self.max_tokens,
-            temperature=self.temperature,
+            temperature=self.temperature if self.temperature is not None else self._default_temperature(),
             top_p=self.top_p,
             seed=self.seed,
             stop=self.stop,
@@ -251,6 +252,9 @@ class AdaptiveChatModel(BaseChatModel):
             if not task.done():  # the consumer stopped early: stop the call (the ledger settles what it spent)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    def _default_temperature(self) -> float:
+        return self._resources.temperature(self._engine_spec())
 
     async def _get_engine(self) -> Engine:
         return await self._resources.get_engine(self._engine_spec())
