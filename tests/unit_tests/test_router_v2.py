@@ -194,9 +194,9 @@ def test_make_features_knows_the_hidden_state_extractor_without_loading_it() -> 
 
 def test_the_packaged_router_gates_the_demo_problems_and_passes_its_held_out_questions() -> None:
     from adaptive_ttc.eval.log import read_log
-    from adaptive_ttc.langchain.chat_model import DEFAULT_ROUTER
+    from adaptive_ttc.router.default import default_router_path
 
-    packaged = Router.load(DEFAULT_ROUTER)
+    packaged = Router.load(default_router_path())
     assert packaged.training_model == "SmolLM2-135M-Instruct"
     assert packaged.training_temperature == 0.8
     assert all(packaged.out_of_domain(question) is not None for question, _ in PROBLEMS)
