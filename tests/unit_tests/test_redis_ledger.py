@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import adaptive_ttc
-from adaptive_ttc.budget import Ledger, Reservation, WorkflowBudget, _leases
+from adaptive_ttc.budget import Ledger, Reservation, WorkflowBudget, _leases, _redis_io
 from adaptive_ttc.budget.redis import RedisLedger
 from adaptive_ttc.errors import BudgetExhausted, ConfigurationError, InvalidRequestError, LedgerUnavailableError
 from adaptive_ttc.types import Usage
@@ -279,3 +280,100 @@ def test_release_after_the_lease_ran_out_records_what_was_spent_once(
     report = ledger.report()
     assert (report.tokens_spent, len(report.calls), report.calls[0].failed) == (30, 1, True)
     assert ledger.snapshot().pool_calls == 1
+
+
+# -- identity, failures ---------------------------------------------------------------------------------------
+
+
+def test_budgets_are_found_by_id_and_settings_must_agree(redis_url: str) -> None:
+    budget, budget_id = WorkflowBudget(tokens=500, seconds=30.0), new_id()
+    first = RedisLedger.open(redis_url, budget, budget_id)
+    joined = RedisLedger.open(redis_url, None, budget_id)
+    assert (joined.budget, joined.id) == (budget, budget_id)
+    assert RedisLedger.open(redis_url, budget, budget_id).budget == budget  # same settings: joins
+    first.charge(first.reserve(50), Usage(10, 0, 10), 0.1)
+    assert joined.tokens_spent == 20
+    with pytest.raises(ConfigurationError, match="exists with different settings"):
+        RedisLedger.open(redis_url, WorkflowBudget(tokens=501), budget_id)
+    with pytest.raises(ConfigurationError, match="no shared budget"):
+        RedisLedger.open(redis_url, None, new_id())
+    assert RedisLedger.open(redis_url, budget).id != RedisLedger.open(redis_url, budget).id  # fresh random ids
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"id": "a{b}"}, "shared budget id"),
+        ({"id": ""}, "shared budget id"),
+        ({"lease_s": 0}, "lease_s must be"),
+        ({"ttl_s": 1.5}, "ttl_s must be"),
+        ({"lease_s": 100.0, "ttl_s": 10}, "ttl_s must be"),
+    ],
+)
+def test_bad_open_arguments_are_configuration_errors(redis_url: str, kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        RedisLedger.open(redis_url, WorkflowBudget(tokens=10), **kwargs)  # type: ignore[arg-type]
+
+
+def test_closed_budgets_refuse_new_calls_and_deleted_ones_are_gone(redis_url: str) -> None:
+    ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=500), new_id())
+    in_flight = ledger.reserve(100)
+    ledger.close()
+    with pytest.raises(InvalidRequestError, match="is closed"):
+        RedisLedger.open(redis_url, None, ledger.id).reserve(10)
+    ledger.charge(in_flight, Usage(5, 0, 5), 0.1)  # calls in flight still settle
+    assert ledger.report().tokens_spent == 10
+    ledger.delete()
+    with pytest.raises(ConfigurationError, match="gone"):
+        ledger.reserve(10)
+    with pytest.raises(ConfigurationError, match="no shared budget"):
+        RedisLedger.open(redis_url, None, ledger.id)
+
+
+def test_unreachable_redis_is_a_typed_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        with pytest.raises(LedgerUnavailableError, match=f"cannot reach the shared ledger's Redis at .*:{port}"):
+            RedisLedger.open(f"redis://127.0.0.1:{port}/0", WorkflowBudget(tokens=10))
+    with pytest.raises(ConfigurationError, match="bad Redis URL"):
+        RedisLedger.open("http://127.0.0.1:1/0", WorkflowBudget(tokens=10))
+
+
+def test_redis_going_away_mid_run_is_a_typed_error_and_nothing_is_charged_twice() -> None:
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary")
+    server = RedisServer(binary)
+    ledger = RedisLedger.open(server.url, WorkflowBudget(tokens=100), new_id())
+    reservation = ledger.reserve(10)
+    server.stop()
+    with pytest.raises(LedgerUnavailableError, match="Nothing is charged twice"):
+        ledger.charge(reservation, Usage(1, 0, 1), 0.1)
+    with pytest.raises(LedgerUnavailableError):
+        ledger.reserve(10)
+
+
+def test_a_settle_whose_reply_was_lost_is_sent_again_and_counted_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=1_000), new_id())
+    reservation = ledger.reserve(100)
+    runner = ledger._runner
+    real_call = runner._call
+    lost: list[str] = []
+
+    def call_then_lose(name: str, args: list[object], *, lost_ok: bool = False) -> list[object]:
+        reply = real_call(name, args, lost_ok=lost_ok)  # the script ran on the server...
+        if name == "settle" and not lost:
+            lost.append(name)
+            raise _redis_io._LostError  # ...but the reply never came back
+        return reply
+
+    monkeypatch.setattr(runner, "_call", call_then_lose)
+    ledger.charge(reservation, Usage(20, 0, 20), 0.2)
+    assert lost == ["settle"]
+    report = ledger.report()
+    assert (report.tokens_spent, len(report.calls), ledger.tokens_reserved) == (40, 1, 0)
+    with pytest.raises(InvalidRequestError, match="already charged"):
+        ledger.charge(reservation, Usage(20, 0, 20), 0.2)  # a caller's own double charge is still refused
