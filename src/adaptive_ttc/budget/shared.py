@@ -13,7 +13,7 @@ __all__ = ["REDIS_SCHEMES", "open_ledger"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def open_ledger(url: str | None, budget: WorkflowBudget | None, id: str | None = None) -> Ledger:  # noqa: A002
+def open_ledger(url: str | None, budget: WorkflowBudget | None, id: str | None = None) -> Ledger:
     """The ledger of one workflow budget.
 
     Args:
