@@ -306,7 +306,9 @@ def test_bad_open_arguments_are_configuration_errors(redis_url: str, kwargs: dic
 def test_closed_budgets_refuse_new_calls_and_deleted_ones_are_gone(redis_url: str) -> None:
     ledger = RedisLedger.open(redis_url, WorkflowBudget(tokens=500), new_id())
     in_flight = ledger.reserve(100)
+    assert not ledger.closed
     ledger.close()
+    assert RedisLedger.open(redis_url, None, ledger.id).closed
     with pytest.raises(InvalidRequestError, match="is closed"):
         RedisLedger.open(redis_url, None, ledger.id).reserve(10)
     ledger.charge(in_flight, Usage(5, 0, 5), 0.1)  # calls in flight still settle

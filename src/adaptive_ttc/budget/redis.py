@@ -13,10 +13,8 @@ lease expiries agree across processes. Redis failures raise ``LedgerUnavailableE
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,6 +22,7 @@ from typing import Any
 
 from adaptive_ttc.budget import _leases
 from adaptive_ttc.budget._redis_io import ScriptRunner, decode_record, encode_record
+from adaptive_ttc.budget._redis_state import budget_json, check_open_args, init_args, report_of, snapshot_of
 from adaptive_ttc.budget.ledger import Ledger
 from adaptive_ttc.budget.pacing import Allowance, DefaultPacing, LedgerSnapshot
 from adaptive_ttc.budget.records import BudgetReport, CallRecord, Reservation
@@ -37,7 +36,6 @@ DEFAULT_LEASE_S = 30.0
 """How long a reservation outlives its holder's last renewal (holders renew every third of it)."""
 DEFAULT_TTL_S = 86_400
 """A budget's keys are deleted this long after its last reservation or charge."""
-_ID = re.compile(r"[\w.:-]{1,200}")
 
 
 class RedisLedger(Ledger):
@@ -85,10 +83,10 @@ class RedisLedger(Ledger):
             ConfigurationError: bad arguments, an unknown id to join, or a conflicting budget.
             LedgerUnavailableError: Redis cannot be reached.
         """
-        _check_open_args(lease_s, ttl_s, id)
+        check_open_args(lease_s, ttl_s, id)
         budget_id = id or uuid.uuid4().hex
         runner = ScriptRunner.connect(url, budget_id, ttl_s, clock)
-        reply = runner.init(_budget_json(budget) if budget is not None else "", *_init_args(budget))
+        reply = runner.init(budget_json(budget) if budget is not None else "", *init_args(budget))
         if reply[0] == "unknown":
             raise ConfigurationError(
                 f"no shared budget {budget_id!r} at {runner.where}: create it first (pass a budget), "
@@ -108,24 +106,7 @@ class RedisLedger(Ledger):
         """The budget's state as a call in ``node`` sees it, read atomically (expired leases released first)."""
         check_node(node)
         state, _ = self._read(records=False)
-        pool = node if node is not None and f"cap:{node}" in state else ""
-        cap = self.budget.tokens
-        spent, reserved = int(state["spent"]), int(state["reserved"])
-        pool_cap, pool_used = int(state[f"cap:{pool}"]), int(state[f"pu:{pool}"])
-        return LedgerSnapshot(
-            budget=self.budget,
-            node=node,
-            elapsed_s=self.seconds_elapsed,
-            spent=spent,
-            reserved=reserved,
-            unreserved=None if cap is None else max(0, min(cap - spent - reserved, pool_cap - pool_used)),
-            finished=int(state["calls"]),
-            in_flight=int(state["in_flight"]),
-            latency_sum_s=float(state.get("latency_sum", 0.0)),
-            pool_cap=pool_cap,
-            pool_used=pool_used,
-            pool_calls=int(state[f"pc:{pool}"]),
-        )
+        return snapshot_of(state, self.budget, node, self.seconds_elapsed)
 
     def allowance(self, node: str | None = None) -> Allowance:
         """What the next call (in ``node``) may spend under the default pacing rules (``DefaultPacing``)."""
@@ -224,6 +205,11 @@ class RedisLedger(Ledger):
         return list(self._read(records=True)[1])
 
     @property
+    def closed(self) -> bool:
+        """Whether any process closed the budget (``close``): it refuses new reservations."""
+        return self._read(records=False)[0].get("closed") == "1"
+
+    @property
     def leases_expired(self) -> int:
         """Reservations released because their holder stopped renewing them (a process died or hung)."""
         return int(self._read(records=False)[0].get("expired", 0))
@@ -231,19 +217,7 @@ class RedisLedger(Ledger):
     def report(self) -> BudgetReport:
         """What every process sharing the budget has spent so far, by node and by call."""
         state, records = self._read(records=True)
-        deadline = self.budget.seconds
-        return BudgetReport(
-            tokens_spent=int(state["spent"]),
-            tokens_cap=self.budget.tokens,
-            input_tokens=int(state.get("input", 0)),
-            output_tokens=int(state.get("output", 0)),
-            seconds_elapsed=self.seconds_elapsed,
-            seconds_cap=deadline,
-            by_node={k[3:]: int(v) for k, v in state.items() if k.startswith("bn:")},
-            calls=records,
-            overrun_tokens=int(state.get("overrun", 0)),
-            deadline_missed=deadline is not None and float(state.get("last_end", 0.0)) > deadline,
-        )
+        return report_of(state, records, self.budget, self.seconds_elapsed)
 
     def close(self) -> None:
         """Refuse new reservations from now on (in every process); calls in flight still settle."""
@@ -308,29 +282,3 @@ class RedisLedger(Ledger):
         """Whether this process holds reservations of this budget in flight."""
         with self._held_lock:
             return bool(self._held)
-
-
-def _check_open_args(lease_s: float, ttl_s: int, budget_id: str | None) -> None:
-    if not (isinstance(lease_s, int | float) and math.isfinite(lease_s) and lease_s > 0):
-        raise ConfigurationError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
-    if not (isinstance(ttl_s, int) and not isinstance(ttl_s, bool) and ttl_s >= lease_s):
-        raise ConfigurationError(f"ttl_s must be an integer number of seconds >= lease_s, got {ttl_s!r}")
-    if budget_id is not None and not (isinstance(budget_id, str) and _ID.fullmatch(budget_id)):
-        raise ConfigurationError(f"a shared budget id is 1-200 letters, digits or '._:-', got {budget_id!r}")
-
-
-def _budget_json(budget: WorkflowBudget) -> str:
-    return json.dumps(dataclasses.asdict(budget), sort_keys=True)
-
-
-def _init_args(budget: WorkflowBudget | None) -> list[Any]:
-    """Token cap, deadline, then (pool, cap) pairs: each shared node's cap and the rest's (pool '')."""
-    if budget is None:
-        return ["", ""]
-    cap = budget.tokens
-    shares = budget.node_shares or {}
-    caps = {node: math.floor(share * (cap or 0)) for node, share in shares.items()}
-    pairs: list[Any] = ["", (cap or 0) - sum(caps.values())]
-    for node, node_cap in caps.items():
-        pairs += [node, node_cap]
-    return ["" if cap is None else cap, "" if budget.seconds is None else repr(float(budget.seconds)), *pairs]
