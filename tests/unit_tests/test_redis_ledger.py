@@ -340,6 +340,7 @@ def test_redis_going_away_mid_run_is_a_typed_error_and_nothing_is_charged_twice(
     server.stop()
     with pytest.raises(LedgerUnavailableError, match="Nothing is charged twice"):
         ledger.charge(reservation, Usage(1, 0, 1), 0.1)
+    assert not ledger.holds_leases  # no longer renewed: if Redis comes back, the unconfirmed lease runs out
     with pytest.raises(LedgerUnavailableError):
         ledger.reserve(10)
 

@@ -257,9 +257,11 @@ class RedisLedger(Ledger):
             args += [record.tokens, usage.input_tokens, usage.output_tokens, repr(record.latency_s), end]
             args += [encode_record(record), 0]
         args.append(reservation.node or "")
-        reply, retried = self._runner.run_idempotent("settle", args)
-        with self._held_lock:
-            self._held.pop(reservation.id, None)
+        try:
+            reply, retried = self._runner.run_idempotent("settle", args)
+        finally:  # settled, or unconfirmed: either way stop renewing, so an unsettled lease runs out
+            with self._held_lock:
+                self._held.pop(reservation.id, None)
         if reply[0] == "settled" and not (retried and reply[1] in ("charged", "released")):
             raise InvalidRequestError(
                 f"reservation {reservation.id} is not open in budget {self.id!r}: it was already charged or released"
