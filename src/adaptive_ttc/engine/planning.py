@@ -11,6 +11,7 @@ from adaptive_ttc.errors import BudgetExhausted
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Decision
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, Usage
 
@@ -18,7 +19,7 @@ __all__ = ["MIN_USEFUL_TOKENS", "Plan", "Planner"]
 
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
-_GREEDY = Configuration("greedy")
+_GREEDY = Configuration(GreedyKind.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +100,18 @@ class Planner:
     ) -> Plan | None:
         """The plan for ``decision`` inside the hard room, or None if it cannot fit."""
         configuration = decision.configuration
-        requests = 1 if configuration.kind != "beam" else configuration.max_steps * configuration.n
         max_tokens = request.max_tokens
         if budget is None or prices.tokens is None:
-            return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens, requests))
+            return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
         spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper))
         per_sample = int(spare / (budget.output_token_weight * configuration.samples))
         max_tokens = min(max_tokens, per_sample)
         if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
             return None
-        if configuration.kind == "beam":
-            # The first step (prompt + n * max_tokens) fits; later steps stop at the search's token limit.
+        if configuration.spec.stops_at_token_limit:
+            # The first step (prompt + samples * max_tokens) fits; later steps stop at the run's token limit.
             return Plan(decision, max_tokens, prices.tokens)
-        return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens, requests))
+        return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
 
     def _degrade(
         self, request: GenerationRequest, input_upper: int, prices: CallPrices, budget: WorkflowBudget | None
@@ -134,11 +134,10 @@ class Planner:
                 seconds_left=seconds_left,
             )
         decision = Decision(_GREEDY, "degraded", prices.lambdas, (), tokens_left, seconds_left)
-        return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens, 1))
+        return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens))
 
 
-def _bound(
-    budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int, requests: int
-) -> int:
-    usage = Usage(input_tokens=input_upper * requests, output_tokens=configuration.samples * max_tokens * requests)
+def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:
+    """The weighted tokens a run of ``configuration`` can consume at most."""
+    usage = configuration.upper_usage(input_upper, max_tokens)
     return budget.weigh(usage) if budget is not None else usage.total_tokens
