@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration_tests.server_process import serve  # noqa: E402 - the same launcher the tests use
+from tests.integration_tests.server_process import serve  # the same launcher the integration tests use
 
 QUESTION = "What is 17 + 25? Answer with the number."
 Call = Callable[[httpx.AsyncClient], Awaitable[float]]
