@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch first: a looser pin would pull a multi-GB CUDA build on a bare machine.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,eval,server]'
 	touch $@
 
 demo: $(STAMP)

@@ -14,6 +14,7 @@ from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import AdaptiveTTCError, ConfigurationError
 from adaptive_ttc.eval import commands as eval_commands
 from adaptive_ttc.scoring.base import Scorer
+from adaptive_ttc.server import command as serve_command
 from adaptive_ttc.strategies import STRATEGY_NAMES, make_strategy
 from adaptive_ttc.types import GenerationRequest, Message
 
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--decode-tokens", type=int, default=64, help="tokens decoded per measurement")
     prof.add_argument("--timeout", type=float, default=300.0, help="seconds per HTTP request (URL backends)")
     eval_commands.add_parsers(commands)
+    serve_command.add_parser(commands)
     return parser
 
 
@@ -219,6 +221,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str
     "collect": eval_commands.collect_command,
     "train": eval_commands.train_command,
     "evaluate": eval_commands.evaluate_command,
+    "serve": serve_command.run,
 }
 
 

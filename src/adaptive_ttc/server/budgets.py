@@ -1,0 +1,150 @@
+"""Workflow budgets over HTTP: a registry of open ledgers by id, and their reports.
+
+A client opens a budget (``POST /v1/budgets``), sends its id with every call of the workflow
+(``X-Adaptive-Budget``), reads the report (``GET /v1/budgets/{id}``) and closes it (``DELETE``). A closed
+budget keeps its report for a while (the ``keep_closed`` most recent ones) and pays for no new call; calls
+already running when it closed still settle in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adaptive_ttc import BudgetReport, Ledger, WorkflowBudget
+from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.server.errors import APIError
+from adaptive_ttc.server.wire import validation_error
+
+__all__ = ["BudgetRegistry"]
+
+_ID_PREFIX = "bud_"
+
+
+class _BudgetBody(BaseModel):
+    """The body of ``POST /v1/budgets``; unknown fields are refused (a typo must not mean "no cap")."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    tokens: int | None = Field(default=None, ge=1)
+    seconds: float | None = Field(default=None, gt=0)
+    expected_calls: int | None = Field(default=None, ge=1)
+    node_shares: dict[str, float] | None = None
+    on_exhausted: Literal["degrade", "raise"] = "degrade"
+    input_token_weight: float = Field(default=1.0, gt=0)
+    output_token_weight: float = Field(default=1.0, gt=0)
+
+
+@dataclass
+class _Entry:
+    id: str
+    ledger: Ledger
+    closed_after_s: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_after_s is not None
+
+    def report(self) -> BudgetReport:
+        """The ledger's report; a closed budget's clock stopped when it closed (calls in flight still settle)."""
+        report = self.ledger.report()
+        if self.closed_after_s is None:
+            return report
+        return dataclasses.replace(report, seconds_elapsed=self.closed_after_s)
+
+
+class BudgetRegistry:
+    """Open and closed workflow budgets of one server process, by id.
+
+    Args:
+        max_open: budgets that may be open at once; past it, creating one is refused (close finished ones).
+        keep_closed: closed budgets whose final report is kept for ``GET``; older ones are forgotten.
+    """
+
+    def __init__(self, *, max_open: int = 10_000, keep_closed: int = 1_000) -> None:
+        self.max_open = max_open
+        self.keep_closed = keep_closed
+        self._open: dict[str, _Entry] = {}
+        self._closed: OrderedDict[str, _Entry] = OrderedDict()
+
+    @property
+    def open_count(self) -> int:
+        """Budgets open now."""
+        return len(self._open)
+
+    def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Open a budget from a ``POST /v1/budgets`` body; returns its view (with its ``id``)."""
+        try:
+            body = _BudgetBody.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        if len(self._open) >= self.max_open:
+            raise APIError(
+                429,
+                f"{self.max_open} budgets are open on this server; close finished ones with DELETE /v1/budgets/{{id}}",
+                "budget_error",
+                "too_many_budgets",
+            )
+        try:
+            budget = WorkflowBudget(**body.model_dump())
+        except ConfigurationError as exc:
+            raise APIError(400, str(exc), code="invalid_value") from None
+        entry = _Entry(_ID_PREFIX + secrets.token_hex(12), budget.open())
+        self._open[entry.id] = entry
+        return self.view(entry.id)
+
+    def ledger(self, budget_id: str) -> Ledger:
+        """The open ledger a request's ``X-Adaptive-Budget`` names; 404 when unknown, 409 when closed."""
+        entry = self._entry(budget_id)
+        if entry.closed:
+            raise APIError(
+                409,
+                f"budget {budget_id!r} is closed and pays for no more calls; open a new one with POST /v1/budgets",
+                "budget_error",
+                "budget_closed",
+            )
+        return entry.ledger
+
+    def close(self, budget_id: str) -> dict[str, Any]:
+        """Close a budget (idempotent) and return its final view."""
+        entry = self._entry(budget_id)
+        if not entry.closed:
+            entry.closed_after_s = entry.ledger.seconds_elapsed
+            del self._open[budget_id]
+            self._closed[budget_id] = entry
+            while len(self._closed) > self.keep_closed:
+                self._closed.popitem(last=False)
+        return self.view(budget_id)
+
+    def view(self, budget_id: str) -> dict[str, Any]:
+        """The budget's report (``BudgetReport``'s fields) with its id, status and what is left."""
+        entry = self._entry(budget_id)
+        ledger = entry.ledger
+        report = entry.report()
+        budget = ledger.budget
+        return {
+            "id": entry.id,
+            "object": "budget",
+            "status": "closed" if entry.closed else "open",
+            "on_exhausted": budget.on_exhausted,
+            "expected_calls": budget.expected_calls,
+            "node_shares": dict(budget.node_shares or {}),
+            "tokens_left": None if entry.closed else ledger.tokens_left,
+            "seconds_left": None if entry.closed else ledger.seconds_left,
+            **report.to_dict(),
+        }
+
+    def _entry(self, budget_id: str) -> _Entry:
+        entry = self._open.get(budget_id) or self._closed.get(budget_id)
+        if entry is None:
+            raise APIError(
+                404,
+                f"no budget {budget_id!r} on this server; open one with POST /v1/budgets and send its id",
+                code="budget_not_found",
+            )
+        return entry
