@@ -296,11 +296,20 @@ def test_budgets_are_found_by_id_and_settings_must_agree(redis_url: str) -> None
         ({"lease_s": 0}, "lease_s must be"),
         ({"ttl_s": 1.5}, "ttl_s must be"),
         ({"lease_s": 100.0, "ttl_s": 10}, "ttl_s must be"),
+        ({"query": "?lease_s=soon"}, "lease_s in the ledger URL must be a number"),
+        ({"query": "?lease_s=0"}, "lease_s must be"),
     ],
 )
 def test_bad_open_arguments_are_configuration_errors(redis_url: str, kwargs: dict[str, object], match: str) -> None:
+    query = str(kwargs.pop("query", ""))
     with pytest.raises(ConfigurationError, match=match):
-        RedisLedger.open(redis_url, WorkflowBudget(tokens=10), **kwargs)  # type: ignore[arg-type]
+        RedisLedger.open(redis_url + query, WorkflowBudget(tokens=10), **kwargs)  # type: ignore[arg-type]
+
+
+def test_lease_and_ttl_can_ride_in_the_url(redis_url: str) -> None:
+    ledger = RedisLedger.open(redis_url + "?lease_s=0.5&ttl_s=60", WorkflowBudget(tokens=10))
+    assert ledger.lease_s == 0.5
+    assert RedisLedger.open(redis_url, None, ledger.id).budget == WorkflowBudget(tokens=10)
 
 
 def test_closed_budgets_refuse_new_calls_and_deleted_ones_are_gone(redis_url: str) -> None:

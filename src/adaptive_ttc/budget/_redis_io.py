@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import threading
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -28,6 +30,25 @@ _KEYS = ("state", "open", "leases", "records", "done", "meta")
 SOCKET_TIMEOUT_S = 5.0
 
 
+_CLIENTS: dict[str, tuple[Any, Callable[[], float] | None]] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client(url: str) -> Any:
+    """A client for ``url`` (no automatic retries: the ledger decides what may be sent twice)."""
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL {_redacted(url)!r}: {exc}; use redis://HOST:PORT/DB") from exc
+
+
+@functools.cache
 def _source(name: str) -> str:
     return (resources.files("adaptive_ttc.budget") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
@@ -56,23 +77,19 @@ class ScriptRunner:
 
     @classmethod
     def connect(cls, url: str, budget_id: str, ttl_s: int, clock: Callable[[], float] | None) -> ScriptRunner:
-        """A client for ``url`` (no automatic retries: the ledger decides what may be sent twice)."""
+        """A runner for one budget at ``url``; clients and clock calibrations are shared per URL."""
         if redis is None:
             raise ConfigurationError("a Redis ledger needs the redis client: pip install 'adaptive-ttc[redis]'")
-        where = _redacted(url)
-        try:
-            client = redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"bad Redis URL {where!r}: {exc}; use redis://HOST:PORT/DB") from exc
-        runner = cls(client, where, budget_id, ttl_s, clock or time.time)
+        with _CLIENTS_LOCK:
+            cached = _CLIENTS.get(url)
+        if cached is None:
+            cached = (_client(url), None)
+        runner = cls(cached[0], _redacted(url), budget_id, ttl_s, clock or time.time)
         if clock is None:
-            runner.now = runner.server_clock()
+            server_clock = cached[1] or runner.server_clock()
+            runner.now = server_clock
+            with _CLIENTS_LOCK:  # one connection pool and one clock calibration per URL and process
+                _CLIENTS.setdefault(url, (cached[0], server_clock))
         return runner
 
     def server_clock(self) -> Callable[[], float]:

@@ -7,13 +7,14 @@ import json
 import math
 import re
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from adaptive_ttc.budget.pacing import LedgerSnapshot
 from adaptive_ttc.budget.records import BudgetReport, CallRecord
 from adaptive_ttc.budget.workflow import WorkflowBudget
 from adaptive_ttc.errors import ConfigurationError
 
-__all__ = ["budget_json", "check_open_args", "init_args", "report_of", "snapshot_of"]
+__all__ = ["budget_json", "check_open_args", "init_args", "report_of", "snapshot_of", "split_options"]
 
 _ID = re.compile(r"[\w.:-]{1,200}")
 
@@ -83,3 +84,20 @@ def init_args(budget: WorkflowBudget | None) -> list[Any]:
     for node, node_cap in caps.items():
         pairs += [node, node_cap]
     return ["" if cap is None else cap, "" if budget.seconds is None else repr(float(budget.seconds)), *pairs]
+
+
+def split_options(url: str) -> tuple[str, dict[str, float]]:
+    """The ledger's own options in a Redis URL's query (``lease_s``, ``ttl_s``), and the URL without them."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, float] = {}
+    for key, value in query:
+        if key in ("lease_s", "ttl_s"):
+            try:
+                options[key] = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{key} in the ledger URL must be a number of seconds, got {value!r}"
+                ) from None
+    rest = urlencode([(k, v) for k, v in query if k not in options])
+    return urlunsplit(parts._replace(query=rest)), options

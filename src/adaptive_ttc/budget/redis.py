@@ -22,7 +22,14 @@ from typing import Any
 
 from adaptive_ttc.budget import _leases
 from adaptive_ttc.budget._redis_io import ScriptRunner, decode_record, encode_record
-from adaptive_ttc.budget._redis_state import budget_json, check_open_args, init_args, report_of, snapshot_of
+from adaptive_ttc.budget._redis_state import (
+    budget_json,
+    check_open_args,
+    init_args,
+    report_of,
+    snapshot_of,
+    split_options,
+)
 from adaptive_ttc.budget.ledger import Ledger
 from adaptive_ttc.budget.pacing import Allowance, DefaultPacing, LedgerSnapshot
 from adaptive_ttc.budget.records import BudgetReport, CallRecord, Reservation
@@ -71,7 +78,8 @@ class RedisLedger(Ledger):
         """Create the budget ``id`` at ``url``, or join it when it exists.
 
         Args:
-            url: ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``).
+            url: ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``); ``?lease_s=5&ttl_s=3600`` in it
+                set those two (so a command line's ``--ledger URL`` can carry them).
             budget: the budget to create; ``None`` joins an existing one and fails if there is none. Joining
                 with a budget that differs from the stored one fails too.
             id: the shared budget's id; ``None`` creates a new one with a random id.
@@ -83,6 +91,8 @@ class RedisLedger(Ledger):
             ConfigurationError: bad arguments, an unknown id to join, or a conflicting budget.
             LedgerUnavailableError: Redis cannot be reached.
         """
+        url, options = split_options(url)
+        lease_s, ttl_s = options.get("lease_s", lease_s), int(options.get("ttl_s", ttl_s))
         check_open_args(lease_s, ttl_s, id)
         budget_id = id or uuid.uuid4().hex
         runner = ScriptRunner.connect(url, budget_id, ttl_s, clock)
