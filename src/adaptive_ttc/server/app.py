@@ -118,6 +118,8 @@ class _Routes:
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, AdaptiveTTCError):  # raised outside a completion (a budget route): e.g. Redis unreachable
+        exc = from_library_error(exc)
     error = exc if isinstance(exc, APIError) else APIError(500, str(exc), "server_error", "internal_error")
     log_fields(request.scope)["error"] = error.code
     return _json(error.body(), error.status, error.response_headers())
@@ -153,5 +155,10 @@ def create_app(service: Service) -> Starlette:
             Route("/v1/budgets/{budget_id}", routes.budget, methods=["GET", "DELETE"]),
         ],
         middleware=[Middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)],
-        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={
+            APIError: _api_error,
+            AdaptiveTTCError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
     )

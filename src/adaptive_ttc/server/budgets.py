@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adaptive_ttc import BudgetReport, Ledger, WorkflowBudget
+from adaptive_ttc.budget.redis import RedisLedger
+from adaptive_ttc.budget.shared import open_ledger
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.server.errors import APIError
 from adaptive_ttc.server.wire import validation_error
@@ -66,9 +68,10 @@ class BudgetRegistry:
         keep_closed: closed budgets whose final report is kept for ``GET``; older ones are forgotten.
     """
 
-    def __init__(self, *, max_open: int = 10_000, keep_closed: int = 1_000) -> None:
+    def __init__(self, *, max_open: int = 10_000, keep_closed: int = 1_000, ledger_url: str | None = None) -> None:
         self.max_open = max_open
         self.keep_closed = keep_closed
+        self.ledger_url = ledger_url  # redis://...: budgets live in Redis, shared with other server processes
         self._open: dict[str, _Entry] = {}
         self._closed: OrderedDict[str, _Entry] = OrderedDict()
 
@@ -94,14 +97,15 @@ class BudgetRegistry:
             budget = WorkflowBudget(**body.model_dump())
         except ConfigurationError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
-        entry = _Entry(_ID_PREFIX + secrets.token_hex(12), budget.open())
+        budget_id = _ID_PREFIX + secrets.token_hex(12)
+        entry = _Entry(budget_id, open_ledger(self.ledger_url, budget, budget_id))
         self._open[entry.id] = entry
         return self.view(entry.id)
 
     def ledger(self, budget_id: str) -> Ledger:
         """The open ledger a request's ``X-Adaptive-Budget`` names; 404 when unknown, 409 when closed."""
         entry = self._entry(budget_id)
-        if entry.closed:
+        if entry.closed or (isinstance(entry.ledger, RedisLedger) and entry.ledger.closed):
             raise APIError(
                 409,
                 f"budget {budget_id!r} is closed and pays for no more calls; open a new one with POST /v1/budgets",
@@ -115,6 +119,8 @@ class BudgetRegistry:
         entry = self._entry(budget_id)
         if not entry.closed:
             entry.closed_after_s = entry.ledger.seconds_elapsed
+            if isinstance(entry.ledger, RedisLedger):
+                entry.ledger.close()  # in every server process sharing it
             del self._open[budget_id]
             self._closed[budget_id] = entry
             while len(self._closed) > self.keep_closed:
@@ -140,11 +146,23 @@ class BudgetRegistry:
         }
 
     def _entry(self, budget_id: str) -> _Entry:
-        entry = self._open.get(budget_id) or self._closed.get(budget_id)
+        entry = self._open.get(budget_id) or self._closed.get(budget_id) or self._join(budget_id)
         if entry is None:
             raise APIError(
                 404,
                 f"no budget {budget_id!r} on this server; open one with POST /v1/budgets and send its id",
                 code="budget_not_found",
             )
+        return entry
+
+    def _join(self, budget_id: str) -> _Entry | None:
+        """A budget another server process created in the shared ledger (``None`` without one, or unknown)."""
+        if self.ledger_url is None or not budget_id.startswith(_ID_PREFIX):
+            return None
+        try:
+            ledger = open_ledger(self.ledger_url, None, budget_id)
+        except ConfigurationError:
+            return None
+        entry = _Entry(budget_id, ledger)
+        self._open[budget_id] = entry
         return entry

@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=int, default=64, help="chat completions running at once")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds per backend HTTP request")
+    serve.add_argument(
+        "--ledger", default=None, help="redis://HOST:PORT/DB: budgets shared by every serve using it (default: here)"
+    )
     return serve
 
 
@@ -64,6 +67,7 @@ def _settings(args: argparse.Namespace) -> Any:
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,
         max_tokens=args.max_tokens,
+        ledger_url=args.ledger,
     )
 
 

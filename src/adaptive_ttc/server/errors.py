@@ -18,6 +18,7 @@ from adaptive_ttc.errors import (
     BudgetExhausted,
     ConfigurationError,
     InvalidRequestError,
+    LedgerUnavailableError,
     ModelNotFoundError,
 )
 
@@ -81,4 +82,6 @@ def from_library_error(exc: AdaptiveTTCError) -> APIError:
         return _backend(exc)
     if isinstance(exc, InvalidRequestError | ConfigurationError):
         return APIError(400, str(exc), code="invalid_value")
+    if isinstance(exc, LedgerUnavailableError):
+        return APIError(503, str(exc), "server_error", "ledger_unavailable")
     return APIError(500, f"{type(exc).__name__}: {exc}", "server_error", "internal_error")

@@ -29,6 +29,7 @@ class ServerSettings:
         max_concurrency: chat completions running at once; more are refused with 429 ``server_busy``.
         max_tokens: ``max_tokens`` of a request that gives none.
         max_open_budgets: workflow budgets open at once.
+        ledger_url: ``redis://HOST:PORT/DB`` to keep budgets in Redis, shared by every server using it.
     """
 
     api_key: str | None = None
@@ -36,6 +37,7 @@ class ServerSettings:
     max_concurrency: int = 64
     max_tokens: int = 512
     max_open_budgets: int = 10_000
+    ledger_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_concurrency", "max_tokens", "max_open_budgets"):
@@ -82,7 +84,7 @@ class Service:
         self.router = router
         self.scorer = scorer
         self.settings = settings or ServerSettings()
-        self.budgets = BudgetRegistry(max_open=self.settings.max_open_budgets)
+        self.budgets = BudgetRegistry(max_open=self.settings.max_open_budgets, ledger_url=self.settings.ledger_url)
         self.in_flight = 0
         self._engines: dict[str, Engine] = {}
 
