@@ -10,9 +10,12 @@ request (greedy, ``max_tokens`` small) both ways with the same ``httpx`` client 
   alternates too), plus the same call through the server inside a workflow budget with a token cap (the ledger
   and the exact prompt count, ``/tokenize``): p50 and p99 latency per side and of the paired difference.
 - Concurrent: ``--clients`` clients, each making ``--calls`` calls back to back, one side at a time, sides
-  alternating for ``--rounds`` rounds: calls per second and latency p50 / p99 under that load.
+  alternating for ``--rounds`` rounds: calls per second and latency p50 / p99 under that load (medians over the
+  rounds, and the median of the per-pair throughput ratios, server / direct, each pair run back to back).
+- The server process's CPU time per call (user + system, from ``/proc``): what the server costs whatever else
+  the machine is doing.
 
-Every server answer is checked to be the greedy configuration with the usage vLLM reported.
+Every server answer is checked to be the greedy configuration.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,7 +34,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration_tests.server_process import serve  # the same launcher the integration tests use
+from tests.integration_tests.server_process import serve_process  # the same launcher the integration tests use
 
 QUESTION = "What is 17 + 25? Answer with the number."
 Call = Callable[[httpx.AsyncClient], Awaitable[float]]
@@ -48,6 +52,12 @@ def _summary(values: list[float]) -> dict[str, float]:
         "p99_ms": round(_percentile(values, 0.99) * 1000, 2),
         "mean_ms": round(statistics.fmean(values) * 1000, 2),
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _caller(root: str, model: str, max_tokens: int, headers: dict[str, str] | None = None) -> Call:
@@ -92,7 +102,7 @@ async def _load(client: httpx.AsyncClient, call: Call, clients: int, per_client:
     return {"calls_per_s": round(len(latencies) / wall, 3), "wall_s": round(wall, 2), **_summary(latencies)}
 
 
-async def _run(args: argparse.Namespace, server: str) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, server: str, pid: int) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         budget = (await client.post(f"{server}/budgets", json={"tokens": 10**9})).json()["id"]
@@ -104,10 +114,14 @@ async def _run(args: argparse.Namespace, server: str) -> dict[str, Any]:
             await call(client)
         sequential = await _sequential(client, {**sides, "server + budget": budgeted}, args.sequential)
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+        cpu_s = 0.0
         for index in range(args.rounds):
             for name in list(sides) if index % 2 == 0 else list(sides)[::-1]:
+                before = _cpu_s(pid)
                 rounds[name].append(await _load(client, sides[name], args.clients, args.calls))
+                cpu_s += _cpu_s(pid) - before if name == "server" else 0.0
         report = (await client.delete(f"{server}/budgets/{budget}")).json()
+    ratios = [s["calls_per_s"] / d["calls_per_s"] for s, d in zip(rounds["server"], rounds["direct"], strict=True)]
     concurrent = {
         name: {
             "rounds": values,
@@ -117,7 +131,48 @@ async def _run(args: argparse.Namespace, server: str) -> dict[str, Any]:
         }
         for name, values in rounds.items()
     }
-    return {"sequential": sequential, "concurrent": concurrent, "budget_calls": len(report["calls"])}
+    served = args.rounds * args.clients * args.calls
+    return {
+        "sequential": sequential,
+        "concurrent": concurrent,
+        "throughput_ratio_server_over_direct": {
+            "per_pair": [round(r, 3) for r in ratios],
+            "median": statistics.median(ratios),
+        },
+        "server_cpu_ms_per_call": round(cpu_s / served * 1000, 3),
+        "budget_calls": len(report["calls"]),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The README's markdown table."""
+    seq, con = result["sequential"], result["concurrent"]
+    rows = [
+        "| | direct to vLLM | through the server | server + budget |",
+        "| --- | --- | --- | --- |",
+        "| one at a time: p50 / p99 latency (ms) | {} / {} | {} / {} | {} / {} |".format(
+            *(seq[k][q] for k in ("direct", "server", "server + budget") for q in ("p50_ms", "p99_ms"))
+        ),
+        "| paired difference to direct: p50 / mean (ms) | - | {} / {} | {} / {} |".format(
+            *(seq[k][q] for k in ("server - direct", "server + budget - direct") for q in ("p50_ms", "mean_ms"))
+        ),
+        "| {} clients: calls/s (median of {} rounds) | {:.2f} | {:.2f} | - |".format(
+            result["settings"]["clients"],
+            result["settings"]["rounds"],
+            con["direct"]["calls_per_s_median"],
+            con["server"]["calls_per_s_median"],
+        ),
+        "| {} clients: p50 / p99 latency (ms, median of rounds) | {:.0f} / {:.0f} | {:.0f} / {:.0f} | - |".format(
+            result["settings"]["clients"],
+            *(con[k][q] for k in ("direct", "server") for q in ("p50_ms_median", "p99_ms_median")),
+        ),
+    ]
+    ratio = result["throughput_ratio_server_over_direct"]
+    rows.append(
+        f"| throughput server / direct, per pair | - | {ratio['per_pair']} (median {ratio['median']:.2f}) | - |"
+    )
+    rows.append(f"| server process CPU per call | - | {result['server_cpu_ms_per_call']} ms | - |")
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -127,15 +182,15 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--sequential", type=int, default=40, help="paired calls one at a time")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--calls", type=int, default=4, help="calls per client per round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per side (alternating)")
+    parser.add_argument("--calls", type=int, default=2, help="calls per client per round")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per side (alternating)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "server_overhead.json"))
     args = parser.parse_args()
-    with serve(args.url, args.model, "--max-concurrency", str(max(64, args.clients))) as server:
-        result = asyncio.run(_run(args, server))
+    with serve_process(args.url, args.model, "--max-concurrency", str(max(64, args.clients))) as (server, process):
+        result = asyncio.run(_run(args, server, process.pid))
     result["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(table(result))
 
 
 if __name__ == "__main__":

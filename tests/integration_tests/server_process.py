@@ -26,6 +26,15 @@ def free_port() -> int:
 @contextmanager
 def serve(backend: str, model: str, *extra: str, log: Path | None = None) -> Iterator[str]:
     """Start ``adaptive-ttc serve`` in front of ``backend``; yields its API root (``http://127.0.0.1:P/v1``)."""
+    with serve_process(backend, model, *extra, log=log) as (url, _):
+        yield url
+
+
+@contextmanager
+def serve_process(
+    backend: str, model: str, *extra: str, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like ``serve``, and yields the process too (to read its CPU time)."""
     port = free_port()
     command = [sys.executable, "-m", "adaptive_ttc.cli", "serve", "--backend", backend, "--model", model]
     command += ["--host", "127.0.0.1", "--port", str(port), *extra]
@@ -33,7 +42,7 @@ def serve(backend: str, model: str, *extra: str, log: Path | None = None) -> Ite
     process = subprocess.Popen(command, stdout=sink, stderr=sink, env=os.environ.copy())
     try:
         _wait_ready(process, f"http://127.0.0.1:{port}/health")
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", process
     finally:
         process.terminate()
         try:

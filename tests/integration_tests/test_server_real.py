@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,25 @@ def test_the_framework_examples_run_against_the_server(server_url: str, example:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "budget:" in done.stdout
+
+
+def test_a_client_that_leaves_mid_stream_leaves_nothing_reserved(server_url: str) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    budget = httpx.post(f"{server_url}/budgets", json={"tokens": 3000}, headers=auth).json()["id"]
+    body = {"model": f"{MODEL}:greedy", "messages": [{"role": "user", "content": "Write a long story."}]}
+    body |= {"max_tokens": 400, "stream": True}
+    headers = {**auth, "X-Adaptive-Budget": budget}
+    with httpx.stream("POST", f"{server_url}/chat/completions", json=body, headers=headers, timeout=120) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))  # the stream has started; now leave
+    health = f"{server_url.removesuffix('/v1')}/health"
+    deadline = time.monotonic() + 60
+    while httpx.get(health).json()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert httpx.get(health).json()["in_flight"] == 0
+    report = httpx.get(f"{server_url}/budgets/{budget}", headers=auth).json()
+    assert report["tokens_left"] + report["tokens_spent"] == 3000  # the call's reservation was released
+    assert report["overrun_tokens"] == 0
+    assert not [c for c in report["calls"] if not c["failed"]]  # the call was cut, not run to its end
+    httpx.delete(f"{server_url}/budgets/{budget}", headers=auth)

@@ -30,6 +30,9 @@ _ROLES: dict[str, Role] = {
 }
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool"})
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
@@ -118,13 +121,20 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def _param(loc: tuple[int | str, ...]) -> str:
+    """A field's path, without the tags pydantic adds for the members of a union (``str``, ``list[str]``)."""
+    parts = [str(p) for p in loc if isinstance(p, int) or (p not in _TYPE_TAGS and "[" not in p)]
+    return ".".join(parts)
+
+
 def validation_error(exc: ValidationError) -> APIError:
     """A 400 naming the first invalid field (``param``) and what was wrong with it."""
-    first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
-    count = exc.error_count()
-    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
-    return APIError(400, f"{param}: {first['msg']}{more}", code="invalid_type", param=param)
+    errors = exc.errors()
+    param = _param(errors[0]["loc"])
+    problems = list(dict.fromkeys(e["msg"] for e in errors if _param(e["loc"]) == param))
+    others = len({_param(e["loc"]) for e in errors}) - 1
+    more = f" (and {others} more invalid field{'s' if others > 1 else ''})" if others else ""
+    return APIError(400, f"{param}: {' or '.join(problems)}{more}", code="invalid_type", param=param or None)
 
 
 def parse_chat_call(data: dict[str, Any], default_max_tokens: int) -> ChatCall:
