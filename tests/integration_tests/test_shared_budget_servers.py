@@ -11,14 +11,10 @@ total equals the sum of its calls, every answer the clients got is in its budget
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,7 +22,7 @@ import pytest
 
 from adaptive_ttc.budget.redis import RedisLedger
 from tests.fault_server import Fault, FaultServer
-from tests.integration_tests.server_process import _wait_ready, free_port
+from tests.integration_tests.server_process import serve_process
 from tests.redis_server import RedisServer, redis_server_binary
 
 pytestmark = pytest.mark.redis
@@ -34,22 +30,6 @@ pytestmark = pytest.mark.redis
 WORKFLOWS, STAGES, PARALLEL, CAP, LEASE_S = 50, 3, 3, 150, 1.0
 MODEL = "fault-model"
 QUESTION = [{"role": "user", "content": "What is 6 times 7? Think step by step."}]
-
-
-@contextmanager
-def serve_process(upstream: str, ledger: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``adaptive-ttc serve`` in front of ``upstream`` with ``--ledger``; yields its API root and its process."""
-    port = free_port()
-    command = [sys.executable, "-m", "adaptive_ttc.cli", "serve", "--backend", upstream, "--model", MODEL]
-    command += ["--port", str(port), "--ledger", ledger, "--max-concurrency", "512"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    try:
-        _wait_ready(process, f"http://127.0.0.1:{port}/health")
-        yield f"http://127.0.0.1:{port}/v1", process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=20)
 
 
 @dataclass
@@ -129,7 +109,11 @@ def test_two_servers_one_redis_fifty_workflows_one_killed() -> None:
     try:
         with FaultServer(model=MODEL) as upstream:
             upstream.reset(Fault(kind="slow", delay_s=0.2))
-            with serve_process(upstream.url, ledger) as (a, _), serve_process(upstream.url, ledger) as (b, victim):
+            options = ("--ledger", ledger, "--max-concurrency", "512")
+            with (
+                serve_process(upstream.url, MODEL, *options) as (a, _),
+                serve_process(upstream.url, MODEL, *options) as (b, victim),
+            ):
                 run = Run([a, b])
                 killed_at = asyncio.run(_drive(run, victim))
         time.sleep(2 * LEASE_S)  # the dead server's leases run out
