@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +41,7 @@ class _BudgetBody(BaseModel):
     on_exhausted: Literal["degrade", "raise"] = "degrade"
     input_token_weight: float = Field(default=1.0, gt=0)
     output_token_weight: float = Field(default=1.0, gt=0)
+    workflow: str | None = None  # a workflow of the server's --budgets file, instead of the fields above
 
 
 @dataclass
@@ -68,10 +70,18 @@ class BudgetRegistry:
         keep_closed: closed budgets whose final report is kept for ``GET``; older ones are forgotten.
     """
 
-    def __init__(self, *, max_open: int = 10_000, keep_closed: int = 1_000, ledger_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_open: int = 10_000,
+        keep_closed: int = 1_000,
+        ledger_url: str | None = None,
+        workflows: Mapping[str, WorkflowBudget] | None = None,
+    ) -> None:
         self.max_open = max_open
         self.keep_closed = keep_closed
         self.ledger_url = ledger_url  # redis://...: budgets live in Redis, shared with other server processes
+        self.workflows = dict(workflows or {})  # from --budgets FILE: POST {"workflow": name} opens one
         self._open: dict[str, _Entry] = {}
         self._closed: OrderedDict[str, _Entry] = OrderedDict()
 
@@ -93,10 +103,7 @@ class BudgetRegistry:
                 "budget_error",
                 "too_many_budgets",
             )
-        try:
-            budget = WorkflowBudget(**body.model_dump())
-        except ConfigurationError as exc:
-            raise APIError(400, str(exc), code="invalid_value") from None
+        budget = self._settings(body)
         budget_id = _ID_PREFIX + secrets.token_hex(12)
         entry = _Entry(budget_id, open_ledger(self.ledger_url, budget, budget_id))
         self._open[entry.id] = entry
@@ -154,6 +161,22 @@ class BudgetRegistry:
                 code="budget_not_found",
             )
         return entry
+
+    def _settings(self, body: _BudgetBody) -> WorkflowBudget:
+        """The budget a body asks for: its fields, or a named workflow of the ``--budgets`` file."""
+        if body.workflow is None:
+            try:
+                return WorkflowBudget(**body.model_dump(exclude={"workflow"}))
+            except ConfigurationError as exc:
+                raise APIError(400, str(exc), code="invalid_value") from None
+        others = sorted(body.model_fields_set - {"workflow"})
+        if others:
+            raise APIError(400, f"give either workflow or {others}, not both", code="invalid_value", param="workflow")
+        if body.workflow not in self.workflows:
+            known = ", ".join(sorted(self.workflows)) or "none (start the server with --budgets FILE)"
+            message = f"no workflow {body.workflow!r} in the server's budgets file; it has: {known}"
+            raise APIError(400, message, code="unknown_workflow", param="workflow")
+        return self.workflows[body.workflow]
 
     def _join(self, budget_id: str) -> _Entry | None:
         """A budget another server process created in the shared ledger (``None`` without one, or unknown)."""

@@ -37,6 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=int, default=64, help="chat completions running at once")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds per backend HTTP request")
+    serve.add_argument("--budgets", default=None, help='TOML file of workflow budgets (POST {"workflow": NAME})')
     serve.add_argument(
         "--ledger", default=None, help="redis://HOST:PORT/DB: budgets shared by every serve using it (default: here)"
     )
@@ -54,6 +55,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    from adaptive_ttc.budget.config import load_budgets  # noqa: PLC0415
     from adaptive_ttc.server.service import ServerSettings  # noqa: PLC0415 - keeps the CLI's startup light
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -68,6 +70,7 @@ def _settings(args: argparse.Namespace) -> Any:
         max_concurrency=args.max_concurrency,
         max_tokens=args.max_tokens,
         ledger_url=args.ledger,
+        workflows=load_budgets(args.budgets) if args.budgets else {},
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from adaptive_ttc import Engine, Ledger
+from adaptive_ttc import Engine, Ledger, WorkflowBudget
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.configs import Configuration
@@ -30,6 +31,7 @@ class ServerSettings:
         max_tokens: ``max_tokens`` of a request that gives none.
         max_open_budgets: workflow budgets open at once.
         ledger_url: ``redis://HOST:PORT/DB`` to keep budgets in Redis, shared by every server using it.
+        workflows: named budgets (``--budgets FILE``) a client opens with ``{"workflow": name}``.
     """
 
     api_key: str | None = None
@@ -38,6 +40,7 @@ class ServerSettings:
     max_tokens: int = 512
     max_open_budgets: int = 10_000
     ledger_url: str | None = None
+    workflows: Mapping[str, WorkflowBudget] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_concurrency", "max_tokens", "max_open_budgets"):
@@ -84,7 +87,11 @@ class Service:
         self.router = router
         self.scorer = scorer
         self.settings = settings or ServerSettings()
-        self.budgets = BudgetRegistry(max_open=self.settings.max_open_budgets, ledger_url=self.settings.ledger_url)
+        self.budgets = BudgetRegistry(
+            max_open=self.settings.max_open_budgets,
+            ledger_url=self.settings.ledger_url,
+            workflows=self.settings.workflows,
+        )
         self.in_flight = 0
         self._engines: dict[str, Engine] = {}
 
