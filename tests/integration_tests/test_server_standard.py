@@ -1,8 +1,10 @@
 """LangChain's shared chat-model integration tests through ``adaptive-ttc serve`` (in front of the vLLM server).
 
 ``TestChatOpenAIThroughServer`` is ``langchain_openai.ChatOpenAI`` (the official ``openai`` client underneath)
-pointed at a real ``adaptive-ttc serve`` process. To compare with ``ChatOpenAI`` pointed at vLLM directly, run
-it in the same pytest run as ``test_standard.py::TestChatOpenAIReference`` (``ADAPTIVE_TTC_COMPARE_OPENAI=1``).
+pointed at a real ``adaptive-ttc serve`` process. Like ``test_standard.py::TestChatOpenAIReference`` (ChatOpenAI
+pointed at vLLM directly), it runs only with ``ADAPTIVE_TTC_COMPARE_OPENAI=1`` (``scripts/compare-standard-tests.sh``)
+to keep CI short on the slow CPU server; ``test_server_real.py`` runs the SDK, ChatOpenAI and pydantic-ai against
+the server in every CI run.
 The tests SmolLM2-135M cannot pass on vLLM directly either (it writes no valid tool calls) are expected failures.
 """
 
@@ -35,6 +37,7 @@ def server_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.skipif(os.environ.get("ADAPTIVE_TTC_COMPARE_OPENAI") != "1", reason="comparison run only on request")
 class TestChatOpenAIThroughServer(ChatModelIntegrationTests):
     url = ""
 

@@ -66,6 +66,8 @@ async def test_wrong_types_name_the_field_and_charge_nothing(body: dict[str, Any
         ({"model": "fake", "messages": USER, "response_format": {"type": "json_schema"}}, "schema"),
         ({"model": "fake:bon-magic-4", "messages": USER}, "selector"),
         ({"model": "fake:bon-reward-4", "messages": USER}, "--scorer"),
+        ({"model": "fake:bon-majority-100000", "messages": USER}, "64 samples"),
+        ({"model": "fake:beam-4x2x5000", "messages": USER}, "100 beam-search steps"),
         ({"model": "fake", "messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ],
 )

@@ -30,6 +30,9 @@ class ServerSettings:
         max_concurrency: chat completions running at once; more are refused with 429 ``server_busy``.
         max_tokens: ``max_tokens`` of a request that gives none.
         max_open_budgets: workflow budgets open at once.
+        max_samples: most samples a fixed configuration may ask for per request (``n`` of best-of-N or beam
+            search); more is refused, so one request cannot ask the backend for thousands of samples.
+        max_steps: most steps a fixed beam search may ask for.
         ledger_url: ``redis://HOST:PORT/DB`` to keep budgets in Redis, shared by every server using it.
         workflows: named budgets (``--budgets FILE``) a client opens with ``{"workflow": name}``.
     """
@@ -39,11 +42,14 @@ class ServerSettings:
     max_concurrency: int = 64
     max_tokens: int = 512
     max_open_budgets: int = 10_000
+    max_samples: int = 64
+    max_steps: int = 100
     ledger_url: str | None = None
     workflows: Mapping[str, WorkflowBudget] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_concurrency", "max_tokens", "max_open_budgets"):
+        names = ("max_body_bytes", "max_concurrency", "max_tokens", "max_open_budgets", "max_samples", "max_steps")
+        for name in names:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
@@ -136,10 +142,13 @@ class Service:
         return suffix or requested or AUTO
 
     def engine(self, label: str) -> Engine:
-        """The engine for ``label`` (``auto``: routing), built once."""
-        if label not in self._engines:
-            self._engines[label] = self._build(label)
-        return self._engines[label]
+        """The engine for ``label``: the routing one (``auto``, built once), or one for a fixed configuration
+        (cheap to build, so not kept: clients may name any number of labels)."""
+        if label != AUTO:
+            return self._build(label)
+        if AUTO not in self._engines:
+            self._engines[AUTO] = self._build(AUTO)
+        return self._engines[AUTO]
 
     def _build(self, label: str) -> Engine:
         try:
@@ -147,6 +156,7 @@ class Service:
                 fixed = None if self.router is not None else Configuration("greedy")
                 return Engine(self.backend, router=self.router, configuration=fixed, scorer=self.scorer)
             configuration = Configuration.parse(label)
+            self._check_size(configuration)
             if configuration.needs_scorer and self.scorer is None:
                 raise ConfigurationError(
                     f"configuration {label!r} needs a scorer, and this server has none (start it with --scorer)"
@@ -159,6 +169,14 @@ class Service:
                 code="invalid_configuration",
                 param="adaptive_ttc.strategy",
             ) from None
+
+    def _check_size(self, configuration: Configuration) -> None:
+        settings = self.settings
+        if configuration.n > settings.max_samples or configuration.max_steps > settings.max_steps:
+            raise ConfigurationError(
+                f"configuration {configuration.label!r} asks for more than this server allows "
+                f"({settings.max_samples} samples, {settings.max_steps} beam-search steps)"
+            )
 
     def ledger_of(self, budget_id: str | None) -> Ledger | None:
         """The open ledger a request names in ``X-Adaptive-Budget`` (none: an unbudgeted call)."""
