@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, from TORCH_INDEX_URL when set (see above); the extras then find it installed.
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,eval,server]'
 	touch $@
 
 demo: $(STAMP)

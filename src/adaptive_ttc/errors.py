@@ -12,7 +12,8 @@ Every error the library raises on purpose derives from ``AdaptiveTTCError``::
     │   │   └── ModelNotFoundError               the server does not serve the requested model
     │   └── BackendResponseError                 the answer could not be understood (malformed JSON, wrong n)
     ├── EmbeddedModelError                       the packaged model or its extra is missing or cannot load
-    └── BudgetExhausted                          the workflow budget cannot pay for the call
+    ├── BudgetExhausted                          the workflow budget cannot pay for the call
+    └── LedgerUnavailableError                   the shared ledger's store (Redis) cannot be reached
 
 ``RouterModelWarning`` (a ``UserWarning``) says that a router is used with another model than the one it was
 trained on.
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigurationError",
     "EmbeddedModelError",
     "InvalidRequestError",
+    "LedgerUnavailableError",
     "ModelNotFoundError",
     "RouterModelWarning",
 ]
@@ -150,3 +152,7 @@ class BudgetExhausted(AdaptiveTTCError):  # noqa: N818 - the name the design and
         super().__init__(message)
         self.tokens_left = tokens_left
         self.seconds_left = seconds_left
+
+
+class LedgerUnavailableError(AdaptiveTTCError):
+    """The shared ledger's store (Redis) cannot be reached or refused a script; nothing was charged twice."""

@@ -107,7 +107,7 @@ def test_public_surface() -> None:
     expected = [
         *["Allowance", "BUDGET_KEY", "BudgetReport", "BudgetScope", "CallPrices", "CallRecord", "DefaultPacing"],
         *["FixedPacing", "Ledger", "LedgerSnapshot", "OnExhausted", "PacingPolicy", "Reservation"],
-        *["WorkflowBudget", "budget", "current_ledger", "find_ledger"],
+        *["WorkflowBudget", "budget", "current_ledger", "find_ledger", "from_config", "load_budgets", "open_ledger"],
     ]
     assert sorted(budget_all) == sorted(expected)
     assert all(hasattr(module, name) for name in budget_all)

@@ -10,6 +10,7 @@
 names stay reachable through it.
 """
 
+from adaptive_ttc.budget.config import from_config, load_budgets
 from adaptive_ttc.budget.ledger import Ledger
 from adaptive_ttc.budget.pacing import (
     Allowance,
@@ -21,6 +22,7 @@ from adaptive_ttc.budget.pacing import (
 )
 from adaptive_ttc.budget.records import BudgetReport, CallRecord, Reservation
 from adaptive_ttc.budget.scope import BUDGET_KEY, BudgetScope, budget, current_ledger, find_ledger
+from adaptive_ttc.budget.shared import open_ledger
 from adaptive_ttc.budget.workflow import OnExhausted, WorkflowBudget
 
 __all__ = [
@@ -41,4 +43,7 @@ __all__ = [
     "budget",
     "current_ledger",
     "find_ledger",
+    "from_config",
+    "load_budgets",
+    "open_ledger",
 ]

@@ -18,8 +18,10 @@ from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from adaptive_ttc.budget.config import from_config
 from adaptive_ttc.budget.ledger import Ledger
 from adaptive_ttc.budget.records import BudgetReport
+from adaptive_ttc.budget.shared import open_ledger
 from adaptive_ttc.budget.workflow import OnExhausted, WorkflowBudget
 from adaptive_ttc.errors import ConfigurationError
 
@@ -68,6 +70,9 @@ class BudgetOpener:
         on_exhausted: OnExhausted = "degrade",
         node_shares: Mapping[str, float] | None = None,
         graph: Any = None,
+        settings: WorkflowBudget | None = None,
+        ledger: str | None = None,
+        id: str | None = None,
     ) -> AbstractContextManager[BudgetScope]:
         """Open a workflow budget for every ``AdaptiveChatModel`` call made inside the ``with`` block.
 
@@ -78,6 +83,11 @@ class BudgetOpener:
             on_exhausted: ``degrade`` (greedy with what is left) or ``raise`` (``BudgetExhausted``).
             node_shares: share of the token cap per graph node, e.g. ``{"planner": 0.2, "solver": 0.6}``.
             graph: the compiled LangGraph graph; when given, ``node_shares`` names are checked against its nodes.
+            settings: a whole ``WorkflowBudget`` (e.g. ``adaptive_ttc.budget.from_config(path, name)``) instead
+                of the fields above.
+            ledger: ``redis://HOST:PORT/DB`` to keep the books in Redis, shared by every process that opens
+                the same ``id`` (``docs/shared-budgets.md``); default: in this process.
+            id: the shared budget's id; with ``ledger`` and no settings, joins that existing budget.
 
         Returns:
             A context manager yielding the scope; call ``report()`` on it after the run.
@@ -89,7 +99,12 @@ class BudgetOpener:
             on_exhausted=on_exhausted,
             node_shares=node_shares,
             graph=graph,
+            settings=settings,
+            ledger=ledger,
+            budget_id=id,
         )
+
+    from_config = staticmethod(from_config)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -113,20 +128,23 @@ def _scope(
     on_exhausted: OnExhausted,
     node_shares: Mapping[str, float] | None,
     graph: Any,
+    settings: WorkflowBudget | None,
+    ledger: str | None,
+    budget_id: str | None,
 ) -> Iterator[BudgetScope]:
     """The budget's ``with`` block: checked and opened on entry (its clock starts there), current inside."""
-    if graph is not None and node_shares:
-        _check_nodes(graph, node_shares)
-    ledger = WorkflowBudget(
-        tokens=tokens,
-        seconds=seconds,
-        expected_calls=expected_calls,
-        on_exhausted=on_exhausted,
-        node_shares=node_shares,
-    ).open()
-    token = _CURRENT.set(ledger)
+    fields = {"tokens": tokens, "seconds": seconds, "expected_calls": expected_calls, "node_shares": node_shares}
+    given = {name for name, value in fields.items() if value is not None}
+    if settings is not None and given:
+        raise ConfigurationError(f"pass either settings= or {sorted(given)}, not both")
+    if settings is None and (ledger is None or budget_id is None or given):  # else: join the shared budget
+        settings = WorkflowBudget(**fields, on_exhausted=on_exhausted)  # type: ignore[arg-type]
+    if graph is not None and settings is not None and settings.node_shares:
+        _check_nodes(graph, settings.node_shares)
+    opened = open_ledger(ledger, settings, budget_id)
+    token = _CURRENT.set(opened)
     try:
-        yield BudgetScope(ledger)
+        yield BudgetScope(opened)
     finally:
         _CURRENT.reset(token)
 

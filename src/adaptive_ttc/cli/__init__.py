@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from adaptive_ttc.cli import collect, demo, evaluate, generate, profile, train
+from adaptive_ttc.cli import collect, demo, evaluate, generate, profile, serve, train
 from adaptive_ttc.errors import AdaptiveTTCError, ConfigurationError
 
 __all__ = ["EXIT_ERROR", "EXIT_USAGE", "SUBCOMMANDS", "main"]
@@ -22,7 +22,7 @@ __all__ = ["EXIT_ERROR", "EXIT_USAGE", "SUBCOMMANDS", "main"]
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
-SUBCOMMANDS: tuple[ModuleType, ...] = (generate, demo, profile, collect, train, evaluate)
+SUBCOMMANDS: tuple[ModuleType, ...] = (generate, demo, profile, collect, train, evaluate, serve)
 """The subcommand modules, in the order ``--help`` lists them."""
 
 
