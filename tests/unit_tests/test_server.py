@@ -9,7 +9,7 @@ import pytest
 
 from adaptive_ttc import FakeBackend, Router
 from adaptive_ttc.backends.base import BackendCapabilities
-from adaptive_ttc.langchain.chat_model import DEFAULT_ROUTER
+from adaptive_ttc.router.default import default_router_path
 from adaptive_ttc.server.wire import DEFAULT_TEMPERATURE
 from adaptive_ttc.types import Completion, GenerationRequest, ToolCall
 from tests.unit_tests.server_helpers import USER, assert_openai_error, client_for, events
@@ -79,9 +79,16 @@ async def test_suffix_and_extra_body_that_disagree_are_refused() -> None:
 
 
 async def test_calls_are_routed_by_default_when_the_server_has_a_router() -> None:
-    router = Router.load(DEFAULT_ROUTER)
+    from pathlib import Path
+
+    from adaptive_ttc.eval.log import read_log
+
+    router = Router.load(default_router_path())
+    log = read_log(Path(__file__).parents[2] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
+    question = next(row["question"] for row in log.rows if router.out_of_domain(row["question"]) is None)
+    messages = [{"role": "user", "content": question}]
     async with client_for(FakeBackend((ANSWER,)), router=router) as (client, _):
-        response = await client.post("/v1/chat/completions", json={"model": "fake", "messages": USER})
+        response = await client.post("/v1/chat/completions", json={"model": "fake", "messages": messages})
     trace = response.json()["adaptive_ttc"]
     assert trace["reason"] == "utility"
     assert trace["predictions"]

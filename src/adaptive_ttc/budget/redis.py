@@ -13,10 +13,12 @@ lease expiries agree across processes. Redis failures raise ``LedgerUnavailableE
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
 import uuid
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,8 +117,10 @@ class RedisLedger(Ledger):
     def snapshot(self, node: str | None = None) -> LedgerSnapshot:
         """The budget's state as a call in ``node`` sees it, read atomically (expired leases released first)."""
         check_node(node)
-        state, _ = self._read(records=False)
-        return snapshot_of(state, self.budget, node, self.seconds_elapsed)
+        state, records = self._read(records=True)
+        snapshot = snapshot_of(state, self.budget, node, self.seconds_elapsed)
+        # one run per shared budget, whichever process asks: pacing policies keep their per-run state by it
+        return dataclasses.replace(snapshot, run=zlib.crc32(self.id.encode()), calls=records)
 
     def allowance(self, node: str | None = None) -> Allowance:
         """What the next call (in ``node``) may spend under the default pacing rules (``DefaultPacing``)."""
