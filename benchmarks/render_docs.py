@@ -4,10 +4,13 @@
     python benchmarks/render_docs.py --check   # exit 1, naming the regions, when a doc disagrees with the reports
 
 A region is the text between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``; NAME is a key
-of ``RENDERERS``. Sources: ``benchmarks/plots/report.json`` and ``report.md`` (``adaptive-ttc evaluate``), the
-default router's ``meta.json`` (``adaptive-ttc train``), the header of the generation log the router was trained
-on, and ``benchmarks/results/*.json`` (the benchmark scripts, whose own ``render`` functions make the tables).
-A region without a renderer, a renderer without a region, or a missing source is an error: nothing is typed by hand.
+of ``RENDERERS``. Sources: ``benchmarks/plots/report.json`` and ``report.md`` (``adaptive-ttc evaluate
+--workflows`` with the default router), ``benchmarks/results/router_loso*/`` and ``router_hidden/`` (``evaluate
+--leave-one-source-out``, the hidden-state router), the default router's ``meta.json`` (``adaptive-ttc train``),
+the header of the generation log the router was trained on, and ``benchmarks/results/*.json`` (the benchmark
+scripts, whose own ``render`` functions make the tables). The router evaluation's renderers are in
+``render_router.py``. A region without a renderer, a renderer without a region, or a missing source is an error:
+nothing is typed by hand.
 """
 
 from __future__ import annotations
