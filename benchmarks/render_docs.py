@@ -4,10 +4,13 @@
     python benchmarks/render_docs.py --check   # exit 1, naming the regions, when a doc disagrees with the reports
 
 A region is the text between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``; NAME is a key
-of ``RENDERERS``. Sources: ``benchmarks/plots/report.json`` and ``report.md`` (``adaptive-ttc evaluate``), the
-default router's ``meta.json`` (``adaptive-ttc train``), the header of the generation log the router was trained
-on, and ``benchmarks/results/*.json`` (the benchmark scripts, whose own ``render`` functions make the tables).
-A region without a renderer, a renderer without a region, or a missing source is an error: nothing is typed by hand.
+of ``RENDERERS``. Sources: ``benchmarks/plots/report.json`` and ``report.md`` (``adaptive-ttc evaluate
+--workflows`` with the default router), ``benchmarks/results/router_loso*/`` and ``router_hidden/`` (``evaluate
+--leave-one-source-out``, the hidden-state router), the default router's ``meta.json`` (``adaptive-ttc train``),
+the header of the generation log the router was trained on, and ``benchmarks/results/*.json`` (the benchmark
+scripts, whose own ``render`` functions make the tables). The router evaluation's renderers are in
+``render_router.py``. A region without a renderer, a renderer without a region, or a missing source is an error:
+nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Sources:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._texts: dict[str, str] = {}
 
     def json(self, relative: str) -> Any:
         path = self.root / relative
@@ -51,10 +55,6 @@ class Sources:
         return report
 
     @cached_property
-    def report_md(self) -> str:
-        return (self.root / REPORTS / "report.md").read_text(encoding="utf-8")
-
-    @cached_property
     def router_meta(self) -> dict[str, Any]:
         with zipfile.ZipFile(self.root / ROUTER) as archive:
             meta: dict[str, Any] = json.loads(archive.read("meta.json"))
@@ -66,40 +66,22 @@ class Sources:
             header: dict[str, Any] = json.loads(lines.readline())
         return header
 
-    def section(self, heading: str) -> str:
-        """The body of report.md's section whose heading starts with ``heading`` (up to the next heading)."""
-        match = re.search(rf"^#+ {re.escape(heading)}.*?\n(.*?)(?=^#|\Z)", self.report_md, re.S | re.M)
+    def section(self, heading: str, *, path: str = f"{REPORTS}/report.md", with_heading: bool = False) -> str:
+        """The body of the markdown report's section whose heading starts with ``heading`` (up to the next
+        heading); ``with_heading`` keeps the heading line."""
+        text = self._markdown(path)
+        match = re.search(rf"^(#+ {re.escape(heading)}.*?\n)(.*?)(?=^#|\Z)", text, re.S | re.M)
         if match is None:
-            raise ValueError(f"{REPORTS}/report.md has no section '{heading}'")
-        return match.group(1).strip()
+            raise ValueError(f"{path} has no section '{heading}'")
+        return (match.group(1) + "\n" if with_heading else "") + match.group(2).strip()
 
-
-def _ci(values: list[float], fmt: str = "{:.3f}") -> str:
-    return "[" + ", ".join(fmt.format(v) for v in values) + "]"
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
-def headline(src: Sources) -> str:
-    f, ci, model = src.report["figures"], src.report["ci95"], src.report["model"]
-    best = f["best_static"].replace("bon-majority-", "best-of-")
-    return (
-        f"On {src.report['questions']} held-out questions of the `{src.report['dataset']}` suite, with the embedded "
-        f"{model}, the router trained by `adaptive-ttc train` (the one packaged as the default) reaches the best "
-        f"static configuration's accuracy ({best}, {_pct(f['best_static_accuracy'])}, 95% CI "
-        f"{_ci(ci['best_static_accuracy'], '{:.1%}')}) with {f['router_tokens_at_best_static_accuracy']:.0f} tokens "
-        f"per question (95% CI {_ci(ci['router_tokens_at_best_static_accuracy'], '{:.0f}')}) instead of "
-        f"{f['best_static_tokens']:.0f} "
-        f"({f['router_tokens_at_best_static_accuracy'] / f['best_static_tokens']:.2f}x), and "
-        f"{f['router_share_of_oracle_tokens']:.0%} (95% CI {_ci(ci['router_share_of_oracle_tokens'], '{:.0%}')}) "
-        "of the oracle router's accuracy at equal tokens; see [benchmarks/README.md](benchmarks/README.md)."
-    )
-
-
-def replay_tables(src: Sources) -> str:
-    return src.section("Held-out replay")
+    def _markdown(self, relative: str) -> str:
+        if relative not in self._texts:
+            path = self.root / relative
+            if not path.is_file():
+                raise FileNotFoundError(f"{relative} is missing: run `adaptive-ttc evaluate` first")
+            self._texts[relative] = path.read_text(encoding="utf-8")
+        return self._texts[relative]
 
 
 def spread(src: Sources) -> str:
@@ -108,58 +90,9 @@ def spread(src: Sources) -> str:
     return (
         f"**Spread** (every logged question): {total['greedy_right']} questions greedy gets right, "
         f"{total['only_sampling']} it gets wrong while at least one pooled sample is right, {total['never']} no "
-        f"answer gets right; a sample is right {_pct(total['sample_accuracy'])} of the time against "
-        f"{_pct(total['greedy_right'] / total['questions'])} for the greedy answer.\n\n{table}"
+        f"answer gets right; a sample is right {100 * total['sample_accuracy']:.1f}% of the time against "
+        f"{100 * total['greedy_right'] / total['questions']:.1f}% for the greedy answer.\n\n{table}"
     )
-
-
-def calibration(src: Sources) -> str:
-    c = src.router_meta["calibration"]
-    per = ", ".join(f"{v:.3f} ({k})" for k, v in c["brier_by_configuration"].items())
-    return (
-        f"**Calibration** on the {c['test_questions']} held-out questions x {len(c['brier_by_configuration'])} "
-        f"configurations (`adaptive-ttc train`, kept in the router file): Brier score {c['brier']:.3f} against "
-        f"{c['brier_baseline']:.3f} for a features-blind baseline (each configuration's mean training accuracy); per "
-        f"configuration {per}. Mean predicted accuracy {c['mean_predicted']:.3f} against {c['mean_observed']:.3f} "
-        "observed."
-    )
-
-
-def frontier(src: Sources) -> str:
-    f, curves = src.report["figures"], src.report["curves"]
-    oracle = curves["tokens"]["oracle router"]
-    best_oracle = max(oracle["accuracy"])
-    oracle_cost = min(c for c, a in zip(oracle["cost"], oracle["accuracy"], strict=True) if a == best_oracle)
-    statics = ", ".join(
-        f"{label.split(':', 1)[1]} {value:.3f}" for label, value in f.items() if label.startswith("static_accuracy:")
-    )
-    return (
-        f"The router's best accuracy is {f['router_max_accuracy_tokens']:.3f} at "
-        f"{f['router_max_accuracy_cost_tokens']:.0f} mean tokens and {f['router_max_accuracy_latency']:.3f} at "
-        f"{f['router_max_accuracy_cost_latency']:.1f} s; the static configurations reach {statics}. The oracle "
-        f"router, which knows each question's outcomes, reaches {best_oracle:.3f} with {oracle_cost:.0f} tokens: "
-        "the predictor is the headroom, as in the paper."
-    )
-
-
-def workflows(src: Sources) -> str:
-    return src.section("Workflows under budgets")
-
-
-def workflows_summary(src: Sources) -> str:
-    parts = []
-    for factor, policies in src.report["workflows"]["by_factor"].items():
-        statics = {k: v for k, v in policies.items() if k.startswith("static ")}
-        best = max(statics, key=lambda k: statics[k]["accuracy_per_call"])
-        pacing, other = policies["pacing"], statics[best]
-        gap = pacing["accuracy_per_call"] - other["accuracy_per_call"]
-        verdict = "ties" if abs(gap) <= 0.005 else "beats" if gap > 0 else "loses to"
-        parts.append(
-            f"at {float(factor):g}x pacing {verdict} {best}, the best static configuration there "
-            f"({pacing['accuracy_per_call']:.3f} against {other['accuracy_per_call']:.3f}, using "
-            f"{pacing['tokens_used_share']:.0%} of the token cap against {other['tokens_used_share']:.0%})"
-        )
-    return "In this replay " + "; ".join(parts) + "."
 
 
 def throughput(src: Sources) -> str:
@@ -214,14 +147,20 @@ def engine_overhead(src: Sources) -> str:
     )
 
 
+_router = _benchmark("render_router")
 RENDERERS: dict[str, Callable[[Sources], str]] = {
-    "headline": headline,
-    "replay-tables": replay_tables,
+    "headline": _router.headline,
     "spread": spread,
-    "calibration": calibration,
-    "frontier": frontier,
-    "workflows": workflows,
-    "workflows-summary": workflows_summary,
+    "split": _router.split,
+    "calibration": _router.calibration,
+    "goals": _router.goals,
+    "features": _router.features,
+    "matched": _router.matched,
+    "loso": _router.loso,
+    "frontier": _router.frontier,
+    "replay-tables": _router.replay_tables,
+    "workflows": _router.workflows,
+    "workflows-summary": _router.workflows_summary,
     "throughput": throughput,
     "simulate-budgets": simulate_budgets,
     "engine-overhead": engine_overhead,

@@ -66,11 +66,14 @@ def evaluate_to(
         "log": str(log.path),
         "dataset": log.header.dataset,
         "model": log.header.settings.get("model"),
+        "features": router.features.name,
         "questions": len(ids),
         "figures": figures,
         "ci95": intervals,
         "curves": curves,
         "spread": spread(log),
+        "statics": _static_figures(replay),
+        "calibration": router.meta.get("calibration"),
     }
     from adaptive_ttc.eval.folds import in_distribution  # noqa: PLC0415 - trains nothing, but imports train
 
@@ -117,6 +120,14 @@ def _statics(replay: Replay, kind: str) -> dict[str, tuple[float, float]]:
     cost = replay.tokens if kind == "tokens" else replay.latency
     return {
         label: (float(cost[:, i].mean()), float(replay.accuracy[:, i].mean())) for i, label in enumerate(replay.labels)
+    }
+
+
+def _static_figures(replay: Replay) -> dict[str, dict[str, float]]:
+    """Each static configuration's mean accuracy, tokens and latency on the replayed questions."""
+    tokens, latency = _statics(replay, "tokens"), _statics(replay, "latency")
+    return {
+        label: {"accuracy": acc, "tokens": cost, "latency": latency[label][0]} for label, (cost, acc) in tokens.items()
     }
 
 
