@@ -105,3 +105,11 @@ def test_files_that_are_not_logs(tmp_path: Path) -> None:
     append_row(rowless, {"question": "no id"})
     with pytest.raises(ConfigurationError, match=r"rowless\.jsonl:2: a question row needs"):
         read_log(rowless)
+
+
+def test_a_log_compressed_as_one_gzip_member_reads_like_one_written_by_collect(tmp_path: Path) -> None:
+    source = Path(__file__).parents[2] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz"
+    plain = gzip.decompress(source.read_bytes())  # every member, concatenated
+    whole = tmp_path / "whole.jsonl.gz"
+    whole.write_bytes(gzip.compress(plain))
+    assert read_log(whole).rows == read_log(source).rows

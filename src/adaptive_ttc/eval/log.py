@@ -110,7 +110,11 @@ def _records(data: bytes, compressed: bool) -> Iterator[tuple[bytes | None, int]
             if not inflater.eof:
                 yield None, offset
                 return
-            offset = len(data) - len(inflater.unused_data)
+            start, offset = offset, len(data) - len(inflater.unused_data)
+            # one member per line as collect writes it; a whole file compressed at once (`gzip -c`) is one member
+            *whole, text = text.splitlines(keepends=True) or [b""]
+            for line in whole:
+                yield line, start
         else:
             end = data.find(b"\n", offset)
             text, offset = (data[offset:], len(data)) if end < 0 else (data[offset : end + 1], end + 1)
