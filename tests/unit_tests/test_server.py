@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from adaptive_ttc import FakeBackend, Router
-from adaptive_ttc.backends.base import BackendCapabilities
+from adaptive_ttc.backends.base import BackendCapabilities, input_tokens_upper_bound
 from adaptive_ttc.router.default import default_router_path
 from adaptive_ttc.server.wire import DEFAULT_TEMPERATURE
 from adaptive_ttc.types import Completion, GenerationRequest, ToolCall
@@ -253,3 +253,16 @@ async def test_an_unknown_model_is_404_in_openai_shape() -> None:
     error = assert_openai_error(response, 404, "model_not_found")
     assert error["param"] == "model"
     assert "'fake'" in error["message"]
+
+
+async def test_without_max_tokens_an_answer_may_use_what_the_prompt_leaves_of_the_context() -> None:
+    backend = FakeBackend((ANSWER,))
+    async with client_for(backend, context_tokens=2048, max_tokens=100) as (client, _):
+        await client.post("/v1/chat/completions", json={"model": "fake", "messages": USER})
+        await client.post("/v1/chat/completions", json={"model": "fake", "messages": USER, "max_tokens": 7})
+        long = [{"role": "user", "content": "x " * 1000}]  # leaves less than max_tokens by the byte bound
+        await client.post("/v1/chat/completions", json={"model": "fake", "messages": long})
+    no_limit, limited, long_prompt = backend.requests
+    assert no_limit.max_tokens == 2048 - input_tokens_upper_bound(no_limit)
+    assert limited.max_tokens == 7
+    assert long_prompt.max_tokens == 100

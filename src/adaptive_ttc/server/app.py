@@ -69,7 +69,9 @@ class _Routes:
 
     async def chat(self, request: Request) -> Response:
         service, fields = self.service, log_fields(request.scope)
-        call = parse_chat_call(parse_json_object(await self._body(request)), service.settings.max_tokens)
+        settings = service.settings
+        data = parse_json_object(await self._body(request))
+        call = parse_chat_call(data, settings.max_tokens, settings.context_tokens)
         label = service.configuration_of(call.model, call.strategy)
         engine = service.engine(label)
         budget_id = request.headers.get("x-adaptive-budget") or None

@@ -33,7 +33,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--api-key", default=None, help=f"bearer token clients must send (or set {API_KEY_ENV}); required off loopback"
     )
     serve.add_argument("--scorer", default=None, help="scorer for reward-guided configurations (e.g. self-certainty)")
-    serve.add_argument("--max-tokens", type=int, default=512, help="max_tokens of a request that gives none")
+    serve.add_argument(
+        "--max-tokens", type=int, default=512, help="max_tokens of a request that gives none (no context known)"
+    )
+    serve.add_argument(
+        "--context-tokens",
+        type=int,
+        default=None,
+        help="the model's context length (default: vLLM's max_model_len); a request without max_tokens may use "
+        "what its prompt leaves of it",
+    )
     serve.add_argument("--max-concurrency", type=int, default=64, help="chat completions running at once")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds per backend HTTP request")
@@ -54,7 +63,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _settings(args: argparse.Namespace) -> Any:
+async def _context_tokens(args: argparse.Namespace, model: str) -> int | None:
+    """``--context-tokens``, else the ``max_model_len`` vLLM reports for the model (``None``: unknown)."""
+    if args.context_tokens is not None or args.backend == "embedded":
+        return int(args.context_tokens) if args.context_tokens is not None else None
+    import httpx  # noqa: PLC0415
+
+    root = args.backend.split(",")[0].strip().rstrip("/")
+    try:
+        async with httpx.AsyncClient(timeout=args.timeout) as client:
+            served = (await client.get(f"{root}/models")).json().get("data", [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    lengths = [m.get("max_model_len") for m in served if isinstance(m, dict) and m.get("id") == model]
+    return lengths[0] if lengths and isinstance(lengths[0], int) and lengths[0] > 0 else None
+
+
+def _settings(args: argparse.Namespace, context_tokens: int | None = None) -> Any:
     from adaptive_ttc.budget.config import load_budgets  # noqa: PLC0415
     from adaptive_ttc.server.service import ServerSettings  # noqa: PLC0415 - keeps the CLI's startup light
 
@@ -71,6 +96,7 @@ def _settings(args: argparse.Namespace) -> Any:
         max_tokens=args.max_tokens,
         ledger_url=args.ledger,
         workflows=load_budgets(args.budgets) if args.budgets else {},
+        context_tokens=context_tokens,
     )
 
 
@@ -98,12 +124,13 @@ async def run(args: argparse.Namespace) -> None:
     from adaptive_ttc.backends.factory import open_backend  # noqa: PLC0415
     from adaptive_ttc.server.service import Service  # noqa: PLC0415
 
-    settings = _settings(args)
+    _settings(args)  # refuse bad settings (a public host without a key) before opening anything
     uvicorn, create_app = _imports()
     router = _router(args.router)
     backend = await open_backend(args.backend, args.model, args.timeout)
     scorer = None
     try:
+        settings = _settings(args, await _context_tokens(args, backend.model))
         if args.scorer:
             from adaptive_ttc.scoring import make_scorer  # noqa: PLC0415
 

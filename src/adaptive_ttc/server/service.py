@@ -28,7 +28,10 @@ class ServerSettings:
         api_key: the bearer token every request (except ``GET /health``) must carry; ``None``: no auth.
         max_body_bytes: largest request body accepted (413 beyond it).
         max_concurrency: chat completions running at once; more are refused with 429 ``server_busy``.
-        max_tokens: ``max_tokens`` of a request that gives none.
+        max_tokens: ``max_tokens`` of a request that gives none, when ``context_tokens`` is unknown (or the
+            prompt may leave less room than this).
+        context_tokens: the model's context length; a request that gives no ``max_tokens`` may then generate
+            up to what its prompt leaves of it (counted from above, without a tokenizer), as OpenAI's API does.
         max_open_budgets: workflow budgets open at once.
         max_samples: most samples a fixed configuration may ask for per request (``n`` of best-of-N or beam
             search); more is refused, so one request cannot ask the backend for thousands of samples.
@@ -41,6 +44,7 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_concurrency: int = 64
     max_tokens: int = 512
+    context_tokens: int | None = None
     max_open_budgets: int = 10_000
     max_samples: int = 64
     max_steps: int = 100
@@ -53,6 +57,8 @@ class ServerSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.context_tokens is not None and (not isinstance(self.context_tokens, int) or self.context_tokens < 1):
+            raise ConfigurationError(f"context_tokens must be an integer >= 1 or None, got {self.context_tokens!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigurationError("api_key must not be empty; pass None to turn auth off")
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adaptive_ttc.backends.base import input_tokens_upper_bound
 from adaptive_ttc.errors import AdaptiveTTCError
 from adaptive_ttc.server.errors import APIError
 from adaptive_ttc.types import GenerationRequest, Message, Role, ToolCall
@@ -137,8 +138,12 @@ def validation_error(exc: ValidationError) -> APIError:
     return APIError(400, f"{param}: {' or '.join(problems)}{more}", code="invalid_type", param=param or None)
 
 
-def parse_chat_call(data: dict[str, Any], default_max_tokens: int) -> ChatCall:
-    """Read a chat-completions body; raises ``APIError`` (400) on anything invalid, before anything runs."""
+def parse_chat_call(data: dict[str, Any], default_max_tokens: int, context_tokens: int | None = None) -> ChatCall:
+    """Read a chat-completions body; raises ``APIError`` (400) on anything invalid, before anything runs.
+
+    Without ``max_tokens`` (or ``max_completion_tokens``) the answer may use what the prompt leaves of
+    ``context_tokens`` (the prompt counted from above), else ``default_max_tokens``.
+    """
     try:
         body = _Body.model_validate(data)
     except ValidationError as exc:
@@ -160,6 +165,10 @@ def parse_chat_call(data: dict[str, Any], default_max_tokens: int) -> ChatCall:
         )
     except AdaptiveTTCError as exc:
         raise APIError(400, str(exc), code="invalid_value") from None
+    if body.max_completion_tokens is None and body.max_tokens is None and context_tokens is not None:
+        room = context_tokens - input_tokens_upper_bound(request)
+        if room >= default_max_tokens:
+            request = request.replace(max_tokens=room)
     include_usage = body.stream_options.include_usage if body.stream_options is not None else False
     strategy = body.adaptive_ttc.strategy if body.adaptive_ttc is not None else None
     return ChatCall(request, body.model, strategy, body.stream, include_usage)
