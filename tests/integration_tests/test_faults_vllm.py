@@ -16,7 +16,7 @@ from tenacity import wait_fixed
 from adaptive_ttc import AdaptiveChatModel, BackendStatusError, BackendTimeoutError
 from adaptive_ttc.backends import _transport
 from tests.fault_server import Fault, FaultServer
-from tests.unit_tests.test_faults_chat_model import run_workflow, trace
+from tests.unit_tests.langchain.test_faults_chat_model import run_workflow, trace
 
 pytestmark = [pytest.mark.vllm, pytest.mark.faults]
 

@@ -12,7 +12,7 @@ from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.router.default import default_router_path
 from adaptive_ttc.server.wire import DEFAULT_TEMPERATURE
 from adaptive_ttc.types import Completion, GenerationRequest, ToolCall
-from tests.unit_tests.server_helpers import USER, assert_openai_error, client_for, events
+from tests.unit_tests.server.helpers import USER, assert_openai_error, client_for, events
 
 ANSWER = "The answer is 42."
 
@@ -84,7 +84,7 @@ async def test_calls_are_routed_by_default_when_the_server_has_a_router() -> Non
     from adaptive_ttc.eval.log import read_log
 
     router = Router.load(default_router_path())
-    log = read_log(Path(__file__).parents[2] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
+    log = read_log(Path(__file__).parents[3] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
     question = next(row["question"] for row in log.rows if router.out_of_domain(row["question"]) is None)
     messages = [{"role": "user", "content": question}]
     async with client_for(FakeBackend((ANSWER,)), router=router) as (client, _):

@@ -17,7 +17,7 @@ from adaptive_ttc.eval.evaluate import Replay
 from adaptive_ttc.router import router as router_module
 from adaptive_ttc.router.policy import Decision, choose
 from adaptive_ttc.types import GenerationRequest, Message, Usage
-from tests.unit_tests.test_router import GRID, synthetic_log
+from tests.unit_tests.router.test_router import GRID, synthetic_log
 
 ROUTER = router_module.Router(GRID).fit(synthetic_log())
 

@@ -108,7 +108,7 @@ def test_files_that_are_not_logs(tmp_path: Path) -> None:
 
 
 def test_a_log_compressed_as_one_gzip_member_reads_like_one_written_by_collect(tmp_path: Path) -> None:
-    source = Path(__file__).parents[2] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz"
+    source = Path(__file__).parents[3] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz"
     plain = gzip.decompress(source.read_bytes())  # every member, concatenated
     whole = tmp_path / "whole.jsonl.gz"
     whole.write_bytes(gzip.compress(plain))

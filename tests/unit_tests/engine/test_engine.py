@@ -16,7 +16,7 @@ from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message
 from tests.fakes import TableScorer
-from tests.unit_tests.test_router import GRID, synthetic_log
+from tests.unit_tests.router.test_router import GRID, synthetic_log
 
 ROUTER = Router(GRID).fit(synthetic_log())
 

@@ -16,7 +16,7 @@ from adaptive_ttc.router.domain import GateLimits
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import ROUTER_FORMAT, Router
-from tests.unit_tests.test_router import GRID, synthetic_log
+from tests.unit_tests.router.test_router import GRID, synthetic_log
 
 QUESTIONS = [f"Question {q}: apples pears boxes cars apples twice?" for q in range(3)] + [
     "Question 7: cars cars boxes pears apples integral?"
@@ -200,7 +200,7 @@ def test_the_packaged_router_gates_the_demo_problems_and_passes_its_held_out_que
     assert packaged.training_model == "SmolLM2-135M-Instruct"
     assert packaged.training_temperature == 0.8
     assert all(packaged.out_of_domain(question) is not None for question, _ in PROBLEMS)
-    log = read_log(Path(__file__).parents[2] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
+    log = read_log(Path(__file__).parents[3] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
     texts = {row["id"]: row["question"] for row in log.rows}
     held_out = packaged.meta["split"]["test_ids"]
     inside = [packaged.out_of_domain(texts[q]) is None for q in held_out]

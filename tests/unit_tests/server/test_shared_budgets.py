@@ -9,7 +9,7 @@ import pytest
 from adaptive_ttc import FakeBackend
 from adaptive_ttc.budget.redis import RedisLedger
 from tests.redis_server import RedisServer, redis_server_binary
-from tests.unit_tests.server_helpers import USER, assert_openai_error, client_for
+from tests.unit_tests.server.helpers import USER, assert_openai_error, client_for
 
 pytestmark = pytest.mark.redis
 CHAT = "/v1/chat/completions"

@@ -13,10 +13,10 @@ import adaptive_ttc
 from adaptive_ttc.budget import Ledger, WorkflowBudget, open_ledger
 from adaptive_ttc.budget.redis import RedisLedger
 from adaptive_ttc.errors import ConfigurationError
-from tests.unit_tests.test_langgraph_budget import FANOUT, build, make_llm
+from tests.unit_tests.langchain.test_langgraph_budget import FANOUT, build, make_llm
 
 pytestmark = pytest.mark.redis
-EXAMPLE = Path(__file__).resolve().parents[2] / "integrations" / "langgraph" / "budgets.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "integrations" / "langgraph" / "budgets.toml"
 
 
 def test_a_graph_run_charges_a_shared_budget(redis_url: str) -> None:

@@ -12,7 +12,7 @@ from adaptive_ttc import FakeBackend
 from adaptive_ttc.backends.base import BackendCapabilities, TextSink
 from adaptive_ttc.errors import BackendUnavailableError
 from adaptive_ttc.types import GenerationRequest, GenerationResult
-from tests.unit_tests.server_helpers import USER, assert_openai_error, client_for, events
+from tests.unit_tests.server.helpers import USER, assert_openai_error, client_for, events
 
 CHAT = "/v1/chat/completions"
 KEY = "s3cret-token"

@@ -9,9 +9,9 @@ import pytest
 from adaptive_ttc import FakeBackend
 from adaptive_ttc.budget import load_budgets
 from adaptive_ttc.cli import EXIT_USAGE, main
-from tests.unit_tests.server_helpers import USER, assert_openai_error, client_for
+from tests.unit_tests.server.helpers import USER, assert_openai_error, client_for
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "integrations" / "langgraph" / "budgets.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "integrations" / "langgraph" / "budgets.toml"
 
 
 async def test_a_named_workflow_opens_the_budget_the_file_defines() -> None:

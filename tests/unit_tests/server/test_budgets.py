@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from adaptive_ttc import BudgetReport, FakeBackend
-from tests.unit_tests.server_helpers import USER, assert_openai_error, client_for
+from tests.unit_tests.server.helpers import USER, assert_openai_error, client_for
 
 ANSWER = "The answer is 42."
 CHAT = "/v1/chat/completions"

@@ -36,7 +36,7 @@ from adaptive_ttc.strategies.pool_section import PoolSection
 from adaptive_ttc.strategies.registry import KINDS
 from adaptive_ttc.strategies.vllm_beam_search import VLLMBeamKind
 from adaptive_ttc.types import GenerationRequest, StrategyResult
-from tests.unit_tests.test_eval_collect import QUESTIONS, _responder
+from tests.unit_tests.eval.test_collect import QUESTIONS, _responder
 
 CONTEXT = ReplayContext(resamples=30, seed=0, profile=None)
 

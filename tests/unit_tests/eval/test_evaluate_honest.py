@@ -16,7 +16,7 @@ from adaptive_ttc.eval.matched import FACTORS, Predicted, baselines, choices_at_
 from adaptive_ttc.eval.outcomes import log_outcomes
 from adaptive_ttc.eval.train import train_router, unique_rows
 from adaptive_ttc.router.configs import DEFAULT_GRID
-from tests.unit_tests.test_eval_train_evaluate import write_log
+from tests.unit_tests.eval.test_train_evaluate import write_log
 
 LABELS = [c.label for c in DEFAULT_GRID]
 

@@ -23,7 +23,7 @@ from adaptive_ttc import (
     Usage,
 )
 from adaptive_ttc.backends import _transport
-from tests.unit_tests.test_openai_backend import chat_reply
+from tests.unit_tests.backends.test_openai_compat import chat_reply
 
 pytestmark = pytest.mark.faults
 

@@ -11,7 +11,7 @@ from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.budget.config import from_config, load_budgets
 from adaptive_ttc.errors import ConfigurationError
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "integrations" / "langgraph" / "budgets.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "integrations" / "langgraph" / "budgets.toml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
