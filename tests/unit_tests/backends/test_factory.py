@@ -111,7 +111,7 @@ async def test_timeout_bounds_a_whole_stream(fs: FaultServer) -> None:
 def test_model_kwargs_extra_body_top_p_seed_and_headers_reach_the_server(fs: FaultServer) -> None:
     llm = AdaptiveChatModel(
         base_url=fs.url,
-        model_name="fault-model",
+        model_name="fault-model",  # type: ignore[call-arg]  # ChatOpenAI's alias, taken on purpose
         strategy="greedy",
         max_tokens=8,
         top_p=0.9,
@@ -119,7 +119,7 @@ def test_model_kwargs_extra_body_top_p_seed_and_headers_reach_the_server(fs: Fau
         model_kwargs={"top_k": 20, "repetition_penalty": 1.1},
         extra_body={"min_p": 0.05, "chat_template_kwargs": {"enable_thinking": False}},
         default_headers={"X-Tenant": "t1"},
-        api_key="sk-test",
+        api_key="sk-test",  # type: ignore[arg-type]  # a plain string, as ChatOpenAI takes it
     )
     try:
         llm.invoke([HumanMessage("What is 2+2?")], extra_body={"min_p": 0.1})
@@ -136,7 +136,7 @@ def test_model_kwargs_extra_body_top_p_seed_and_headers_reach_the_server(fs: Fau
 
 
 def test_model_name_alias_names_the_served_model(fs: FaultServer) -> None:
-    llm = AdaptiveChatModel(base_url=fs.url, model_name="my-model", strategy="greedy", max_tokens=8)
+    llm = AdaptiveChatModel(base_url=fs.url, model_name="my-model", strategy="greedy", max_tokens=8)  # type: ignore[call-arg]
     assert llm.model == llm.model_name == "my-model"
     try:
         llm.invoke("hi")
@@ -144,7 +144,7 @@ def test_model_name_alias_names_the_served_model(fs: FaultServer) -> None:
         llm.close()
     assert [b["model"] for b in bodies(fs)] == ["my-model"]
     with pytest.raises(ValueError, match="disagree"):
-        AdaptiveChatModel(model="a", model_name="b")
+        AdaptiveChatModel(model="a", model_name="b")  # type: ignore[call-arg]
 
 
 def test_without_a_model_name_the_served_model_is_asked(fs: FaultServer) -> None:

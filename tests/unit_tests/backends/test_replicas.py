@@ -303,6 +303,7 @@ async def test_a_cancelled_batch_releases_its_replicas(trio: tuple[FaultServer, 
         batch = asyncio.wait_for(backend.generate([ask() for _ in range(3)]), 0.5)  # cancelled at 0.5 s
         outcome, during = await asyncio.gather(batch, in_flight_when(backend, 0.1), return_exceptions=True)
         assert isinstance(outcome, TimeoutError)
+        assert isinstance(during, dict)
         assert sorted(during.values()) == [1, 2]
         assert backend.in_flight == {a.url: 0, b.url: 0}
 

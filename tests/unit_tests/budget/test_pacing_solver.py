@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_best_of_two_by_vote_is_dominated_and_pruned() -> None:
     assert [c.label for c in prune_grid(rows, GRID)] == ["greedy", "bon-majority-4", "bon-majority-8"]
 
 
-def test_store_spend_curve_keeps_it_in_meta_and_the_router_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_store_spend_curve_keeps_it_in_meta_and_the_router_file(tmp_path: Path) -> None:
     rows = observations(questions=20)
     router = Router(GRID).fit(rows)
     store_spend_curve(router, sorted({o.question for o in rows}), rows)

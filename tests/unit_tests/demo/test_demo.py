@@ -18,7 +18,7 @@ from adaptive_ttc.types import Usage
 async def test_demo_compares_policies_and_survives_a_tight_budget() -> None:
     answers = {"7", "18", "12", "14"}
 
-    def respond(request, index):  # type: ignore[no-untyped-def]
+    def respond(request, index):
         text = request.messages[-1].content
         known = [a for a in answers if f" {a} " in f" {text} "]
         return f"The answer is {known[0] if known else '7'}."

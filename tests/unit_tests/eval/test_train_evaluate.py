@@ -6,6 +6,7 @@ import json
 import random
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -34,7 +35,10 @@ def _candidate(rng: random.Random, right: bool, length: int) -> dict[str, object
     }
 
 
-def write_log(path: Path, questions: int = 45, grid: tuple[str, ...] = tuple(c.label for c in DEFAULT_GRID)) -> Path:
+LABELS = tuple(c.label for c in DEFAULT_GRID)
+
+
+def write_log(path: Path, questions: int = 45, grid: tuple[str, ...] = LABELS) -> Path:
     """A log with easy (greedy right), medium (voting helps) and hard (nothing helps) questions."""
     rng = random.Random(0)
     open_for_append(path, LogHeader(grid, "synthetic", {"pool": 16, "max_tokens": 128}))
@@ -42,7 +46,7 @@ def write_log(path: Path, questions: int = 45, grid: tuple[str, ...] = tuple(c.l
         source = list(KINDS)[i % 3]
         template, greedy_right, p, length = KINDS[source]
         pool = [_candidate(rng, rng.random() < p, length) for _ in range(16)]
-        longest = max(c["output_tokens"] for c in pool)  # type: ignore[type-var]
+        longest = max(cast(int, c["output_tokens"]) for c in pool)
         append_row(
             path,
             {
@@ -55,7 +59,7 @@ def write_log(path: Path, questions: int = 45, grid: tuple[str, ...] = tuple(c.l
                     "input_tokens": 30,
                     "candidates": [_candidate(rng, greedy_right, length)],
                 },
-                "pool": {"latency_s": float(longest) / 8, "input_tokens": 30, "candidates": pool},
+                "pool": {"latency_s": longest / 8, "input_tokens": 30, "candidates": pool},
             },
         )
     return path

@@ -8,12 +8,13 @@ import httpx2
 import openai
 import pytest
 import pytest_asyncio
+from openai.types.chat import ChatCompletionMessageParam
 
 from adaptive_ttc import FakeBackend
 from adaptive_ttc.server import ServerSettings, Service, create_app
 
 ANSWER = "The answer is 42."
-USER = [{"role": "user", "content": "What is 6 times 7?"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 6 times 7?"}]
 
 
 @pytest_asyncio.fixture

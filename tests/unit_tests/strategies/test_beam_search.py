@@ -17,7 +17,7 @@ def step(text: str, *, boundary: bool = True) -> Completion:
     return Completion(full, "stop", len(text.split()))
 
 
-def scripted(plan: dict[str, list[Completion]]):  # type: ignore[no-untyped-def]
+def scripted(plan: dict[str, list[Completion]]):
     """Answer by the partial answer so far: plan[prefix][sample index]."""
 
     def respond(request: GenerationRequest, index: int) -> Completion:
