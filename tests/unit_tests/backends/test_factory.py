@@ -9,13 +9,14 @@ from collections.abc import Iterator
 import pytest
 from langchain_core.messages import HumanMessage
 
-from adaptive_ttc import AdaptiveChatModel, BackendTimeoutError, ConfigurationError, GenerationRequest, Message
+from adaptive_ttc import AdaptiveChatModel, BackendTimeoutError, ConfigurationError
 from adaptive_ttc.backends import FakeBackend
 from adaptive_ttc.backends._wire import OPENAI_CAPABILITIES, VLLM_CAPABILITIES
 from adaptive_ttc.backends.factory import BackendSettings, backend_provider, open_backend
 from adaptive_ttc.backends.openai_compat import OpenAICompatibleBackend
 from adaptive_ttc.cli import main
 from adaptive_ttc.errors import InvalidRequestError
+from adaptive_ttc.types import GenerationRequest, Message
 from tests.fault_server import Fault, FaultServer
 
 pytestmark = pytest.mark.faults

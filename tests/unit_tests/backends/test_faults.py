@@ -17,12 +17,10 @@ from adaptive_ttc import (
     BackendStatusError,
     BackendTimeoutError,
     BackendUnavailableError,
-    GenerationRequest,
-    Message,
     OpenAICompatibleBackend,
-    Usage,
 )
 from adaptive_ttc.backends import _transport
+from adaptive_ttc.types import GenerationRequest, Message, Usage
 from tests.unit_tests.backends.test_openai_compat import chat_reply
 
 pytestmark = pytest.mark.faults

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adaptive_ttc import BackendError, BackendResponseError, GenerationRequest, Message, OpenAICompatibleBackend
+from adaptive_ttc import BackendError, BackendResponseError, OpenAICompatibleBackend
 from adaptive_ttc.backends._wire import parse_response, salvage_usage
+from adaptive_ttc.types import GenerationRequest, Message
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 SCALAR = st.one_of(

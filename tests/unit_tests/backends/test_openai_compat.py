@@ -15,13 +15,12 @@ from adaptive_ttc import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
-    GenerationRequest,
     InvalidRequestError,
-    Message,
     ModelNotFoundError,
     OpenAICompatibleBackend,
 )
 from adaptive_ttc.backends._wire import OPENAI_CAPABILITIES
+from adaptive_ttc.types import GenerationRequest, Message
 
 URL = "http://testserver/v1"
 QUESTION = (Message("user", "What is 2+2?"),)

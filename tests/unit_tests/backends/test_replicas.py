@@ -17,11 +17,10 @@ from adaptive_ttc import (
     BackendStatusError,
     BackendUnavailableError,
     ConfigurationError,
-    GenerationRequest,
-    Message,
     OpenAICompatibleBackend,
 )
 from adaptive_ttc.backends import _transport
+from adaptive_ttc.types import GenerationRequest, Message
 from tests.fault_server import DEFAULT_ANSWER, Fault, FaultServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.allow_hosts(["127.0.0.1"])]

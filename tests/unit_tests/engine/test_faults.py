@@ -9,22 +9,13 @@ from typing import Any
 
 import pytest
 
-from adaptive_ttc import (
-    BackendResponseError,
-    BackendStatusError,
-    BackendTimeoutError,
-    Completion,
-    FakeBackend,
-    GenerationRequest,
-    GenerationResult,
-    Message,
-    Usage,
-)
+from adaptive_ttc import BackendResponseError, BackendStatusError, BackendTimeoutError, FakeBackend
 from adaptive_ttc.budget import Ledger, WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.scoring.base import Scored, ScoreItem
 from adaptive_ttc.strategies import BeamSearch, BestOfN
+from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message, Usage
 from tests.fakes import TableScorer
 
 pytestmark = pytest.mark.faults

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive_ttc import ConfigurationError, FakeBackend, GenerationRequest, Message
+from adaptive_ttc import ConfigurationError, FakeBackend
 from adaptive_ttc.strategies import BeamSearch, VLLMBeamSearch
-from adaptive_ttc.types import Completion
+from adaptive_ttc.types import Completion, GenerationRequest, Message
 from tests.fakes import TableScorer
 
 REQUEST = GenerationRequest(messages=(Message("user", "What is 6*7?"),), max_tokens=200)

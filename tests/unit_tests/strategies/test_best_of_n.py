@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive_ttc import ConfigurationError, FakeBackend, GenerationRequest, Message
+from adaptive_ttc import ConfigurationError, FakeBackend
 from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.strategies import BestOfN
 from adaptive_ttc.strategies.best_of_n import select
-from adaptive_ttc.types import Candidate
+from adaptive_ttc.types import Candidate, GenerationRequest, Message
 from tests.fakes import TableScorer
 
 REQUEST = GenerationRequest(messages=(Message("user", "What is 6*7?"),), max_tokens=64)

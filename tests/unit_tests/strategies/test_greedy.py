@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from adaptive_ttc import FakeBackend, GenerationRequest, Greedy, Message
+from adaptive_ttc import FakeBackend
+from adaptive_ttc.strategies import Greedy
+from adaptive_ttc.types import GenerationRequest, Message
 
 
 async def test_greedy_sends_one_request_at_temperature_zero() -> None:
