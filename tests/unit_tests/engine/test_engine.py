@@ -14,7 +14,7 @@ from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.router import Router
-from adaptive_ttc.types import GenerationRequest, GenerationResult, Message
+from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message
 from tests.fakes import TableScorer
 from tests.unit_tests.router.test_router import GRID, synthetic_log
 
@@ -122,7 +122,7 @@ async def test_cancellation_leaves_the_ledger_consistent() -> None:
 
 
 async def test_beam_search_stops_at_its_token_limit() -> None:
-    backend = FakeBackend(lambda r, i: __import__("adaptive_ttc").Completion("a b c d\n\n", "stop", 4))
+    backend = FakeBackend(lambda r, i: Completion("a b c d\n\n", "stop", 4))
     ledger = WorkflowBudget(tokens=400, expected_calls=1).open()
     engine = Engine(backend, configuration=Configuration("beam", n=2, width=2, max_steps=50), scorer=TableScorer({}))
     out = await engine.run(ask(max_tokens=200), ledger=ledger)
