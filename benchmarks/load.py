@@ -41,9 +41,10 @@ import httpx
 from langchain_core.messages import AIMessage
 
 import adaptive_ttc
-from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, GenerationRequest, Message, OpenAICompatibleBackend
+from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, OpenAICompatibleBackend
 from adaptive_ttc.backends._wire import build_payload
 from adaptive_ttc.langchain import BudgetScope
+from adaptive_ttc.types import GenerationRequest, Message
 
 QUESTIONS = (
     "What is 17 + 25?",

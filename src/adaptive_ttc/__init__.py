@@ -1,10 +1,17 @@
-"""adaptive-ttc: spend an agent's test-time compute where it pays, inside a token and latency budget."""
+"""adaptive-ttc: spend an agent's test-time compute where it pays, inside a token and latency budget.
+
+The top level holds what an application needs: the chat model, workflow budgets and their report, a router to load
+or train, the two backends an application constructs itself (a server's, and a scripted fake for its tests), and the
+errors it may catch. Everything else stays importable from its module: ``adaptive_ttc.engine`` (``Engine``),
+``adaptive_ttc.strategies`` (``make_strategy``, the strategy classes), ``adaptive_ttc.types`` (request and result
+records), ``adaptive_ttc.backends`` (the ``Backend`` protocol), ``adaptive_ttc.budget`` (``Ledger``, ``BudgetScope``,
+``CallRecord``), ``adaptive_ttc.router`` (``Configuration``, ``Lambdas``).
+"""
 
 import logging
 
-from adaptive_ttc.backends import Backend, BackendCapabilities, FakeBackend, OpenAICompatibleBackend
-from adaptive_ttc.budget import BudgetReport, BudgetScope, CallRecord, Ledger, WorkflowBudget, budget
-from adaptive_ttc.engine import Engine, EngineResult
+from adaptive_ttc.backends import FakeBackend, OpenAICompatibleBackend
+from adaptive_ttc.budget import BudgetReport, WorkflowBudget, budget
 from adaptive_ttc.errors import (
     AdaptiveTTCError,
     BackendError,
@@ -16,67 +23,37 @@ from adaptive_ttc.errors import (
     ConfigurationError,
     EmbeddedModelError,
     InvalidRequestError,
+    LedgerUnavailableError,
     ModelNotFoundError,
+    RouterModelWarning,
 )
 from adaptive_ttc.langchain import AdaptiveChatModel
-from adaptive_ttc.router import Configuration, Lambdas, Router
-from adaptive_ttc.strategies import BeamSearch, BestOfN, Greedy, Strategy, VLLMBeamSearch, make_strategy
-from adaptive_ttc.types import (
-    Candidate,
-    Completion,
-    GenerationRequest,
-    GenerationResult,
-    Message,
-    StrategyResult,
-    TokenLogprob,
-    Usage,
-)
+from adaptive_ttc.router import Router
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveChatModel",
     "AdaptiveTTCError",
-    "Backend",
-    "BackendCapabilities",
     "BackendError",
     "BackendResponseError",
     "BackendStatusError",
     "BackendTimeoutError",
     "BackendUnavailableError",
-    "BeamSearch",
-    "BestOfN",
     "BudgetExhausted",
     "BudgetReport",
-    "BudgetScope",
-    "CallRecord",
-    "Candidate",
-    "Completion",
-    "Configuration",
     "ConfigurationError",
     "EmbeddedModelError",
-    "Engine",
-    "EngineResult",
     "FakeBackend",
-    "GenerationRequest",
-    "GenerationResult",
-    "Greedy",
     "InvalidRequestError",
-    "Lambdas",
-    "Ledger",
-    "Message",
+    "LedgerUnavailableError",
     "ModelNotFoundError",
     "OpenAICompatibleBackend",
     "Router",
-    "Strategy",
-    "StrategyResult",
-    "TokenLogprob",
-    "Usage",
-    "VLLMBeamSearch",
+    "RouterModelWarning",
     "WorkflowBudget",
     "__version__",
     "budget",
-    "make_strategy",
 ]
 
 # Library loggers (``adaptive_ttc.*``: retries, replica rests...) stay silent unless the application configures logging.

@@ -55,7 +55,7 @@ def test_generate_unreachable_backend_fails_cleanly() -> None:
 
 def test_generate_auto_with_router_and_budget(vllm_url: str, tmp_path: Path) -> None:
     from adaptive_ttc.router import Router, parse_grid
-    from tests.unit_tests.test_router import synthetic_log
+    from tests.unit_tests.router.test_router import synthetic_log
 
     router_file = tmp_path / "router.zip"
     Router(parse_grid(["greedy", "bon-majority-4", "bon-majority-8"])).fit(synthetic_log()).save(router_file)

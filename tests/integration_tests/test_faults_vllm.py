@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -16,7 +17,7 @@ from tenacity import wait_fixed
 from adaptive_ttc import AdaptiveChatModel, BackendStatusError, BackendTimeoutError
 from adaptive_ttc.backends import _transport
 from tests.fault_server import Fault, FaultServer
-from tests.unit_tests.test_faults_chat_model import run_workflow, trace
+from tests.unit_tests.langchain.test_faults_chat_model import run_workflow, trace
 
 pytestmark = [pytest.mark.vllm, pytest.mark.faults]
 
@@ -87,7 +88,7 @@ def test_one_fault_per_workflow_completes_and_balances(
     assert all(isinstance(o, AIMessage) for o in outcomes)
     assert scope.report().tokens_spent >= sum(s.reported for s in fs.served)  # estimates only ever add
     if fault.kind == "wrong_n":
-        assert trace(outcomes[0])["strategy_details"]["partial"]["received"] == 1
+        assert trace(cast(AIMessage, outcomes[0]))["strategy_details"]["partial"]["received"] == 1
 
 
 def test_a_failing_upstream_is_a_typed_error_with_what_was_spent(

@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from adaptive_ttc.router.features import make_features
 from adaptive_ttc.router.hidden import HiddenStateFeatures
 from adaptive_ttc.router.router import Router
-from tests.unit_tests.test_router import GRID, synthetic_log
+from tests.unit_tests.router.test_router import GRID, synthetic_log
 
 pytestmark = pytest.mark.embedded
 

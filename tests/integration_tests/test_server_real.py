@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.integration_tests.server_process import serve
 
@@ -20,7 +21,7 @@ URL = os.environ.get("ADAPTIVE_TTC_VLLM_URL", "")
 MODEL = os.environ.get("ADAPTIVE_TTC_VLLM_MODEL", "SmolLM2-135M-Instruct")
 KEY = "integration-key"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with the number."}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 2 + 3? Answer with the number."}]
 
 pytestmark = [
     pytest.mark.vllm,
@@ -63,7 +64,11 @@ def test_a_stream_and_a_json_schema_answer_through_the_server(server_url: str) -
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens > 0
     assert "adaptive_ttc" in (chunks[-1].model_extra or {})
-    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+    }
     structured = client.chat.completions.create(
         model=MODEL,
         messages=QUESTION,
@@ -107,7 +112,10 @@ def test_the_framework_examples_run_against_the_server(server_url: str, example:
 def test_a_client_that_leaves_mid_stream_leaves_nothing_reserved(server_url: str) -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
     budget = httpx.post(f"{server_url}/budgets", json={"tokens": 3000}, headers=auth).json()["id"]
-    body = {"model": f"{MODEL}:greedy", "messages": [{"role": "user", "content": "Write a long story."}]}
+    body: dict[str, object] = {
+        "model": f"{MODEL}:greedy",
+        "messages": [{"role": "user", "content": "Write a long story."}],
+    }
     body |= {"max_tokens": 400, "stream": True}
     headers = {**auth, "X-Adaptive-Budget": budget}
     with httpx.stream("POST", f"{server_url}/chat/completions", json=body, headers=headers, timeout=120) as response:

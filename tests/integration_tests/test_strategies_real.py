@@ -6,9 +6,11 @@ import time
 
 import pytest
 
-from adaptive_ttc import BeamSearch, BestOfN, ConfigurationError, GenerationRequest, Greedy, Message, VLLMBeamSearch
+from adaptive_ttc import ConfigurationError
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.scoring import SelfCertaintyScorer
+from adaptive_ttc.strategies import BeamSearch, BestOfN, Greedy, VLLMBeamSearch
+from adaptive_ttc.types import GenerationRequest, Message
 from tests.fakes import CountingBackend
 
 QUESTION = GenerationRequest(

@@ -6,13 +6,8 @@ import socket
 
 import pytest
 
-from adaptive_ttc import (
-    BackendUnavailableError,
-    GenerationRequest,
-    Message,
-    ModelNotFoundError,
-    OpenAICompatibleBackend,
-)
+from adaptive_ttc import BackendUnavailableError, ModelNotFoundError, OpenAICompatibleBackend
+from adaptive_ttc.types import GenerationRequest, Message
 
 pytestmark = pytest.mark.vllm
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from adaptive_ttc import AdaptiveChatModel, ConfigurationError, FakeBackend
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
-from tests.unit_tests.test_router import GRID, synthetic_log
+from tests.unit_tests.router.test_router import GRID, synthetic_log
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 JSON = st.recursive(

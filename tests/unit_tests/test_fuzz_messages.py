@@ -126,7 +126,7 @@ def test_any_message_list_is_answered_or_refused_clearly(
         ([HumanMessage("")], "empty"),
         ([HumanMessage("a\ud800")], "not valid Unicode"),
         ([HumanMessage([{"type": "image_url", "image_url": {"url": "data:,"}}])], "text only"),
-        ([FunctionMessage("x", name="f")], "'function' message"),
+        ([FunctionMessage(content="x", name="f")], "'function' message"),
         ([RemoveMessage(id="1")], "'remove' message"),
     ],
 )

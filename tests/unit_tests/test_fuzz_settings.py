@@ -10,18 +10,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import adaptive_ttc
-from adaptive_ttc import (
-    AdaptiveChatModel,
-    AdaptiveTTCError,
-    ConfigurationError,
-    FakeBackend,
-    GenerationRequest,
-    Message,
-    WorkflowBudget,
-    make_strategy,
-)
+from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, ConfigurationError, FakeBackend, WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.strategies import make_strategy
+from adaptive_ttc.types import GenerationRequest, Message
 
 ANYTHING = st.one_of(
     st.none(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import adaptive_ttc
 
@@ -23,18 +24,35 @@ def test_every_public_name_is_documented() -> None:
 def test_public_surface_is_what_we_decided() -> None:
     assert sorted(adaptive_ttc.__all__) == sorted(
         [
-            "AdaptiveChatModel", "AdaptiveTTCError", "Backend", "BackendCapabilities", "BackendError",
-            "BackendResponseError", "BackendStatusError", "BackendTimeoutError", "BackendUnavailableError",
-            "BeamSearch", "BestOfN", "BudgetExhausted", "BudgetReport", "BudgetScope", "CallRecord", "Candidate",
-            "Completion", "Configuration", "ConfigurationError", "EmbeddedModelError", "Engine", "EngineResult",
-            "FakeBackend", "GenerationRequest", "GenerationResult", "Greedy", "InvalidRequestError", "Lambdas",
-            "Ledger", "Message", "ModelNotFoundError", "OpenAICompatibleBackend", "Router", "Strategy",
-            "StrategyResult", "TokenLogprob", "Usage", "VLLMBeamSearch", "WorkflowBudget", "__version__",
-            "budget", "make_strategy",
+            "AdaptiveChatModel", "budget", "WorkflowBudget", "BudgetReport", "Router", "OpenAICompatibleBackend",
+            "FakeBackend", "AdaptiveTTCError", "InvalidRequestError", "ConfigurationError", "BackendError",
+            "BackendUnavailableError", "BackendTimeoutError", "BackendStatusError", "ModelNotFoundError",
+            "BackendResponseError", "EmbeddedModelError", "BudgetExhausted", "LedgerUnavailableError",
+            "RouterModelWarning", "__version__",
         ]
     )  # fmt: skip
 
 
+def test_nothing_else_is_top_level_but_subpackages() -> None:
+    extra = [n for n in dir(adaptive_ttc) if not n.startswith("_") and n not in adaptive_ttc.__all__]
+    assert [n for n in extra if not isinstance(getattr(adaptive_ttc, n), ModuleType)] == []
+
+
+def test_the_rest_stays_importable_from_its_module() -> None:
+    from adaptive_ttc.backends import Backend, BackendCapabilities  # noqa: F401
+    from adaptive_ttc.budget import BudgetScope, CallRecord, Ledger  # noqa: F401
+    from adaptive_ttc.engine import Engine, EngineResult  # noqa: F401
+    from adaptive_ttc.errors import LedgerUnavailableError, RouterModelWarning
+    from adaptive_ttc.router import Configuration, Lambdas  # noqa: F401
+    from adaptive_ttc.strategies import BeamSearch, BestOfN, Greedy, Strategy, VLLMBeamSearch, make_strategy  # noqa: F401
+    from adaptive_ttc.types import GenerationRequest, GenerationResult, Message, Usage  # noqa: F401
+
+    assert adaptive_ttc.LedgerUnavailableError is LedgerUnavailableError
+    assert adaptive_ttc.RouterModelWarning is RouterModelWarning
+
+
 def test_errors_are_one_tree() -> None:
     errors = [getattr(adaptive_ttc, n) for n in adaptive_ttc.__all__ if n.endswith(("Error", "Exhausted"))]
+    assert len(errors) == 12
     assert all(issubclass(e, adaptive_ttc.AdaptiveTTCError) for e in errors)
+    assert issubclass(adaptive_ttc.RouterModelWarning, UserWarning)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive_ttc import BudgetReport, CallRecord
+from adaptive_ttc import BudgetReport
+from adaptive_ttc.budget import CallRecord
 from adaptive_ttc.report_view import plot_report, report_html
 from adaptive_ttc.types import Usage
 

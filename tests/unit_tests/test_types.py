@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaptive_ttc import GenerationRequest, InvalidRequestError, Message, Usage
+from adaptive_ttc import InvalidRequestError
+from adaptive_ttc.types import GenerationRequest, Message, Usage
 
 Q = (Message("user", "hi"),)
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from adaptive_ttc import EngineResult
+from adaptive_ttc.engine import EngineResult
 from adaptive_ttc.errors import AdaptiveTTCError
 from adaptive_ttc.server.access import Guard, log_fields, too_large
 from adaptive_ttc.server.errors import APIError, from_library_error

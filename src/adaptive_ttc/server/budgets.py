@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adaptive_ttc import BudgetReport, Ledger, WorkflowBudget
+from adaptive_ttc.budget import BudgetReport, Ledger, WorkflowBudget
 from adaptive_ttc.budget.redis import RedisLedger
 from adaptive_ttc.budget.shared import open_ledger
 from adaptive_ttc.errors import ConfigurationError

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adaptive_ttc import EngineResult, Ledger
+from adaptive_ttc.budget import Ledger
+from adaptive_ttc.engine import EngineResult
 
 __all__ = ["Reply", "dumps", "trace"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adaptive_ttc import Engine, Ledger, WorkflowBudget
 from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.budget import Ledger, WorkflowBudget
+from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.router import Router

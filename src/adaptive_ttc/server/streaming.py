@@ -12,7 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from adaptive_ttc import Engine, EngineResult, Ledger
+from adaptive_ttc.budget import Ledger
+from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import AdaptiveTTCError
 from adaptive_ttc.server.errors import APIError, from_library_error
 from adaptive_ttc.server.responses import Reply, dumps

@@ -1,0 +1,206 @@
+"""The engine over FakeBackend: decisions, reservations, charges, degradation, and the hard token cap."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adaptive_ttc import BackendUnavailableError, BudgetExhausted, ConfigurationError, FakeBackend
+from adaptive_ttc.budget import WorkflowBudget
+from adaptive_ttc.engine import Engine
+from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.router.router import Router
+from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message
+from tests.fakes import TableScorer
+from tests.unit_tests.router.test_router import GRID, synthetic_log
+
+ROUTER = Router(GRID).fit(synthetic_log())
+
+
+def ask(text: str = "What is 6*7?", max_tokens: int = 64) -> GenerationRequest:
+    return GenerationRequest(messages=(Message("user", text),), max_tokens=max_tokens)
+
+
+def words(count: int) -> str:
+    return " ".join(["w"] * count)
+
+
+async def test_fixed_configuration_without_budget() -> None:
+    backend = FakeBackend(["The answer is 42."])
+    out = await Engine(backend, configuration=Configuration("bon", n=4)).run(ask())
+    assert out.result.strategy == "bon-majority-4"
+    assert out.decision.reason == "fixed"
+    assert out.reserved_tokens is None
+    assert backend.requests[0].n == 4
+
+
+async def test_router_decides_and_trace_is_complete() -> None:
+    backend = FakeBackend(["The answer is 42."])
+    out = await Engine(backend, router=ROUTER).run(ask("Question 7: apples pears twice ?"))
+    trace = out.trace()
+    assert trace["configuration"] == out.result.strategy
+    assert {p["configuration"] for p in trace["predictions"]} == {c.label for c in GRID}
+    assert all({"accuracy", "tokens", "latency_s", "utility", "fits"} <= p.keys() for p in trace["predictions"])
+    assert trace["lambda_tokens"] == ROUTER.lambdas.tokens
+
+
+async def test_charges_the_ledger_with_real_usage_and_trace() -> None:
+    backend = FakeBackend(["a b c"])
+    ledger = WorkflowBudget(tokens=10_000).open()
+    out = await Engine(backend, configuration=Configuration("bon", n=2)).run(ask(), ledger=ledger, node="solver")
+    report = ledger.report()
+    assert report.tokens_spent == out.result.usage.total_tokens
+    assert report.by_node == {"solver": out.result.usage.total_tokens}
+    assert report.calls[0].configuration == "bon-majority-2"
+    assert report.calls[0].decision["configuration"] == "bon-majority-2"
+    assert out.reserved_tokens == 4 + 2 * 64  # exact prompt count + n * max_tokens
+    assert ledger.tokens_reserved == 0
+
+
+async def test_max_tokens_is_cut_to_what_is_left() -> None:
+    backend = FakeBackend([words(500)])
+    ledger = WorkflowBudget(tokens=104, expected_calls=1).open()
+    out = await Engine(backend, configuration=Configuration("greedy")).run(ask(max_tokens=500), ledger=ledger)
+    assert backend.requests[0].max_tokens == 100  # 104 - 4 prompt tokens
+    assert out.max_tokens == 100
+    assert ledger.tokens_spent <= 104
+
+
+async def test_degrades_to_greedy_when_nothing_fits() -> None:
+    backend = FakeBackend([words(10)])
+    ledger = WorkflowBudget(tokens=40, expected_calls=1).open()
+    out = await Engine(backend, configuration=Configuration("bon", n=8)).run(ask(), ledger=ledger)
+    assert out.decision.reason == "degraded"
+    assert out.result.strategy == "greedy"
+    assert backend.requests[0].max_tokens == 36
+
+
+async def test_raises_when_configured_to() -> None:
+    backend = FakeBackend([words(10)])
+    ledger = WorkflowBudget(tokens=40, on_exhausted="raise").open()
+    with pytest.raises(BudgetExhausted, match="no configuration fits"):
+        await Engine(backend, configuration=Configuration("bon", n=8)).run(ask(), ledger=ledger)
+    assert backend.requests == []
+    assert ledger.tokens_reserved == 0
+
+
+async def test_prompt_larger_than_budget_raises_even_when_degrading() -> None:
+    ledger = WorkflowBudget(tokens=3).open()
+    with pytest.raises(BudgetExhausted, match="cannot pay even for this prompt"):
+        await Engine(FakeBackend(), configuration=Configuration("greedy")).run(ask(), ledger=ledger)
+
+
+async def test_failure_releases_and_charges_what_was_reported() -> None:
+    class Failing(FakeBackend):
+        async def generate(self, requests: object) -> list[GenerationResult]:
+            from adaptive_ttc.types import Usage
+
+            raise BackendUnavailableError("down", spent=Usage(input_tokens=4))
+
+    ledger = WorkflowBudget(tokens=1000).open()
+    with pytest.raises(BackendUnavailableError):
+        await Engine(Failing(), configuration=Configuration("greedy")).run(ask(), ledger=ledger)
+    assert ledger.tokens_reserved == 0
+    assert ledger.tokens_spent == 4
+
+
+async def test_cancellation_leaves_the_ledger_consistent() -> None:
+    ledger = WorkflowBudget(tokens=1000).open()
+    engine = Engine(FakeBackend(latency_s=5.0), configuration=Configuration("greedy"))
+    task = asyncio.create_task(engine.run(ask(), ledger=ledger))
+    await asyncio.sleep(0.05)
+    assert ledger.tokens_reserved > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ledger.tokens_reserved == 0
+    assert ledger.tokens_spent == 0
+
+
+async def test_beam_search_stops_at_its_token_limit() -> None:
+    backend = FakeBackend(lambda r, i: Completion("a b c d\n\n", "stop", 4))
+    ledger = WorkflowBudget(tokens=400, expected_calls=1).open()
+    engine = Engine(backend, configuration=Configuration("beam", n=2, width=2, max_steps=50), scorer=TableScorer({}))
+    out = await engine.run(ask(max_tokens=200), ledger=ledger)
+    assert out.result.details["stopped_by_budget"]
+    assert ledger.tokens_spent <= 400
+    assert ledger.report().overrun_tokens == 0
+
+
+def test_engine_settings_errors() -> None:
+    with pytest.raises(ConfigurationError, match="router or a fixed configuration"):
+        Engine(FakeBackend())
+    with pytest.raises(ConfigurationError, match="needs a scorer"):
+        Engine(FakeBackend(), configuration=Configuration("bon", n=2, selector="reward"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cap=st.integers(50, 5000),
+    calls=st.integers(1, 50),
+    seed=st.integers(0, 10**6),
+    concurrency=st.sampled_from([1, 4, 16]),
+)
+def test_random_workflows_never_exceed_the_cap(cap: int, calls: int, seed: int, concurrency: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.randint(0, 120) for _ in range(calls * 32)]
+
+    def respond(request: GenerationRequest, index: int) -> str:
+        return words(min(request.max_tokens, lengths[(index * 7 + len(request.messages[0].content)) % len(lengths)]))
+
+    backend = FakeBackend(respond, latency_s=0.0)
+    ledger = WorkflowBudget(tokens=cap, expected_calls=calls).open()
+    grid = parse_grid(["greedy", "bon-majority-4", "bon-majority-8"])
+    engines = [Engine(backend, configuration=c) for c in grid] + [Engine(backend, router=ROUTER)]
+    reported: list[int] = []
+
+    async def one(i: int, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            engine = engines[rng.randrange(len(engines))]
+            try:
+                out = await engine.run(
+                    ask(f"q{i} " + words(rng.randint(1, 40)), max_tokens=rng.randint(1, 200)), ledger=ledger
+                )
+            except BudgetExhausted:
+                return
+            reported.append(out.result.usage.total_tokens)
+
+    async def workflow() -> None:
+        gate = asyncio.Semaphore(concurrency)
+        await asyncio.gather(*(one(i, gate) for i in range(calls)))
+
+    asyncio.run(workflow())
+    report = ledger.report()
+    assert report.tokens_spent <= cap
+    assert report.tokens_spent == sum(reported)
+    assert len(report.calls) == len(reported)
+    assert report.overrun_tokens == 0
+    assert ledger.tokens_reserved == 0
+
+
+async def test_past_the_deadline_a_fixed_configuration_degrades_or_raises() -> None:
+    now = [0.0]
+    ledger = WorkflowBudget(tokens=100_000, seconds=10.0).open(clock=lambda: now[0])
+    now[0] = 11.0
+    out = await Engine(FakeBackend(), configuration=Configuration("bon", n=4)).run(ask(), ledger=ledger)
+    assert out.decision.reason == "degraded"
+    assert out.result.strategy == "greedy"
+    now[0] = 0.0
+    strict = WorkflowBudget(tokens=100_000, seconds=10.0, on_exhausted="raise").open(clock=lambda: now[0])
+    now[0] = 11.0
+    with pytest.raises(BudgetExhausted):
+        await Engine(FakeBackend(), configuration=Configuration("greedy")).run(ask(), ledger=strict)
+
+
+async def test_an_exhausted_node_share_is_named_in_the_error() -> None:
+    engine = Engine(FakeBackend(["The answer is 42."]), configuration=Configuration("greedy"))
+    ledger = WorkflowBudget(tokens=400, node_shares={"planner": 0.05}, on_exhausted="raise").open()
+    with pytest.raises(BudgetExhausted, match=r"node 'planner' spends from its share: 5% of the token cap"):
+        await engine.run(ask(words(30)), ledger=ledger, node="planner")
+    with pytest.raises(BudgetExhausted) as caught:  # a node without a share: the message does not mention one
+        await engine.run(ask(words(500)), ledger=ledger, node="solver")
+    assert "share" not in str(caught.value)
