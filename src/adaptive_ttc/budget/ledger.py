@@ -117,10 +117,7 @@ class Ledger:
         decision: Mapping[str, Any] | None = None,
     ) -> CallRecord:
         """Charge what a call really consumed, free the rest of its reservation and record the call."""
-        if not (math.isfinite(latency_s) and latency_s >= 0):
-            raise InvalidRequestError(f"latency_s must be a non-negative number, got {latency_s!r}")
-        if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
-            raise InvalidRequestError(f"usage must not be negative, got {usage!r}")
+        check_charge(usage, latency_s)
         with self._lock:
             self._close(reservation)
             return self._record(
@@ -242,3 +239,11 @@ class Ledger:
         self._latency_sum += latency_s
         self._last_end_s = max(self._last_end_s, reservation.started_s + latency_s)
         return record
+
+
+def check_charge(usage: Usage, latency_s: float) -> None:
+    """What every ledger checks before charging: a finite, non-negative latency and usage."""
+    if not (math.isfinite(latency_s) and latency_s >= 0):
+        raise InvalidRequestError(f"latency_s must be a non-negative number, got {latency_s!r}")
+    if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
+        raise InvalidRequestError(f"usage must not be negative, got {usage!r}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import threading
 import uuid
 import zlib
@@ -32,7 +31,7 @@ from adaptive_ttc.budget._redis_state import (
     snapshot_of,
     split_options,
 )
-from adaptive_ttc.budget.ledger import Ledger
+from adaptive_ttc.budget.ledger import Ledger, check_charge
 from adaptive_ttc.budget.pacing import Allowance, DefaultPacing, LedgerSnapshot
 from adaptive_ttc.budget.records import BudgetReport, CallRecord, Reservation
 from adaptive_ttc.budget.workflow import WorkflowBudget, check_node
@@ -157,10 +156,7 @@ class RedisLedger(Ledger):
         decision: Mapping[str, Any] | None = None,
     ) -> CallRecord:
         """Charge what a call really consumed, free the rest of its reservation and record the call."""
-        if not (math.isfinite(latency_s) and latency_s >= 0):
-            raise InvalidRequestError(f"latency_s must be a non-negative number, got {latency_s!r}")
-        if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
-            raise InvalidRequestError(f"usage must not be negative, got {usage!r}")
+        check_charge(usage, latency_s)
         record = CallRecord(
             reservation.node,
             configuration,
