@@ -70,6 +70,18 @@ class EngineResult:
             trace["strategy_details"] = dict(self.result.details)
         return trace
 
+    def call_trace(self, ledger: Ledger | None = None) -> dict[str, Any]:
+        """The trace a caller reports (chat model metadata, server responses): the decision trace, the strategy
+        that ran, its latency and requests, and what the budget has left after the call."""
+        trace = self.trace()
+        trace["strategy"] = self.result.strategy
+        trace["latency_s"] = self.result.latency_s
+        trace["requests"] = self.result.requests
+        if ledger is not None:
+            trace["budget_tokens_left"] = ledger.tokens_left
+            trace["budget_seconds_left"] = ledger.seconds_left
+        return trace
+
 
 class Engine:
     """Runs calls: decides a configuration per call and keeps the workflow budget's ledger true.

@@ -37,13 +37,7 @@ def chat_result(out: EngineResult, ledger: Ledger | None) -> ChatResult:
 
 
 def _metadata(out: EngineResult, ledger: Ledger | None) -> dict[str, Any]:
-    trace = out.trace()
-    trace["strategy"] = out.result.strategy
-    trace["latency_s"] = out.result.latency_s
-    trace["requests"] = out.result.requests
-    if ledger is not None:
-        trace["budget_tokens_left"] = ledger.tokens_left
-        trace["budget_seconds_left"] = ledger.seconds_left
+    trace = out.call_trace(ledger)
     return {
         "model_name": out.result.model,
         "finish_reason": out.result.selected.finish_reason,

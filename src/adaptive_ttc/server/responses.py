@@ -17,15 +17,10 @@ __all__ = ["Reply", "dumps", "trace"]
 
 def trace(out: EngineResult, ledger: Ledger | None, budget_id: str | None, node: str | None) -> dict[str, Any]:
     """The decision trace sent as the top-level ``adaptive_ttc`` object (as ``AdaptiveChatModel`` reports it)."""
-    data = out.trace()
-    data["strategy"] = out.result.strategy
-    data["latency_s"] = out.result.latency_s
-    data["requests"] = out.result.requests
+    data = out.call_trace(ledger)
     if ledger is not None:
         data["budget_id"] = budget_id
         data["node"] = node
-        data["budget_tokens_left"] = ledger.tokens_left
-        data["budget_seconds_left"] = ledger.seconds_left
     return data
 
 
