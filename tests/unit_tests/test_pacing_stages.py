@@ -79,7 +79,7 @@ async def test_fan_out_calls_share_their_stage_time(router: Router) -> None:
     await fan_out_run(engine, first)
     pacing.finish(first.snapshot())
     assert pacing.prior is not None
-    assert pacing.prior.runs == [(FANOUT, 1)]
+    assert pacing.prior.runs == [(FANOUT, 1, 100_000)]
     second = budget.open(lambda: 0.0)
     results = await fan_out_run(engine, second)
     rooms = [r.decision.time_room for r in results]
@@ -124,13 +124,41 @@ def test_prior_remaining_calls_is_a_conditional_mean(tmp_path: Any) -> None:
     for calls, stages in ((4, 2), (8, 4), (12, 6)):
         prior.record(calls, stages)
     again = WorkflowPrior(tmp_path / "prior.json")  # persisted
-    assert again.runs == [(4, 2), (8, 4), (12, 6)]
+    assert again.runs == [(4, 2, 0), (8, 4, 0), (12, 6, 0)]
     assert again.remaining_calls(0) == pytest.approx(8.0)
     assert again.remaining_calls(5) == pytest.approx(((8 - 5) + (12 - 5)) / 2)
     assert again.remaining_calls(12) is None
     assert again.width() == pytest.approx(2.0)
     (tmp_path / "bad.json").write_text("{not json")
     assert WorkflowPrior(tmp_path / "bad.json").runs == []
+    (tmp_path / "old.json").write_text('{"runs": [[4, 2], [8, 4]]}')  # written before caps were kept
+    assert WorkflowPrior(tmp_path / "old.json").runs == [(4, 2, 0), (8, 4, 0)]
+
+
+def test_prior_reads_the_length_from_the_cap() -> None:
+    """Earlier runs' caps per call (median) turn this run's cap into its expected length."""
+    prior = WorkflowPrior()
+    for calls in (4, 8, 12):
+        prior.record(calls, calls, cap=100 * calls)
+    assert prior.remaining_calls(0, 600) == pytest.approx(6.0)
+    assert prior.remaining_calls(2, 600) == pytest.approx(4.0)
+    # past the cap's estimate: the conditional mean over longer runs takes over
+    assert prior.remaining_calls(7, 600) == pytest.approx(((8 - 7) + (12 - 7)) / 2)
+    assert prior.remaining_calls(0) == pytest.approx(8.0)  # no cap given: the conditional mean
+
+
+def test_a_call_waits_for_reserved_tokens_rather_than_run_truncated(router: Router) -> None:
+    """A parallel call that finds the room held by calls in flight gets no room (the engine waits and re-plans)."""
+    pacing = ResolvedPacing.for_router(router)
+    greedy_upper = pacing.curve.greedy_tokens_upper
+    budget = WorkflowBudget(tokens=round(3 * greedy_upper), expected_calls=3)
+    ledger = budget.open(lambda: 0.0)
+    held = ledger.reserve(round(2.5 * greedy_upper))
+    waiting = pacing.price(ledger.snapshot(), Lambdas())
+    assert waiting.tokens == 0
+    ledger.charge(held, Usage(output_tokens=10), 0.1)
+    after = pacing.price(ledger.snapshot(), Lambdas())
+    assert after.tokens is not None and after.tokens > greedy_upper
 
 
 def test_latency_correction_learns_the_slowdown() -> None:

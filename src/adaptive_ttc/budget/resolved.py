@@ -105,12 +105,14 @@ class ResolvedPacing:
         with self._lock:
             run = self._runs.pop(_run_key(snapshot), None)
         if run is not None and self.prior is not None:
-            self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages))
+            self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages), snapshot.budget.tokens)
 
     # -- internals ------------------------------------------------------------------------------------------
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
         curve, factor = self.curve, self.latency.factor(s.in_flight)
+        if self._should_wait(s, factor):
+            return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
         started = s.finished + s.in_flight
         horizon = self._horizon(run, s, started)
         time_room, seconds_target = self._stage_time(run, s, horizon, factor, started)
@@ -129,9 +131,18 @@ class ResolvedPacing:
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
 
+    def _should_wait(self, s: LedgerSnapshot, factor: float) -> bool:
+        """Wait for calls in flight to hand back reserved tokens rather than run truncated (time permitting)."""
+        if not s.in_flight or not s.reserved or s.unreserved is None:
+            return False
+        if s.unreserved >= self.curve.greedy_tokens_upper:
+            return False
+        left_s = s.seconds_left
+        return left_s is None or left_s > 2 * self.curve.greedy_seconds_upper * factor
+
     def _horizon(self, run: StageClock, s: LedgerSnapshot, started: int) -> _Horizon:
         expected, now, seconds = s.budget.expected_calls, s.elapsed_s, s.budget.seconds
-        from_prior = None if self.prior is None else self.prior.remaining_calls(started)
+        from_prior = None if self.prior is None else self.prior.remaining_calls(started, s.budget.tokens)
         if expected is not None:
             calls = float(max(1, expected - started))
         elif from_prior is not None:
