@@ -158,7 +158,8 @@ def test_a_call_waits_for_reserved_tokens_rather_than_run_truncated(router: Rout
     assert waiting.tokens == 0
     ledger.charge(held, Usage(output_tokens=10), 0.1)
     after = pacing.price(ledger.snapshot(), Lambdas())
-    assert after.tokens is not None and after.tokens > greedy_upper
+    assert after.tokens is not None
+    assert after.tokens > greedy_upper
 
 
 def test_latency_correction_learns_the_slowdown() -> None:

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
+from adaptive_ttc.budget.pacing import Allowance, CallPrices, DefaultPacing, FixedPacing, LedgerSnapshot, PacingPolicy
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
 from adaptive_ttc.errors import ConfigurationError
@@ -42,7 +42,7 @@ from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import META_KEY, SpendCurve
 
-__all__ = ["SAFETY", "ResolvedPacing"]
+__all__ = ["PACING_NAMES", "SAFETY", "ResolvedPacing", "has_spend_curve", "make_pacing"]
 
 SAFETY = 0.85
 """Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
@@ -180,7 +180,8 @@ class ResolvedPacing:
     def _run(self, snapshot: LedgerSnapshot) -> StageClock:
         key = _run_key(snapshot)
         run = self._runs.get(key)
-        if run is None:
+        fresh = snapshot.finished + snapshot.in_flight == 0 or len(snapshot.calls) < (run.seen if run else 0)
+        if run is None or fresh:  # a new run (a run id may be reused once its ledger is gone)
             run = self._runs[key] = StageClock()
             while len(self._runs) > _RUNS_KEPT:
                 self._runs.popitem(last=False)
@@ -195,6 +196,34 @@ class ResolvedPacing:
             if predicted is not None and not record.failed:
                 self.latency.observe(predicted, record.latency_s, s.in_flight)
         run.seen = len(records)
+
+
+PACING_NAMES = ("default", "resolved", "fixed")
+"""Pacing policies by name (``make_pacing``): ``DefaultPacing``, ``ResolvedPacing``, ``FixedPacing``."""
+
+
+def has_spend_curve(router: Router | None) -> bool:
+    """Whether ``router`` carries the spend curve ``ResolvedPacing`` needs (``adaptive-ttc train`` stores it)."""
+    return router is not None and isinstance(router.meta.get(META_KEY), dict)
+
+
+def make_pacing(pacing: PacingPolicy | str | None, router: Router | None) -> PacingPolicy | None:
+    """A pacing policy from an object or a name in ``PACING_NAMES`` (``None``: the engine's default).
+
+    Raises:
+        ConfigurationError: an unknown name, or ``"resolved"`` without a router that has a spend curve.
+    """
+    if pacing is None or not isinstance(pacing, str):
+        return pacing
+    if pacing == "default":
+        return DefaultPacing()
+    if pacing == "fixed":
+        return FixedPacing()
+    if pacing != "resolved":
+        raise ConfigurationError(f"unknown pacing {pacing!r}; use one of {', '.join(PACING_NAMES)} or a PacingPolicy")
+    if router is None:
+        raise ConfigurationError("pacing='resolved' needs a router (it prices calls from the router's spend curve)")
+    return ResolvedPacing.for_router(router)
 
 
 def _sum_upper(count: float, mean: float, upper: float) -> float:

@@ -22,6 +22,7 @@ from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes,
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.router.spend import store_spend_curve
 
 __all__ = ["calibration", "split_questions", "train_router", "write_observations"]
 
@@ -78,6 +79,7 @@ def train_router(
         "resamples": resamples,
         "calibration": {k: v for k, v in report.items() if k != "reliability"},
     }
+    store_spend_curve(router, [texts[i] for i in train], observations(texts, outcomes, train))  # ResolvedPacing
     return router, report
 
 
