@@ -111,10 +111,10 @@ class ResolvedPacing:
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
         curve, factor = self.curve, self.latency.factor(s.in_flight)
-        if self._should_wait(s, factor):
-            return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
         started = s.finished + s.in_flight
         horizon = self._horizon(run, s, started)
+        if self._should_wait(s, factor, horizon):
+            return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
         time_room, seconds_target = self._stage_time(run, s, horizon, factor, started)
         tokens_target = None if s.unreserved is None else s.unreserved / horizon.calls
         solved = solve(curve, tokens_target, seconds_target, token_ratio=_ratio(run, s, curve), time_ratio=factor)
@@ -131,14 +131,15 @@ class ResolvedPacing:
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
 
-    def _should_wait(self, s: LedgerSnapshot, factor: float) -> bool:
-        """Wait for calls in flight to hand back reserved tokens rather than run truncated (time permitting)."""
-        if not s.in_flight or not s.reserved or s.unreserved is None:
-            return False
-        if s.unreserved >= self.curve.greedy_tokens_upper:
+    def _should_wait(self, s: LedgerSnapshot, factor: float, horizon: _Horizon) -> bool:
+        """Wait for calls in flight to hand back reserved tokens rather than run truncated, when the time left
+        covers the stages to come (mean greedy each) plus two greedy upper latencies (the wait and this call)."""
+        curve = self.curve
+        if not s.in_flight or not s.reserved or s.unreserved is None or s.unreserved >= curve.greedy_tokens_upper:
             return False
         left_s = s.seconds_left
-        return left_s is None or left_s > 2 * self.curve.greedy_seconds_upper * factor
+        need = (horizon.stages - 1) * curve.greedy_seconds + 2 * curve.greedy_seconds_upper
+        return left_s is None or left_s > need * factor
 
     def _horizon(self, run: StageClock, s: LedgerSnapshot, started: int) -> _Horizon:
         expected, now, seconds = s.budget.expected_calls, s.elapsed_s, s.budget.seconds
