@@ -120,7 +120,7 @@ async def profile_router(backend: OpenAICompatibleBackend, count: int, max_token
 
 
 async def workflow(
-    llm: AdaptiveChatModel, pacing: ResolvedPacing | None, index: int, calls: int, deadline: float | None, out: Phase
+    llm: AdaptiveChatModel, pacing: ResolvedPacing | None, index: int, *, calls: int, deadline: float | None, out: Phase
 ) -> None:
     """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss."""
     factors = []
@@ -154,17 +154,19 @@ async def run_phase(
     llm: AdaptiveChatModel,
     pacing: ResolvedPacing | None,
     count: int,
+    *,
     calls: int,
     deadline: float | None,
-    *,
     concurrent: bool,
 ) -> Phase:
     phase = Phase(name, deadline_s=deadline)
     if concurrent:
-        await asyncio.gather(*(workflow(llm, pacing, i, calls, deadline, phase) for i in range(count)))
+        await asyncio.gather(
+            *(workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase) for i in range(count))
+        )
     else:
         for i in range(count):
-            await workflow(llm, pacing, i, calls, deadline, phase)
+            await workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase)
     return phase
 
 
@@ -182,13 +184,21 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         routed = AdaptiveChatModel(
             backend=backends[2], router=router, pacing=pacing, max_tokens=args.max_tokens, temperature=TEMPERATURE
         )
-        idle_probe = await run_phase("idle greedy probe", greedy, None, 3, args.calls, None, concurrent=False)
+        idle_probe = await run_phase(
+            "idle greedy probe", greedy, None, 3, calls=args.calls, deadline=None, concurrent=False
+        )
         idle_deadline = args.deadline_slack * max(idle_probe.workflow_s)
-        idle = await run_phase("idle", routed, pacing, args.idle_workflows, args.calls, idle_deadline, concurrent=False)
-        probe = await run_phase("loaded greedy probe", greedy, None, args.workflows, args.calls, None, concurrent=True)
+        idle = await run_phase(
+            "idle", routed, pacing, args.idle_workflows, calls=args.calls, deadline=idle_deadline, concurrent=False
+        )
+        probe = await run_phase(
+            "loaded greedy probe", greedy, None, args.workflows, calls=args.calls, deadline=None, concurrent=True
+        )
         loaded_deadline = args.deadline_slack * max(probe.workflow_s)
         pacing.latency = type(pacing.latency)()  # the loaded round learns from scratch, as a fresh process would
-        loaded = await run_phase("loaded", routed, pacing, args.workflows, args.calls, loaded_deadline, concurrent=True)
+        loaded = await run_phase(
+            "loaded", routed, pacing, args.workflows, calls=args.calls, deadline=loaded_deadline, concurrent=True
+        )
         for model in (greedy, routed):
             model._resources.portal.call(backends[1 if model is greedy else 2].aclose())
             model.close()
