@@ -195,6 +195,15 @@ def simulate_budgets(src: Sources) -> str:
     )
 
 
+def simulate_budgets_resolved(src: Sources) -> str:
+    runs = [src.json(f"benchmarks/results/simulate_budgets{s}.json") for s in ("", "_no_deadline")]
+    return str(_benchmark("simulate_budgets").resolved_summary(runs))
+
+
+def latency_estimates(src: Sources) -> str:
+    return str(_benchmark("latency_estimates").render(src.json("benchmarks/results/latency_estimates.json")))
+
+
 def engine_overhead(src: Sources) -> str:
     result = src.json("benchmarks/results/engine_overhead.json")
     table = _benchmark("engine_overhead").render(
@@ -224,6 +233,8 @@ RENDERERS: dict[str, Callable[[Sources], str]] = {
     "workflows-summary": workflows_summary,
     "throughput": throughput,
     "simulate-budgets": simulate_budgets,
+    "simulate-budgets-resolved": simulate_budgets_resolved,
+    "latency-estimates": latency_estimates,
     "engine-overhead": engine_overhead,
 }
 

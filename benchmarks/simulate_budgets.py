@@ -765,6 +765,42 @@ def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
     return "\n".join(lines)
 
 
+def resolved_summary(runs: Sequence[dict[str, Any]]) -> str:
+    """One row per (budget level, deadline setting) of the resolved pacing against the best rival and ceiling."""
+    lines = [
+        "| cap | deadline | ceiling | best rival (acc, cap used) | resolved K known: acc, Δ vs rival [95% CI], "
+        "of ceiling, cap used, misses | K unknown (prior): acc, Δ [95% CI], of ceiling, cap used, misses |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        workflows = run["settings"]["workflows"]
+        for level in run["levels"]:
+            rows = {r["policy"]: r for r in level["policies"]}
+            rival = rows[level["best_rival"]]
+            short = (
+                level["best_rival"]
+                .replace("router, fixed lambda", "fixed")
+                .replace("router + pacing, K known", "paced")
+            )
+            cells = []
+            for name in ("router + resolved pacing, K known", "router + resolved pacing, K unknown"):
+                r = rows[name]
+                misses = "-" if r["time_used"] is None else f"{r['deadline_misses']}/{workflows}"
+                low, high = r["delta_rival_ci95"]
+                cells.append(
+                    f"{r['accuracy']:.3f}, {r['delta_vs_best_rival']:+.3f} [{low:+.3f}, {high:+.3f}], "
+                    f"{100 * r['ceiling_share']:.0f}%, {100 * r['budget_used']:.0f}%, {misses}"
+                )
+            deadline = (
+                "none" if level["seconds_per_stage"] <= 0 else f"{run['settings']['deadline_factor']:g} x greedy/stage"
+            )
+            lines.append(
+                f"| {level['tokens_factor']:g}x | {deadline} | {level['ceiling_accuracy']:.3f} "
+                f"| {short} {rival['accuracy']:.3f}, {100 * rival['budget_used']:.0f}% | {cells[0]} | {cells[1]} |"
+            )
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, help="a generation log (JSONL of observations); default: synthetic")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import operator
 import random
 from typing import Annotated, Any, TypedDict
@@ -173,3 +174,19 @@ def test_latency_correction_learns_the_slowdown() -> None:
         correction.observe(1.0, 1.0, in_flight=0)
     assert correction.factor(0) == pytest.approx(1.0, rel=0.01)
     assert correction.factor(8) == pytest.approx(3.0, rel=0.01)
+
+
+def test_a_run_whose_ledger_is_gone_goes_into_the_prior(router: Router) -> None:
+    """Without ``finish``, a run is recorded once its ledger is garbage-collected (at the next call priced)."""
+    pacing = ResolvedPacing.for_router(router)
+    budget = WorkflowBudget(tokens=5_000)
+    ledger = budget.open(lambda: 0.0)
+    for _ in range(3):
+        pacing.price(ledger.snapshot(), Lambdas())
+        ledger.charge(ledger.reserve(50), Usage(output_tokens=40), 0.1)
+    assert pacing.prior is not None
+    assert pacing.prior.runs == []  # the run may go on
+    del ledger
+    gc.collect()
+    pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    assert pacing.prior.runs == [(3, 3, 5_000)]

@@ -61,7 +61,8 @@ class ResolvedPacing:
 
     Args:
         curve: the router's spend curve (``ResolvedPacing.for_router`` reads it from the router file).
-        prior: call and stage counts of earlier runs of this workflow (``None``: none kept).
+        prior: call and stage counts of earlier runs of this workflow (default: kept in memory, for the runs this
+            object prices; give a ``WorkflowPrior(path)`` to keep them in a file).
         latency: the online latency correction (a fresh one by default; share one between pacing objects on
             the same backend to share what it learns).
     """
@@ -74,7 +75,7 @@ class ResolvedPacing:
         latency: LatencyCorrection | None = None,
     ) -> None:
         self.curve = curve
-        self.prior = prior
+        self.prior = prior if prior is not None else WorkflowPrior()
         self.latency = latency or LatencyCorrection()
         self._runs: OrderedDict[int, StageClock] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,6 +95,7 @@ class ResolvedPacing:
         """The prices and rooms of the next call (the rules in the module docstring)."""
         left_s = snapshot.seconds_left
         with self._lock:
+            self._reap()
             run = self._run(snapshot)
             self._learn(run, snapshot)
             if left_s is not None and left_s <= 0:
@@ -101,17 +103,29 @@ class ResolvedPacing:
             return self._price(run, snapshot, base)
 
     def finish(self, snapshot: LedgerSnapshot) -> None:
-        """Tell the policy a run has ended: its call and stage counts go into the prior."""
+        """Tell the policy a run has ended: its call and stage counts go into the prior.
+
+        Optional: a run whose ledger is gone (garbage-collected) is recorded at the next call priced.
+        """
         with self._lock:
             run = self._runs.pop(_run_key(snapshot), None)
         if run is not None and self.prior is not None:
             self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages), snapshot.budget.tokens)
+
+    def _reap(self) -> None:
+        """Record the runs whose ledgers are gone (their runs are over) into the prior."""
+        over = [key for key, run in self._runs.items() if run.owner is not None and run.owner() is None]
+        for key in over:
+            run = self._runs.pop(key)
+            if run.started and self.prior is not None:
+                self.prior.record(run.started, max(1, run.stages), run.cap)
 
     # -- internals ------------------------------------------------------------------------------------------
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
         curve, factor = self.curve, self.latency.factor(s.in_flight)
         started = s.finished + s.in_flight
+        run.started = max(run.started, started + 1)
         horizon = self._horizon(run, s, started)
         if self._should_wait(s, factor, horizon):
             return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
@@ -183,7 +197,7 @@ class ResolvedPacing:
         run = self._runs.get(key)
         fresh = snapshot.finished + snapshot.in_flight == 0 or len(snapshot.calls) < (run.seen if run else 0)
         if run is None or fresh:  # a new run (a run id may be reused once its ledger is gone)
-            run = self._runs[key] = StageClock()
+            run = self._runs[key] = StageClock(cap=snapshot.budget.tokens, owner=snapshot.ledger)
             while len(self._runs) > _RUNS_KEPT:
                 self._runs.popitem(last=False)
         self._runs.move_to_end(key)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +90,8 @@ class StageClock:
 
     ``planned_*``: what the spend curve expected of each call at its prices, by start order; ``seen``: records
     already learned from; ``opened_at``: the started-call count at which the current stage opened (a re-plan
-    of the same call does not open another).
+    of the same call does not open another); ``started``: calls priced so far; ``owner``: a weak reference to
+    the run's ledger (dead once the run is over).
     """
 
     stages: int = 0
@@ -101,6 +102,9 @@ class StageClock:
     planned_seconds: list[float] = field(default_factory=list)
     seen: int = 0
     opened_at: int = -1
+    started: int = 0
+    cap: int | None = None
+    owner: Callable[[], object | None] | None = None
 
     def joins(self, now: float, in_flight: int, least_s: float) -> bool:
         """Whether a call starting at ``now`` joins the current stage (others in flight, ``least_s`` left)."""
