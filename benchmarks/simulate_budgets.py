@@ -23,9 +23,11 @@ Policies, all at the same token cap and deadline per workflow:
 - ``router + pacing``: the engine with the router and its default pacing (``DefaultPacing``: fair share,
   pacing), with ``expected_calls=K`` ("K known") or without it.
 - ``router + resolved pacing``: ``ResolvedPacing`` (``adaptive_ttc.budget.resolved``): prices re-solved per call
-  from the router's spend curve, a greedy reserve for the calls to come, time by stage; "K unknown" learns the
-  number of calls from the earlier workflows (``WorkflowPrior``). The router is trained as ``train`` does:
-  dominated configurations pruned (``prune_grid``), the spend curve stored.
+  from the router's spend curve, a greedy reserve for the calls to come, time by stage; one pacing object per
+  policy and level, so its ``WorkflowPrior`` holds the earlier workflows (calls per stage, and for "K unknown"
+  the length: this cap over their median cap per call -- here caps are proportional to K, so this recovers K).
+  The router is trained as ``train`` does: dominated configurations pruned (``prune_grid``), the spend curve
+  stored.
 - ``hindsight ceiling``: per workflow, the best allocation knowing every call's outcomes (``hindsight.py``);
   "of ceiling" is a policy's accuracy over it. "best rival": the best of the tuned fixed lambdas, today's pacing
   and every static configuration, paired by workflow.
