@@ -16,16 +16,20 @@ What it does, against a real OpenAI-compatible server (the vLLM CPU server in th
    workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so greedy fits).
    Idle workflows get ``--deadline-slack`` x the slowest idle greedy workflow the same way.
 
-Every call goes through ``AdaptiveChatModel(pacing=...)`` inside its own ``adaptive_ttc.budget``. Per call: the
-router's latency estimate of the configuration it ran (the uncorrected estimate), that estimate times the
-correction factor the pacing held when the call was priced (the corrected one), and the observed latency. MAPE =
-mean |estimate - observed| / observed. Deadline misses are the ledger's (last call's end past the deadline).
+Every call goes through ``AdaptiveChatModel`` inside its own ``adaptive_ttc.budget``. Per call: the router's
+latency estimate of the configuration it ran (the uncorrected estimate; a call that degraded to greedy, or a
+probe's greedy call, carries no predictions, so the router is asked again), that estimate times the correction
+factor the pacing held when the call was priced (the corrected one; the probes have none), and the observed
+latency. MAPE = mean |estimate - observed| / observed, over all calls and over the calls priced after the
+correction's first observation (from other calls, counted before the call started). Deadline misses are the
+ledger's (last call's end past the deadline).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import time
@@ -58,7 +62,7 @@ class Phase:
     """What one phase measured: per call (estimate, corrected estimate, observed), and per workflow."""
 
     name: str
-    estimates: list[tuple[float, float, float]] = field(default_factory=list)
+    estimates: list[tuple[float, float, float, float]] = field(default_factory=list)
     configurations: list[str] = field(default_factory=list)
     workflow_s: list[float] = field(default_factory=list)
     deadline_s: float | None = None
@@ -66,8 +70,8 @@ class Phase:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        def mape(column: int) -> float | None:
-            rows = [(e[column], e[2]) for e in self.estimates if e[2] > 0]
+        def mape(column: int, *, learned_only: bool = False) -> float | None:
+            rows = [(e[column], e[2]) for e in self.estimates if e[2] > 0 and (e[3] or not learned_only)]
             return None if not rows else statistics.fmean(abs(p - o) / o for p, o in rows)
 
         observed = [e[2] for e in self.estimates]
@@ -77,6 +81,9 @@ class Phase:
             "workflows": len(self.workflow_s),
             "mape_uncorrected": mape(0),
             "mape_corrected": mape(1),
+            "calls_after_first_observation": sum(int(e[3]) for e in self.estimates),
+            "mape_uncorrected_after_first_observation": mape(0, learned_only=True),
+            "mape_corrected_after_first_observation": mape(1, learned_only=True),
             "mean_observed_s": statistics.fmean(observed) if observed else None,
             "mean_estimate_s": statistics.fmean(e[0] for e in self.estimates) if observed else None,
             "deadline_s": self.deadline_s,
@@ -120,33 +127,48 @@ async def profile_router(backend: OpenAICompatibleBackend, count: int, max_token
 
 
 async def workflow(
-    llm: AdaptiveChatModel, pacing: ResolvedPacing | None, index: int, *, calls: int, deadline: float | None, out: Phase
+    llm: AdaptiveChatModel,
+    pacing: ResolvedPacing | None,
+    index: int,
+    *,
+    calls: int,
+    deadline: float | None,
+    out: Phase,
+    router: Router | None = None,
 ) -> None:
     """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss."""
-    factors = []
     start = time.perf_counter()
     with adaptive_ttc.budget(tokens=100_000, seconds=deadline, expected_calls=calls) as scope:
         for call in range(calls):
-            factors.append(1.0 if pacing is None else pacing.latency.factor(0))
+            text = question(1000 + index * calls + call)
+            learned = 0 if pacing is None else pacing.latency.observed
+            before = len(scope.report().calls)
             try:
-                await llm.ainvoke(question(1000 + index * calls + call))
+                message = await llm.ainvoke(text)
             except AdaptiveTTCError as exc:
                 out.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            allowance = message.response_metadata["adaptive_ttc"].get("allowance") or {}
+            factor = float(allowance.get("latency_factor", 1.0))  # what the pacing multiplied estimates by
+            records = scope.report().calls
+            if len(records) > before:
+                record = records[-1]
+                out.configurations.append(record.configuration)
+                predicted = _estimate(record.decision, record.configuration, router, text, llm.max_tokens)
+                if predicted is not None:
+                    out.estimates.append((predicted, predicted * factor, record.latency_s, float(learned > 0)))
     out.workflow_s.append(time.perf_counter() - start)
-    report = scope.report()
-    out.misses += report.deadline_missed
-    for record, factor in zip(report.calls, factors, strict=False):
-        predicted = next(
-            (
-                p["latency_s"]
-                for p in record.decision.get("predictions", ())
-                if p["configuration"] == record.configuration
-            ),
-            None,
-        )
-        out.configurations.append(record.configuration)
-        if predicted is not None:
-            out.estimates.append((predicted, predicted * factor, record.latency_s))
+    out.misses += scope.report().deadline_missed
+
+
+def _estimate(decision: dict[str, Any], label: str, router: Router | None, text: str, max_tokens: int) -> float | None:
+    """The router's latency estimate of ``label`` for this call: from its decision, else asked again (a call
+    that degraded to greedy carries no predictions)."""
+    predictions = list(decision.get("predictions", ()))
+    if not predictions and router is not None:
+        again = router.decide(text, max_tokens=max_tokens)
+        predictions = [] if again is None else [dataclasses.asdict(p) for p in again.predictions]
+    return next((float(p["latency_s"]) for p in predictions if p["configuration"] == label), None)
 
 
 async def run_phase(
@@ -158,15 +180,16 @@ async def run_phase(
     calls: int,
     deadline: float | None,
     concurrent: bool,
+    router: Router | None = None,
 ) -> Phase:
     phase = Phase(name, deadline_s=deadline)
     if concurrent:
         await asyncio.gather(
-            *(workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase) for i in range(count))
+            *(workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router) for i in range(count))
         )
     else:
         for i in range(count):
-            await workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase)
+            await workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router)
     return phase
 
 
@@ -185,14 +208,21 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             backend=backends[2], router=router, pacing=pacing, max_tokens=args.max_tokens, temperature=TEMPERATURE
         )
         idle_probe = await run_phase(
-            "idle greedy probe", greedy, None, 3, calls=args.calls, deadline=None, concurrent=False
+            "idle greedy probe", greedy, None, 3, calls=args.calls, deadline=None, concurrent=False, router=router
         )
         idle_deadline = args.deadline_slack * max(idle_probe.workflow_s)
         idle = await run_phase(
             "idle", routed, pacing, args.idle_workflows, calls=args.calls, deadline=idle_deadline, concurrent=False
         )
         probe = await run_phase(
-            "loaded greedy probe", greedy, None, args.workflows, calls=args.calls, deadline=None, concurrent=True
+            "loaded greedy probe",
+            greedy,
+            None,
+            args.workflows,
+            calls=args.calls,
+            deadline=None,
+            concurrent=True,
+            router=router,
         )
         loaded_deadline = args.deadline_slack * max(probe.workflow_s)
         pacing.latency = type(pacing.latency)()  # the loaded round learns from scratch, as a fresh process would
@@ -219,13 +249,16 @@ def render(result: dict[str, Any]) -> str:
         return "-" if value is None else fmt.format(value)
 
     lines = [
-        "| phase | workflows | calls | mean observed s | MAPE uncorrected | MAPE corrected | deadline s | misses |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| phase | workflows | calls | mean observed s | MAPE uncorrected | MAPE corrected "
+        "| calls priced after a first observation: MAPE uncorrected / corrected | deadline s | misses |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in result["phases"]:
         lines.append(
             f"| {p['phase']} | {p['workflows']} | {p['calls']} | {cell(p['mean_observed_s'], '{:.2f}')} "
             f"| {cell(p['mape_uncorrected'], '{:.0%}')} | {cell(p['mape_corrected'], '{:.0%}')} "
+            f"| {p['calls_after_first_observation']}: {cell(p['mape_uncorrected_after_first_observation'], '{:.0%}')}"
+            f" / {cell(p['mape_corrected_after_first_observation'], '{:.0%}')} "
             f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} |"
         )
     return "\n".join(lines)

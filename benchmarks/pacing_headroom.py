@@ -59,10 +59,11 @@ class Setup:
         fallback = self.table.label_for(finished)
         return (self.table.cells[question][fallback].correct if fallback else 0.0), tokens
 
-    def online(self, price: float, factor: float, fit: str) -> float:
-        total = 0.0
+    def online(self, price: float, factor: float, fit: str) -> tuple[float, float]:
+        """Total expected correctness over the workflows, and the mean share of the cap used."""
+        total = used = 0.0
         for flow in self.workflows:
-            left = factor * self.greedy * len(flow)
+            cap = left = factor * self.greedy * len(flow)
             for i, q in enumerate(flow):
                 room = left - self.greedy * (len(flow) - i - 1)
                 accuracies, costs = self.predicted[q]
@@ -73,7 +74,8 @@ class Setup:
                         options.append((accuracy - price * cost.tokens, label))
                 correct, tokens = self.run_call(q, max(options)[1], left)
                 total, left = total + correct, left - tokens
-        return total
+            used += (cap - left) / cap
+        return total, used / len(self.workflows)
 
     def clairvoyant(self, flow: list[str], cap: float) -> float:
         for price in PRICES:
@@ -85,6 +87,24 @@ class Setup:
             if sum(self.table.cells[q][label].tokens for q, label in zip(flow, picks, strict=True)) <= cap:
                 return sum(self.table.cells[q][label].correct for q, label in zip(flow, picks, strict=True))
         return sum(self.table.cells[q]["greedy"].correct for q in flow)
+
+
+def render(result: dict[str, object]) -> str:
+    """The markdown table of a run."""
+    lines = [
+        "| cap | hindsight ceiling | clairvoyant (router predictions, whole workflow known) "
+        "| best single price, true-cost fit (cap used) | best single price, upper-estimate fit (cap used) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    levels = result["levels"]
+    assert isinstance(levels, list)
+    for row in levels:
+        lines.append(
+            f"| {row['tokens_factor']:g}x | {row['ceiling_accuracy']:.3f} | {100 * row['clairvoyant_share']:.1f}% "
+            f"| {100 * row['best_price_true_fit_share']:.1f}% ({100 * row['best_price_true_fit_cap_used']:.0f}%) "
+            f"| {100 * row['best_price_upper_fit_share']:.1f}% ({100 * row['best_price_upper_fit_cap_used']:.0f}%) |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -104,8 +124,10 @@ def main() -> None:
                 "tokens_factor": factor,
                 "ceiling_accuracy": ceiling / sum(len(flow) for flow in setup.workflows),
                 "clairvoyant_share": clairvoyant / ceiling,
-                "best_price_true_fit_share": best["true"] / ceiling,
-                "best_price_upper_fit_share": best["upper"] / ceiling,
+                "best_price_true_fit_share": best["true"][0] / ceiling,
+                "best_price_true_fit_cap_used": best["true"][1],
+                "best_price_upper_fit_share": best["upper"][0] / ceiling,
+                "best_price_upper_fit_cap_used": best["upper"][1],
             }
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -200,6 +200,10 @@ def simulate_budgets_resolved(src: Sources) -> str:
     return str(_benchmark("simulate_budgets").resolved_summary(runs))
 
 
+def pacing_headroom(src: Sources) -> str:
+    return str(_benchmark("pacing_headroom").render(src.json("benchmarks/results/pacing_headroom.json")))
+
+
 def latency_estimates(src: Sources) -> str:
     return str(_benchmark("latency_estimates").render(src.json("benchmarks/results/latency_estimates.json")))
 
@@ -235,6 +239,7 @@ RENDERERS: dict[str, Callable[[Sources], str]] = {
     "simulate-budgets": simulate_budgets,
     "simulate-budgets-resolved": simulate_budgets_resolved,
     "latency-estimates": latency_estimates,
+    "pacing-headroom": pacing_headroom,
     "engine-overhead": engine_overhead,
 }
 

@@ -190,3 +190,25 @@ def test_a_run_whose_ledger_is_gone_goes_into_the_prior(router: Router) -> None:
     gc.collect()
     pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
     assert pacing.prior.runs == [(3, 3, 5_000)]
+
+
+def test_time_estimates_follow_the_load_of_every_run(router: Router) -> None:
+    """A call priced while another run's call is in flight gets the correction learned under that load."""
+    budget = WorkflowBudget(tokens=100_000, seconds=60.0, expected_calls=4)
+
+    def trained_pacing() -> ResolvedPacing:
+        pacing = ResolvedPacing.for_router(router)
+        for _ in range(30):
+            pacing.latency.observe(1.0, 3.0, in_flight=1)  # 3x slower with one other call on the backend
+            pacing.latency.observe(1.0, 1.0, in_flight=0)
+        return pacing
+
+    idle = trained_pacing().price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    pacing = trained_pacing()
+    other = budget.open(lambda: 0.0)
+    pacing.price(other.snapshot(), Lambdas())
+    other.reserve(100)  # the other run's call is now in flight
+    loaded = pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    assert idle.time_room is not None
+    assert loaded.time_room is not None
+    assert loaded.time_room < idle.time_room / 2

@@ -96,6 +96,8 @@ class Allowance:
     lambda_latency_scale: float
     calls_remaining: float
     exhausted: bool
+    latency_factor: float = 1.0
+    """What the policy multiplied latency estimates by (``ResolvedPacing``'s online correction; 1.0 otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
 - **Calls remaining.** ``expected_calls - started``; else the prior's ``mean(K - started | K > started)``; else,
   with a deadline, the observed call rate times the time left; else ``max(4, started)``.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
-  predicted latency of recent calls, shared by the runs priced by this object): rooms are divided by it.
+  predicted latency of recent calls, by the backend load they were priced under: the calls in flight in every
+  run this object prices; shared by those runs): rooms are divided by it.
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
@@ -28,6 +29,7 @@ training data says more tokens buy nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -123,9 +125,12 @@ class ResolvedPacing:
     # -- internals ------------------------------------------------------------------------------------------
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
-        curve, factor = self.curve, self.latency.factor(s.in_flight)
+        load = self._backend_load(run, s)
+        curve, factor = self.curve, self.latency.factor(load)
         started = s.finished + s.in_flight
         run.started = max(run.started, started + 1)
+        run.loads.extend([load] * (started + 1 - len(run.loads)))
+        run.loads[started] = load
         horizon = self._horizon(run, s, started)
         if self._should_wait(s, factor, horizon):
             return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
@@ -142,6 +147,7 @@ class ResolvedPacing:
             keep = _sum_upper(horizon.calls - 1, curve.greedy_tokens, curve.greedy_tokens_upper)
             token_room = max(s.unreserved - keep, min(float(s.unreserved), curve.greedy_tokens_upper))
         allowance = _allowance(s, solved=solved, base=base, horizon=horizon, target=tokens_target, room=time_room)
+        allowance = dataclasses.replace(allowance, latency_factor=factor)
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
 
@@ -204,13 +210,20 @@ class ResolvedPacing:
         return run
 
     def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
-        """Feed the latency correction with the run's calls finished since the last look."""
+        """Feed the latency correction with the run's calls finished since the last look, each with the backend
+        load it was priced under (calls in flight then, in every run this object prices)."""
         records = s.calls
-        for record in records[run.seen :]:
+        for index, record in enumerate(records[run.seen :], start=run.seen):
             predicted = _predicted_latency(record.decision, record.configuration)
+            load = run.loads[index] if index < len(run.loads) else s.in_flight
             if predicted is not None and not record.failed:
-                self.latency.observe(predicted, record.latency_s, s.in_flight)
+                self.latency.observe(predicted, record.latency_s, load)
         run.seen = len(records)
+
+    def _backend_load(self, run: StageClock, s: LedgerSnapshot) -> int:
+        """Calls in flight now across the runs this object prices: this run's, plus the others' as last seen."""
+        others = sum(max(0, r.started - r.seen) for r in self._runs.values() if r is not run)
+        return s.in_flight + others
 
 
 PACING_NAMES = ("default", "resolved", "fixed")

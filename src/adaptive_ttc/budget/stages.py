@@ -90,8 +90,9 @@ class StageClock:
 
     ``planned_*``: what the spend curve expected of each call at its prices, by start order; ``seen``: records
     already learned from; ``opened_at``: the started-call count at which the current stage opened (a re-plan
-    of the same call does not open another); ``started``: calls priced so far; ``owner``: a weak reference to
-    the run's ledger (dead once the run is over).
+    of the same call does not open another); ``started``: calls priced so far; ``loads``: the backend load
+    (calls in flight) each was priced under; ``owner``: a weak reference to the run's ledger (dead once the run
+    is over).
     """
 
     stages: int = 0
@@ -103,6 +104,7 @@ class StageClock:
     seen: int = 0
     opened_at: int = -1
     started: int = 0
+    loads: list[int] = field(default_factory=list)
     cap: int | None = None
     owner: Callable[[], object | None] | None = None
 
@@ -125,6 +127,8 @@ class LatencyCorrection:
         self._log_ratio: dict[int, float] = {}
         self._overall: float | None = None
         self.in_flight = 0
+        self.observed = 0
+        """Calls learned from so far."""
 
     def started(self) -> int:
         """Count a call going to the backend; returns how many were in flight before it."""
@@ -144,6 +148,7 @@ class LatencyCorrection:
         value = math.log(observed_s / predicted_s)
         bucket = _bucket(in_flight)
         with self._lock:
+            self.observed += 1
             old = self._log_ratio.get(bucket)
             self._log_ratio[bucket] = value if old is None else (1 - _EWMA) * old + _EWMA * value
             self._overall = value if self._overall is None else (1 - _EWMA) * self._overall + _EWMA * value
