@@ -129,8 +129,9 @@ class ResolvedPacing:
         curve, factor = self.curve, self.latency.factor(load)
         started = s.finished + s.in_flight
         run.started = max(run.started, started + 1)
-        run.loads.extend([load] * (started + 1 - len(run.loads)))
-        run.loads[started] = load
+        others = load - s.in_flight
+        run.loads.extend([others] * (started + 1 - len(run.loads)))
+        run.loads[started] = others
         horizon = self._horizon(run, s, started)
         if self._should_wait(s, factor, horizon):
             return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
@@ -210,12 +211,12 @@ class ResolvedPacing:
         return run
 
     def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
-        """Feed the latency correction with the run's calls finished since the last look, each with the backend
-        load it was priced under (calls in flight then, in every run this object prices)."""
+        """Feed the latency correction with the run's calls finished since the last look, each under the backend
+        load it met: the other runs' calls in flight when it was priced, plus this run's in flight now."""
         records = s.calls
         for index, record in enumerate(records[run.seen :], start=run.seen):
             predicted = _predicted_latency(record.decision, record.configuration)
-            load = run.loads[index] if index < len(run.loads) else s.in_flight
+            load = (run.loads[index] if index < len(run.loads) else 0) + s.in_flight
             if predicted is not None and not record.failed:
                 self.latency.observe(predicted, record.latency_s, load)
         run.seen = len(records)

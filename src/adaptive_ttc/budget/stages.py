@@ -90,8 +90,8 @@ class StageClock:
 
     ``planned_*``: what the spend curve expected of each call at its prices, by start order; ``seen``: records
     already learned from; ``opened_at``: the started-call count at which the current stage opened (a re-plan
-    of the same call does not open another); ``started``: calls priced so far; ``loads``: the backend load
-    (calls in flight) each was priced under; ``owner``: a weak reference to the run's ledger (dead once the run
+    of the same call does not open another); ``started``: calls priced so far; ``loads``: the other runs'
+    calls in flight when each was priced; ``owner``: a weak reference to the run's ledger (dead once the run
     is over).
     """
 
