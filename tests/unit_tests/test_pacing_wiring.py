@@ -7,7 +7,8 @@ import pytest
 import adaptive_ttc
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import DefaultPacing, FixedPacing, Ledger, WorkflowBudget
-from adaptive_ttc.budget.resolved import ResolvedPacing, has_spend_curve, make_pacing
+from adaptive_ttc.budget.policies import has_spend_curve, make_pacing
+from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval import workflows
 from adaptive_ttc.langchain import AdaptiveChatModel

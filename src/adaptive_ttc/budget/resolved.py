@@ -15,8 +15,13 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
   latency price is the lowest at which the curve's mean seconds per call fit ``SAFETY x seconds left / M``.
   ``M = R / w``, ``w`` the calls per stage of earlier runs (``WorkflowPrior``), else of this run so far, else 1.
-- **Calls remaining.** ``expected_calls - started``; else the prior's ``mean(K - started | K > started)``; else,
-  with a deadline, the observed call rate times the time left; else ``max(4, started)``.
+- **Waiting.** A call that finds less than a greedy upper estimate unreserved while other calls hold
+  reservations gets no room (the engine waits for them and re-plans) rather than run with a cut ``max_tokens``,
+  when the time left covers the stages to come (a mean greedy latency each) plus two greedy upper latencies.
+- **Calls remaining.** ``expected_calls - started``; else from the prior (``WorkflowPrior.remaining_calls``:
+  this run's cap over earlier runs' median cap per call, else ``mean(K - started | K > started)``); else, with a
+  deadline, the observed call rate times the time left; else ``max(4, started)``. The prior is kept in memory
+  by default; a run goes into it at ``finish`` or once its ledger is gone.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
   predicted latency of recent calls, by the backend load they were priced under: the calls in flight in every
   run this object prices; shared by those runs): rooms are divided by it.
@@ -36,7 +41,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from adaptive_ttc.budget.pacing import Allowance, CallPrices, DefaultPacing, FixedPacing, LedgerSnapshot, PacingPolicy
+from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
 from adaptive_ttc.errors import ConfigurationError
@@ -44,7 +49,7 @@ from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import META_KEY, SpendCurve
 
-__all__ = ["PACING_NAMES", "SAFETY", "ResolvedPacing", "has_spend_curve", "make_pacing"]
+__all__ = ["SAFETY", "ResolvedPacing"]
 
 SAFETY = 0.85
 """Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
@@ -225,34 +230,6 @@ class ResolvedPacing:
         """Calls in flight now across the runs this object prices: this run's, plus the others' as last seen."""
         others = sum(max(0, r.started - r.seen) for r in self._runs.values() if r is not run)
         return s.in_flight + others
-
-
-PACING_NAMES = ("default", "resolved", "fixed")
-"""Pacing policies by name (``make_pacing``): ``DefaultPacing``, ``ResolvedPacing``, ``FixedPacing``."""
-
-
-def has_spend_curve(router: Router | None) -> bool:
-    """Whether ``router`` carries the spend curve ``ResolvedPacing`` needs (``adaptive-ttc train`` stores it)."""
-    return router is not None and isinstance(router.meta.get(META_KEY), dict)
-
-
-def make_pacing(pacing: PacingPolicy | str | None, router: Router | None) -> PacingPolicy | None:
-    """A pacing policy from an object or a name in ``PACING_NAMES`` (``None``: the engine's default).
-
-    Raises:
-        ConfigurationError: an unknown name, or ``"resolved"`` without a router that has a spend curve.
-    """
-    if pacing is None or not isinstance(pacing, str):
-        return pacing
-    if pacing == "default":
-        return DefaultPacing()
-    if pacing == "fixed":
-        return FixedPacing()
-    if pacing != "resolved":
-        raise ConfigurationError(f"unknown pacing {pacing!r}; use one of {', '.join(PACING_NAMES)} or a PacingPolicy")
-    if router is None:
-        raise ConfigurationError("pacing='resolved' needs a router (it prices calls from the router's spend curve)")
-    return ResolvedPacing.for_router(router)
 
 
 def _sum_upper(count: float, mean: float, upper: float) -> float:

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from adaptive_ttc.budget import CallPrices, DefaultPacing, FixedPacing, Ledger, PacingPolicy, WorkflowBudget
-from adaptive_ttc.budget.resolved import ResolvedPacing, has_spend_curve
+from adaptive_ttc.budget.policies import has_spend_curve
+from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.eval.evaluate import Replay, build_replay
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES

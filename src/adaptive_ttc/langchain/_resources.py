@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.backends.factory import BackendSettings, open_backend
-from adaptive_ttc.budget.resolved import make_pacing
+from adaptive_ttc.budget.policies import make_pacing
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.langchain.portal import Portal
 from adaptive_ttc.router.configs import Configuration

@@ -28,7 +28,7 @@ from adaptive_ttc.backends.factory import (
     backend_provider,
 )
 from adaptive_ttc.budget import Ledger
-from adaptive_ttc.budget.resolved import PACING_NAMES
+from adaptive_ttc.budget.policies import PACING_NAMES
 from adaptive_ttc.budget.scope import find_ledger
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import ConfigurationError
