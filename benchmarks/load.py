@@ -2,6 +2,8 @@
 
     python benchmarks/load.py --url http://127.0.0.1:8765/v1                  # 100 workflows x 3 calls, 3 rounds
     python benchmarks/load.py --workflows 20 --rounds 2 --out /tmp/load.json   # a quick look
+    python benchmarks/load.py --latency-estimates    # time estimates' error with/without the online correction
+                                                     # (latency_estimates.py; its own options follow)
 
 Two measurements, both side by side with direct ``httpx`` calls of the same chat requests:
 
@@ -31,6 +33,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -381,6 +384,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    if "--latency-estimates" in sys.argv:  # the latency-estimate mode lives in its own module
+        import latency_estimates  # noqa: PLC0415 - benchmarks/ is on sys.path when this script runs
+
+        latency_estimates.main([a for a in sys.argv[1:] if a != "--latency-estimates"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("ADAPTIVE_TTC_VLLM_URL", "http://127.0.0.1:8765/v1"))
     parser.add_argument("--model", default=os.environ.get("ADAPTIVE_TTC_VLLM_MODEL", "SmolLM2-135M-Instruct"))

@@ -128,6 +128,19 @@ def simulate_budgets(src: Sources) -> str:
     )
 
 
+def simulate_budgets_resolved(src: Sources) -> str:
+    runs = [src.json(f"benchmarks/results/simulate_budgets{s}.json") for s in ("", "_no_deadline")]
+    return str(_benchmark("simulate_budgets").resolved_summary(runs))
+
+
+def pacing_headroom(src: Sources) -> str:
+    return str(_benchmark("pacing_headroom").render(src.json("benchmarks/results/pacing_headroom.json")))
+
+
+def latency_estimates(src: Sources) -> str:
+    return str(_benchmark("latency_estimates").render(src.json("benchmarks/results/latency_estimates.json")))
+
+
 def engine_overhead(src: Sources) -> str:
     result = src.json("benchmarks/results/engine_overhead.json")
     table = _benchmark("engine_overhead").render(
@@ -163,6 +176,9 @@ RENDERERS: dict[str, Callable[[Sources], str]] = {
     "workflows-summary": _router.workflows_summary,
     "throughput": throughput,
     "simulate-budgets": simulate_budgets,
+    "simulate-budgets-resolved": simulate_budgets_resolved,
+    "latency-estimates": latency_estimates,
+    "pacing-headroom": pacing_headroom,
     "engine-overhead": engine_overhead,
 }
 

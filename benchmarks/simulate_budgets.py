@@ -23,9 +23,11 @@ Policies, all at the same token cap and deadline per workflow:
 - ``router + pacing``: the engine with the router and its default pacing (``DefaultPacing``: fair share,
   pacing), with ``expected_calls=K`` ("K known") or without it.
 - ``router + resolved pacing``: ``ResolvedPacing`` (``adaptive_ttc.budget.resolved``): prices re-solved per call
-  from the router's spend curve, a greedy reserve for the calls to come, time by stage; "K unknown" learns the
-  number of calls from the earlier workflows (``WorkflowPrior``). The router is trained as ``train`` does:
-  dominated configurations pruned (``prune_grid``), the spend curve stored.
+  from the router's spend curve, a greedy reserve for the calls to come, time by stage; one pacing object per
+  policy and level, so its ``WorkflowPrior`` holds the earlier workflows (calls per stage, and for "K unknown"
+  the length: this cap over their median cap per call -- here caps are proportional to K, so this recovers K).
+  The router is trained as ``train`` does: dominated configurations pruned (``prune_grid``), the spend curve
+  stored.
 - ``hindsight ceiling``: per workflow, the best allocation knowing every call's outcomes (``hindsight.py``);
   "of ceiling" is a policy's accuracy over it. "best rival": the best of the tuned fixed lambdas, today's pacing
   and every static configuration, paired by workflow.
@@ -762,6 +764,42 @@ def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
                 f"| {mix} |"
             )
         lines.append("")
+    return "\n".join(lines)
+
+
+def resolved_summary(runs: Sequence[dict[str, Any]]) -> str:
+    """One row per (budget level, deadline setting) of the resolved pacing against the best rival and ceiling."""
+    lines = [
+        "| cap | deadline | ceiling | best rival (acc, cap used) | resolved K known: acc, Δ vs rival [95% CI], "
+        "of ceiling, cap used, misses | K unknown (prior): acc, Δ [95% CI], of ceiling, cap used, misses |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        workflows = run["settings"]["workflows"]
+        for level in run["levels"]:
+            rows = {r["policy"]: r for r in level["policies"]}
+            rival = rows[level["best_rival"]]
+            short = (
+                level["best_rival"]
+                .replace("router, fixed lambda", "fixed")
+                .replace("router + pacing, K known", "paced")
+            )
+            cells = []
+            for name in ("router + resolved pacing, K known", "router + resolved pacing, K unknown"):
+                r = rows[name]
+                misses = "-" if r["time_used"] is None else f"{r['deadline_misses']}/{workflows}"
+                low, high = r["delta_rival_ci95"]
+                cells.append(
+                    f"{r['accuracy']:.3f}, {r['delta_vs_best_rival']:+.3f} [{low:+.3f}, {high:+.3f}], "
+                    f"{100 * r['ceiling_share']:.0f}%, {100 * r['budget_used']:.0f}%, {misses}"
+                )
+            deadline = (
+                "none" if level["seconds_per_stage"] <= 0 else f"{run['settings']['deadline_factor']:g} x greedy/stage"
+            )
+            lines.append(
+                f"| {level['tokens_factor']:g}x | {deadline} | {level['ceiling_accuracy']:.3f} "
+                f"| {short} {rival['accuracy']:.3f}, {100 * rival['budget_used']:.0f}% | {cells[0]} | {cells[1]} |"
+            )
     return "\n".join(lines)
 
 

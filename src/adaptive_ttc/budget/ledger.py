@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,6 +68,7 @@ class Ledger:
                 pool_calls=self._pool_calls[pool],
                 run=id(self),
                 calls=tuple(self._records),
+                ledger=weakref.ref(self),
             )
 
     def allowance(self, node: str | None = None) -> Allowance:

@@ -28,7 +28,8 @@ base lambdas, and the engine degrades the call.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from adaptive_ttc.budget.records import CallRecord
@@ -73,6 +74,8 @@ class LedgerSnapshot:
     pool_calls: int
     run: int = 0
     calls: tuple[CallRecord, ...] = ()
+    ledger: Callable[[], object | None] | None = field(default=None, compare=False, repr=False)
+    """A weak reference to the ledger (``None`` once it is gone: its run has ended)."""
 
     @property
     def seconds_left(self) -> float | None:
@@ -93,6 +96,8 @@ class Allowance:
     lambda_latency_scale: float
     calls_remaining: float
     exhausted: bool
+    latency_factor: float = 1.0
+    """What the policy multiplied latency estimates by (``ResolvedPacing``'s online correction; 1.0 otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,16 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
   latency price is the lowest at which the curve's mean seconds per call fit ``SAFETY x seconds left / M``.
   ``M = R / w``, ``w`` the calls per stage of earlier runs (``WorkflowPrior``), else of this run so far, else 1.
-- **Calls remaining.** ``expected_calls - started``; else the prior's ``mean(K - started | K > started)``; else,
-  with a deadline, the observed call rate times the time left; else ``max(4, started)``.
+- **Waiting.** A call that finds less than a greedy upper estimate unreserved while other calls hold
+  reservations gets no room (the engine waits for them and re-plans) rather than run with a cut ``max_tokens``,
+  when the time left covers the stages to come (a mean greedy latency each) plus two greedy upper latencies.
+- **Calls remaining.** ``expected_calls - started``; else from the prior (``WorkflowPrior.remaining_calls``:
+  this run's cap over earlier runs' median cap per call, else ``mean(K - started | K > started)``); else, with a
+  deadline, the observed call rate times the time left; else ``max(4, started)``. The prior is kept in memory
+  by default; a run goes into it at ``finish`` or once its ledger is gone.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
-  predicted latency of recent calls, shared by the runs priced by this object): rooms are divided by it.
+  predicted latency of recent calls, by the backend load they were priced under: the calls in flight in every
+  run this object prices; shared by those runs): rooms are divided by it.
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
@@ -28,6 +34,7 @@ training data says more tokens buy nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -61,7 +68,8 @@ class ResolvedPacing:
 
     Args:
         curve: the router's spend curve (``ResolvedPacing.for_router`` reads it from the router file).
-        prior: call and stage counts of earlier runs of this workflow (``None``: none kept).
+        prior: call and stage counts of earlier runs of this workflow (default: kept in memory, for the runs this
+            object prices; give a ``WorkflowPrior(path)`` to keep them in a file).
         latency: the online latency correction (a fresh one by default; share one between pacing objects on
             the same backend to share what it learns).
     """
@@ -74,7 +82,7 @@ class ResolvedPacing:
         latency: LatencyCorrection | None = None,
     ) -> None:
         self.curve = curve
-        self.prior = prior
+        self.prior = prior if prior is not None else WorkflowPrior()
         self.latency = latency or LatencyCorrection()
         self._runs: OrderedDict[int, StageClock] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,6 +102,7 @@ class ResolvedPacing:
         """The prices and rooms of the next call (the rules in the module docstring)."""
         left_s = snapshot.seconds_left
         with self._lock:
+            self._reap()
             run = self._run(snapshot)
             self._learn(run, snapshot)
             if left_s is not None and left_s <= 0:
@@ -101,18 +110,36 @@ class ResolvedPacing:
             return self._price(run, snapshot, base)
 
     def finish(self, snapshot: LedgerSnapshot) -> None:
-        """Tell the policy a run has ended: its call and stage counts go into the prior."""
+        """Tell the policy a run has ended: its call and stage counts go into the prior.
+
+        Optional: a run whose ledger is gone (garbage-collected) is recorded at the next call priced.
+        """
         with self._lock:
             run = self._runs.pop(_run_key(snapshot), None)
         if run is not None and self.prior is not None:
-            self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages))
+            self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages), snapshot.budget.tokens)
+
+    def _reap(self) -> None:
+        """Record the runs whose ledgers are gone (their runs are over) into the prior."""
+        over = [key for key, run in self._runs.items() if run.owner is not None and run.owner() is None]
+        for key in over:
+            run = self._runs.pop(key)
+            if run.started and self.prior is not None:
+                self.prior.record(run.started, max(1, run.stages), run.cap)
 
     # -- internals ------------------------------------------------------------------------------------------
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
-        curve, factor = self.curve, self.latency.factor(s.in_flight)
+        load = self._backend_load(run, s)
+        curve, factor = self.curve, self.latency.factor(load)
         started = s.finished + s.in_flight
+        run.started = max(run.started, started + 1)
+        others = load - s.in_flight
+        run.loads.extend([others] * (started + 1 - len(run.loads)))
+        run.loads[started] = others
         horizon = self._horizon(run, s, started)
+        if self._should_wait(s, factor, horizon):
+            return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
         time_room, seconds_target = self._stage_time(run, s, horizon, factor, started)
         tokens_target = None if s.unreserved is None else s.unreserved / horizon.calls
         solved = solve(curve, tokens_target, seconds_target, token_ratio=_ratio(run, s, curve), time_ratio=factor)
@@ -126,12 +153,23 @@ class ResolvedPacing:
             keep = _sum_upper(horizon.calls - 1, curve.greedy_tokens, curve.greedy_tokens_upper)
             token_room = max(s.unreserved - keep, min(float(s.unreserved), curve.greedy_tokens_upper))
         allowance = _allowance(s, solved=solved, base=base, horizon=horizon, target=tokens_target, room=time_room)
+        allowance = dataclasses.replace(allowance, latency_factor=factor)
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
 
+    def _should_wait(self, s: LedgerSnapshot, factor: float, horizon: _Horizon) -> bool:
+        """Wait for calls in flight to hand back reserved tokens rather than run truncated, when the time left
+        covers the stages to come (mean greedy each) plus two greedy upper latencies (the wait and this call)."""
+        curve = self.curve
+        if not s.in_flight or not s.reserved or s.unreserved is None or s.unreserved >= curve.greedy_tokens_upper:
+            return False
+        left_s = s.seconds_left
+        need = (horizon.stages - 1) * curve.greedy_seconds + 2 * curve.greedy_seconds_upper
+        return left_s is None or left_s > need * factor
+
     def _horizon(self, run: StageClock, s: LedgerSnapshot, started: int) -> _Horizon:
         expected, now, seconds = s.budget.expected_calls, s.elapsed_s, s.budget.seconds
-        from_prior = None if self.prior is None else self.prior.remaining_calls(started)
+        from_prior = None if self.prior is None else self.prior.remaining_calls(started, s.budget.tokens)
         if expected is not None:
             calls = float(max(1, expected - started))
         elif from_prior is not None:
@@ -169,21 +207,29 @@ class ResolvedPacing:
     def _run(self, snapshot: LedgerSnapshot) -> StageClock:
         key = _run_key(snapshot)
         run = self._runs.get(key)
-        if run is None:
-            run = self._runs[key] = StageClock()
+        fresh = snapshot.finished + snapshot.in_flight == 0 or len(snapshot.calls) < (run.seen if run else 0)
+        if run is None or fresh:  # a new run (a run id may be reused once its ledger is gone)
+            run = self._runs[key] = StageClock(cap=snapshot.budget.tokens, owner=snapshot.ledger)
             while len(self._runs) > _RUNS_KEPT:
                 self._runs.popitem(last=False)
         self._runs.move_to_end(key)
         return run
 
     def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
-        """Feed the latency correction with the run's calls finished since the last look."""
+        """Feed the latency correction with the run's calls finished since the last look, each under the backend
+        load it met: the other runs' calls in flight when it was priced, plus this run's in flight now."""
         records = s.calls
-        for record in records[run.seen :]:
+        for index, record in enumerate(records[run.seen :], start=run.seen):
             predicted = _predicted_latency(record.decision, record.configuration)
+            load = (run.loads[index] if index < len(run.loads) else 0) + s.in_flight
             if predicted is not None and not record.failed:
-                self.latency.observe(predicted, record.latency_s, s.in_flight)
+                self.latency.observe(predicted, record.latency_s, load)
         run.seen = len(records)
+
+    def _backend_load(self, run: StageClock, s: LedgerSnapshot) -> int:
+        """Calls in flight now across the runs this object prices: this run's, plus the others' as last seen."""
+        others = sum(max(0, r.started - r.seen) for r in self._runs.values() if r is not run)
+        return s.in_flight + others
 
 
 def _sum_upper(count: float, mean: float, upper: float) -> float:

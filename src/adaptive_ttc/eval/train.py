@@ -24,6 +24,7 @@ from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.router.spend import store_spend_curve
 
 __all__ = ["calibration", "fit_router", "split_questions", "train_router", "unique_rows", "write_observations"]
 
@@ -115,6 +116,7 @@ def train_router(
         "resamples": resamples,
         "calibration": {k: v for k, v in report.items() if k != "reliability"},
     }
+    store_spend_curve(router, [texts[i] for i in train], observations(texts, outcomes, train))  # ResolvedPacing
     return router, report
 
 

@@ -10,6 +10,9 @@ and the router's real policy (``choose``):
   cap and of the time.
 - ``pacing``: ``DefaultPacing``, as ``Engine`` plans: lambdas scaled by the pacing factors, and the call's rooms
   capped at twice its fair share of the tokens and of the seconds left.
+- ``resolved pacing``: ``ResolvedPacing`` (``adaptive_ttc.budget.resolved``): prices re-solved before each call
+  from the router's spend curve, a greedy reserve for the calls to come; only when the router has a spend curve
+  (``adaptive-ttc train`` stores one).
 
 When nothing fits, or the deadline has passed, a call degrades to greedy if greedy's logged cost fits what is
 left, else it is skipped (counted wrong). A call whose logged tokens exceed what is left would be cut short by its
@@ -25,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from adaptive_ttc.budget import CallPrices, DefaultPacing, FixedPacing, Ledger, PacingPolicy, WorkflowBudget
+from adaptive_ttc.budget.policies import has_spend_curve
+from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.eval.evaluate import Replay, build_replay
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
@@ -41,7 +46,8 @@ BUDGET_FACTORS = (1.5, 3.0, 6.0)
 WORKFLOWS = 300
 CALLS = (4, 10)
 PACING: dict[str, PacingPolicy] = {"pacing": DefaultPacing(), "fixed lambdas": FixedPacing()}
-"""The pacing object of each router policy: the same objects the engine takes (``Engine(pacing=...)``)."""
+"""The pacing object of each router policy: the same objects the engine takes (``Engine(pacing=...)``);
+``replay_workflows`` adds ``resolved pacing`` for a router with a spend curve."""
 FALLBACK = Configuration(GreedyKind.name)
 """The configuration a call degrades to when nothing fits, as in the engine (``engine/planning.py``)."""
 
@@ -65,13 +71,25 @@ def replay_workflows(
     greedy = replay.labels.index(fallback) if fallback in replay.labels else int(np.argmin(replay.tokens.mean(0)))
     unit_tokens = float(replay.tokens[:, greedy].mean())
     unit_seconds = float(replay.latency[:, greedy].mean())
-    policies = ["pacing", "fixed lambdas", *(f"static {label}" for label in replay.labels)]
+    pacings = dict(PACING)
+    if has_spend_curve(router):
+        pacings["resolved pacing"] = ResolvedPacing.for_router(router)
+    policies = [*pacings, *(f"static {label}" for label in replay.labels)]
     results: dict[str, Any] = {"workflows": WORKFLOWS, "calls": list(CALLS), "by_factor": {}}
     for factor in BUDGET_FACTORS:
         rows = {}
         for policy in policies:
             runs = [
-                _run(replay, router, flow, policy, factor=factor, unit=(unit_tokens, unit_seconds), greedy=greedy)
+                _run(
+                    replay,
+                    router,
+                    flow,
+                    policy,
+                    factor=factor,
+                    unit=(unit_tokens, unit_seconds),
+                    greedy=greedy,
+                    pacings=pacings,
+                )
                 for flow in flows
             ]
             rows[policy] = {
@@ -93,6 +111,7 @@ def _run(
     factor: float,
     unit: tuple[float, float],
     greedy: int,
+    pacings: dict[str, PacingPolicy] = PACING,
 ) -> dict[str, Any]:
     clock = _Clock()
     cap = max(1, round(factor * len(flow) * unit[0]))
@@ -101,7 +120,7 @@ def _run(
     accuracy: list[float] = []
     skipped = 0
     for q in flow:
-        choice = _choose(replay, router, ledger, q, policy)
+        choice = _choose(replay, router, ledger, q, policy, pacings=pacings)
         if choice is None and float(replay.tokens[q, greedy]) <= (ledger.tokens_left or 0):
             choice = greedy
         if choice is None:
@@ -114,13 +133,15 @@ def _run(
     return {"accuracy": accuracy, "tokens": spent, "cap": cap, "late": late, "skipped": skipped}
 
 
-def _choose(replay: Replay, router: Router, ledger: Ledger, q: int, policy: str) -> int | None:
+def _choose(
+    replay: Replay, router: Router, ledger: Ledger, q: int, policy: str, *, pacings: dict[str, PacingPolicy] = PACING
+) -> int | None:
     """The configuration index the policy plans for question ``q``, or ``None`` when nothing fits."""
     if policy.startswith("static "):
         index = replay.labels.index(policy.removeprefix("static "))
         fits = float(replay.tokens[q, index]) <= (ledger.tokens_left or 0)
         return index if fits else None
-    prices = call_prices(policy, ledger, router.lambdas)
+    prices = call_prices(policy, ledger, router.lambdas, pacings)
     if prices.expired:
         return None  # past the deadline the engine degrades to greedy without asking the router
     costs = [
@@ -138,9 +159,9 @@ def _choose(replay: Replay, router: Router, ledger: Ledger, q: int, policy: str)
     return None if decision is None else replay.labels.index(decision.configuration.label)
 
 
-def call_prices(policy: str, ledger: Ledger, lambdas: Lambdas) -> CallPrices:
+def call_prices(policy: str, ledger: Ledger, lambdas: Lambdas, pacings: dict[str, PacingPolicy] = PACING) -> CallPrices:
     """The prices the router policy ``policy`` gives the next call: its pacing object on the ledger's state."""
-    return PACING[policy].price(ledger.snapshot(), lambdas)
+    return pacings[policy].price(ledger.snapshot(), lambdas)
 
 
 def _spend(replay: Replay, ledger: Ledger, clock: _Clock, q: int, choice: int) -> float:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.backends.factory import BackendSettings, open_backend
+from adaptive_ttc.budget.policies import make_pacing
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import RouterModelWarning
 from adaptive_ttc.langchain.portal import Portal
@@ -37,6 +38,7 @@ class EngineSpec:
     scorer: Any
     lambda_tokens: float | None
     lambda_latency: float | None
+    pacing: Any = None
 
     @staticmethod
     def of(model: Any) -> EngineSpec:
@@ -59,6 +61,7 @@ class EngineSpec:
             scorer=model.scorer,
             lambda_tokens=model.lambda_tokens,
             lambda_latency=model.lambda_latency,
+            pacing=model.pacing,
         )
 
 
@@ -142,4 +145,5 @@ def _engine(
         spec.lambda_tokens if spec.lambda_tokens is not None else base.tokens,
         spec.lambda_latency if spec.lambda_latency is not None else base.latency,
     )
-    return Engine(backend, router=router, configuration=configuration, scorer=scorer, lambdas=lambdas)
+    pacing = make_pacing(spec.pacing, router)
+    return Engine(backend, router=router, configuration=configuration, scorer=scorer, lambdas=lambdas, pacing=pacing)

@@ -28,6 +28,7 @@ from adaptive_ttc.backends.factory import (
     backend_provider,
 )
 from adaptive_ttc.budget import Ledger
+from adaptive_ttc.budget.policies import PACING_NAMES
 from adaptive_ttc.budget.scope import find_ledger
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import ConfigurationError
@@ -90,6 +91,9 @@ class AdaptiveChatModel(BaseChatModel):
     """A fixed configuration label (``greedy``, ``bon-majority-8``, ``beam-4x2x20``) instead of routing."""
     scorer: Any = Field(default=None, exclude=True)
     """A ``Scorer`` or spec (``self-certainty``, ``judge``, ``prm:URL``) for reward-guided configurations."""
+    pacing: Any = Field(default=None, exclude=True)
+    """How a workflow budget prices each call: a ``PacingPolicy``, or ``"default"`` (``DefaultPacing``),
+    ``"resolved"`` (``ResolvedPacing``: prices re-solved from the router's spend curve) or ``"fixed"``."""
     lambda_tokens: float | None = Field(default=None, ge=0)
     """Accuracy given up per token when no budget paces the call (default: the router's)."""
     lambda_latency: float | None = Field(default=None, ge=0)
@@ -163,6 +167,10 @@ class AdaptiveChatModel(BaseChatModel):
             raise ConfigurationError(f"backend must implement the Backend protocol, got {type(self.backend).__name__}")
         if self.router is not None and not isinstance(self.router, Router | str | Path):
             raise ConfigurationError(f"router must be a Router or a router file path, got {type(self.router).__name__}")
+        if isinstance(self.pacing, str) and self.pacing not in PACING_NAMES:
+            raise ConfigurationError(
+                f"pacing must be one of {list(PACING_NAMES)} or a PacingPolicy, got {self.pacing!r}"
+            )
         if self.server != "auto" and self.server not in SERVERS:
             raise ConfigurationError(f"server must be one of {[*SERVERS, 'auto']}, got {self.server!r}")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import operator
 import random
 from typing import Annotated, Any, TypedDict
@@ -79,7 +80,7 @@ async def test_fan_out_calls_share_their_stage_time(router: Router) -> None:
     await fan_out_run(engine, first)
     pacing.finish(first.snapshot())
     assert pacing.prior is not None
-    assert pacing.prior.runs == [(FANOUT, 1)]
+    assert pacing.prior.runs == [(FANOUT, 1, 100_000)]
     second = budget.open(lambda: 0.0)
     results = await fan_out_run(engine, second)
     rooms = [r.decision.time_room for r in results]
@@ -125,13 +126,42 @@ def test_prior_remaining_calls_is_a_conditional_mean(tmp_path: Any) -> None:
     for calls, stages in ((4, 2), (8, 4), (12, 6)):
         prior.record(calls, stages)
     again = WorkflowPrior(tmp_path / "prior.json")  # persisted
-    assert again.runs == [(4, 2), (8, 4), (12, 6)]
+    assert again.runs == [(4, 2, 0), (8, 4, 0), (12, 6, 0)]
     assert again.remaining_calls(0) == pytest.approx(8.0)
     assert again.remaining_calls(5) == pytest.approx(((8 - 5) + (12 - 5)) / 2)
     assert again.remaining_calls(12) is None
     assert again.width() == pytest.approx(2.0)
     (tmp_path / "bad.json").write_text("{not json")
     assert WorkflowPrior(tmp_path / "bad.json").runs == []
+    (tmp_path / "old.json").write_text('{"runs": [[4, 2], [8, 4]]}')  # written before caps were kept
+    assert WorkflowPrior(tmp_path / "old.json").runs == [(4, 2, 0), (8, 4, 0)]
+
+
+def test_prior_reads_the_length_from_the_cap() -> None:
+    """Earlier runs' caps per call (median) turn this run's cap into its expected length."""
+    prior = WorkflowPrior()
+    for calls in (4, 8, 12):
+        prior.record(calls, calls, cap=100 * calls)
+    assert prior.remaining_calls(0, 600) == pytest.approx(6.0)
+    assert prior.remaining_calls(2, 600) == pytest.approx(4.0)
+    # past the cap's estimate: the conditional mean over longer runs takes over
+    assert prior.remaining_calls(7, 600) == pytest.approx(((8 - 7) + (12 - 7)) / 2)
+    assert prior.remaining_calls(0) == pytest.approx(8.0)  # no cap given: the conditional mean
+
+
+def test_a_call_waits_for_reserved_tokens_rather_than_run_truncated(router: Router) -> None:
+    """A parallel call that finds the room held by calls in flight gets no room (the engine waits and re-plans)."""
+    pacing = ResolvedPacing.for_router(router)
+    greedy_upper = pacing.curve.greedy_tokens_upper
+    budget = WorkflowBudget(tokens=round(3 * greedy_upper), expected_calls=3)
+    ledger = budget.open(lambda: 0.0)
+    held = ledger.reserve(round(2.5 * greedy_upper))
+    waiting = pacing.price(ledger.snapshot(), Lambdas())
+    assert waiting.tokens == 0
+    ledger.charge(held, Usage(output_tokens=10), 0.1)
+    after = pacing.price(ledger.snapshot(), Lambdas())
+    assert after.tokens is not None
+    assert after.tokens > greedy_upper
 
 
 def test_latency_correction_learns_the_slowdown() -> None:
@@ -145,3 +175,41 @@ def test_latency_correction_learns_the_slowdown() -> None:
         correction.observe(1.0, 1.0, in_flight=0)
     assert correction.factor(0) == pytest.approx(1.0, rel=0.01)
     assert correction.factor(8) == pytest.approx(3.0, rel=0.01)
+
+
+def test_a_run_whose_ledger_is_gone_goes_into_the_prior(router: Router) -> None:
+    """Without ``finish``, a run is recorded once its ledger is garbage-collected (at the next call priced)."""
+    pacing = ResolvedPacing.for_router(router)
+    budget = WorkflowBudget(tokens=5_000)
+    ledger = budget.open(lambda: 0.0)
+    for _ in range(3):
+        pacing.price(ledger.snapshot(), Lambdas())
+        ledger.charge(ledger.reserve(50), Usage(output_tokens=40), 0.1)
+    assert pacing.prior is not None
+    assert pacing.prior.runs == []  # the run may go on
+    del ledger
+    gc.collect()
+    pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    assert pacing.prior.runs == [(3, 3, 5_000)]
+
+
+def test_time_estimates_follow_the_load_of_every_run(router: Router) -> None:
+    """A call priced while another run's call is in flight gets the correction learned under that load."""
+    budget = WorkflowBudget(tokens=100_000, seconds=60.0, expected_calls=4)
+
+    def trained_pacing() -> ResolvedPacing:
+        pacing = ResolvedPacing.for_router(router)
+        for _ in range(30):
+            pacing.latency.observe(1.0, 3.0, in_flight=1)  # 3x slower with one other call on the backend
+            pacing.latency.observe(1.0, 1.0, in_flight=0)
+        return pacing
+
+    idle = trained_pacing().price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    pacing = trained_pacing()
+    other = budget.open(lambda: 0.0)
+    pacing.price(other.snapshot(), Lambdas())
+    other.reserve(100)  # the other run's call is now in flight
+    loaded = pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    assert idle.time_room is not None
+    assert loaded.time_room is not None
+    assert loaded.time_room < idle.time_room / 2

@@ -130,6 +130,7 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert low > 0.6 * figures["figures"]["best_static_tokens"]  # never a cheaper configuration's tokens
     pacing = figures["workflows"]["by_factor"]["3.0"]["pacing"]
     assert 0.0 <= pacing["tokens_used_share"] <= 1.0
+    assert "resolved pacing" in figures["workflows"]["by_factor"]["3.0"]  # train stored the router's spend curve
 
 
 def test_evaluate_refuses_a_log_from_another_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,291 @@
+"""Latency estimates under load: the router's time estimates with and without ``LatencyCorrection``, idle vs loaded.
+
+    python benchmarks/load.py --latency-estimates                      # the same as:
+    python benchmarks/latency_estimates.py --url http://127.0.0.1:8765/v1 --workflows 32
+
+What it does, against a real OpenAI-compatible server (the vLLM CPU server in the table of benchmarks/README.md):
+1. **Profile on an idle server**: ``--train-questions`` arithmetic questions, each asked once greedy and once as
+   best-of-2 (``n=2``), one request at a time; a ``Router`` over {greedy, bon-majority-2} is fitted on these
+   observations and its spend curve stored (``train`` does the same on a generation log). Correctness labels
+   are SYNTHETIC (greedy 0.5, best-of-2 0.6): they only make the router choose between the two; every figure
+   here is about time.
+2. **Idle**: ``--idle-workflows`` workflows of ``--calls`` calls, one workflow at a time.
+3. **Loaded**: a probe round of ``--workflows`` concurrent workflows running greedy only (no deadline) measures
+   how long a greedy workflow takes under that load; the measured round then runs ``--workflows`` concurrent
+   workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns online), each
+   workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so greedy fits).
+   Idle workflows get ``--deadline-slack`` x the slowest idle greedy workflow the same way.
+
+Every call goes through ``AdaptiveChatModel`` inside its own ``adaptive_ttc.budget``. Per call: the router's
+latency estimate of the configuration it ran (the uncorrected estimate; a call that degraded to greedy, or a
+probe's greedy call, carries no predictions, so the router is asked again), that estimate times the correction
+factor the pacing held when the call was priced (the corrected one; the probes have none), and the observed
+latency. MAPE = mean |estimate - observed| / observed, over all calls and over the calls priced after the
+correction's first observation (from other calls, counted before the call started). Deadline misses are the
+ledger's (last call's end past the deadline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import adaptive_ttc
+from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, GenerationRequest, Message, OpenAICompatibleBackend
+from adaptive_ttc.budget.resolved import ResolvedPacing
+from adaptive_ttc.router.configs import parse_grid
+from adaptive_ttc.router.observations import Observation
+from adaptive_ttc.router.router import Router
+from adaptive_ttc.router.spend import store_spend_curve
+
+GRID = ("greedy", "bon-majority-2")
+SYNTHETIC_CORRECT = {"greedy": 0.5, "bon-majority-2": 0.6}
+TEMPERATURE = 0.7
+
+
+def question(index: int) -> str:
+    """The ``index``-th arithmetic question (distinct texts, similar lengths)."""
+    a, b = 11 + 7 * index, 5 + 3 * index
+    return f"Ana has {a} apples and buys {b} more. How many apples does she have now? Answer with a number."
+
+
+@dataclass
+class Phase:
+    """What one phase measured: per call (estimate, corrected estimate, observed), and per workflow."""
+
+    name: str
+    estimates: list[tuple[float, float, float, float]] = field(default_factory=list)
+    configurations: list[str] = field(default_factory=list)
+    workflow_s: list[float] = field(default_factory=list)
+    deadline_s: float | None = None
+    misses: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def mape(column: int, *, learned_only: bool = False) -> float | None:
+            rows = [(e[column], e[2]) for e in self.estimates if e[2] > 0 and (e[3] or not learned_only)]
+            return None if not rows else statistics.fmean(abs(p - o) / o for p, o in rows)
+
+        observed = [e[2] for e in self.estimates]
+        return {
+            "phase": self.name,
+            "calls": len(self.estimates),
+            "workflows": len(self.workflow_s),
+            "mape_uncorrected": mape(0),
+            "mape_corrected": mape(1),
+            "calls_after_first_observation": sum(int(e[3]) for e in self.estimates),
+            "mape_uncorrected_after_first_observation": mape(0, learned_only=True),
+            "mape_corrected_after_first_observation": mape(1, learned_only=True),
+            "mean_observed_s": statistics.fmean(observed) if observed else None,
+            "mean_estimate_s": statistics.fmean(e[0] for e in self.estimates) if observed else None,
+            "deadline_s": self.deadline_s,
+            "deadline_misses": self.misses,
+            "configurations": {c: self.configurations.count(c) for c in sorted(set(self.configurations))},
+            "slowest_workflow_s": max(self.workflow_s, default=None),
+            "errors": self.errors[:5],
+            "error_count": len(self.errors),
+        }
+
+
+async def profile_router(backend: OpenAICompatibleBackend, count: int, max_tokens: int) -> Router:
+    """Fit the router on idle-server observations (one request at a time) and store its spend curve."""
+    rows = []
+    for i in range(count):
+        text = question(i)
+        for config in parse_grid(GRID):
+            n = config.samples
+            request = GenerationRequest(
+                messages=(Message("user", text),),
+                max_tokens=max_tokens,
+                n=n,
+                temperature=0.0 if n == 1 else TEMPERATURE,
+            )
+            (result,) = await backend.generate([request])
+            lengths = [c.output_tokens for c in result.completions]
+            rows.append(
+                Observation(
+                    text,
+                    config.label,
+                    SYNTHETIC_CORRECT[config.label],
+                    result.usage.input_tokens,
+                    sum(lengths),
+                    max(lengths),
+                    result.latency_s,
+                )
+            )
+    router = Router(parse_grid(GRID)).fit(rows)
+    store_spend_curve(router, [question(i) for i in range(count)], rows)
+    return router
+
+
+async def workflow(
+    llm: AdaptiveChatModel,
+    pacing: ResolvedPacing | None,
+    index: int,
+    *,
+    calls: int,
+    deadline: float | None,
+    out: Phase,
+    router: Router | None = None,
+) -> None:
+    """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss."""
+    start = time.perf_counter()
+    with adaptive_ttc.budget(tokens=100_000, seconds=deadline, expected_calls=calls) as scope:
+        for call in range(calls):
+            text = question(1000 + index * calls + call)
+            learned = 0 if pacing is None else pacing.latency.observed
+            before = len(scope.report().calls)
+            try:
+                message = await llm.ainvoke(text)
+            except AdaptiveTTCError as exc:
+                out.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            allowance = message.response_metadata["adaptive_ttc"].get("allowance") or {}
+            factor = float(allowance.get("latency_factor", 1.0))  # what the pacing multiplied estimates by
+            records = scope.report().calls
+            if len(records) > before:
+                record = records[-1]
+                out.configurations.append(record.configuration)
+                predicted = _estimate(record.decision, record.configuration, router, text, llm.max_tokens)
+                if predicted is not None:
+                    out.estimates.append((predicted, predicted * factor, record.latency_s, float(learned > 0)))
+    out.workflow_s.append(time.perf_counter() - start)
+    out.misses += scope.report().deadline_missed
+
+
+def _estimate(decision: dict[str, Any], label: str, router: Router | None, text: str, max_tokens: int) -> float | None:
+    """The router's latency estimate of ``label`` for this call: from its decision, else asked again (a call
+    that degraded to greedy carries no predictions)."""
+    predictions = list(decision.get("predictions", ()))
+    if not predictions and router is not None:
+        again = router.decide(text, max_tokens=max_tokens)
+        predictions = [] if again is None else [dataclasses.asdict(p) for p in again.predictions]
+    return next((float(p["latency_s"]) for p in predictions if p["configuration"] == label), None)
+
+
+async def run_phase(
+    name: str,
+    llm: AdaptiveChatModel,
+    pacing: ResolvedPacing | None,
+    count: int,
+    *,
+    calls: int,
+    deadline: float | None,
+    concurrent: bool,
+    router: Router | None = None,
+) -> Phase:
+    phase = Phase(name, deadline_s=deadline)
+    if concurrent:
+        await asyncio.gather(
+            *(workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router) for i in range(count))
+        )
+    else:
+        for i in range(count):
+            await workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router)
+    return phase
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+
+    def backend() -> OpenAICompatibleBackend:  # one per event loop: each chat model runs on its own loop
+        return OpenAICompatibleBackend(args.url, args.model, max_connections=args.workflows, timeout=600)
+
+    backends = [backend(), backend(), backend()]
+    try:
+        router = await profile_router(backends[0], args.train_questions, args.max_tokens)
+        greedy = AdaptiveChatModel(backend=backends[1], strategy="greedy", max_tokens=args.max_tokens)
+        pacing = ResolvedPacing.for_router(router)
+        routed = AdaptiveChatModel(
+            backend=backends[2], router=router, pacing=pacing, max_tokens=args.max_tokens, temperature=TEMPERATURE
+        )
+        idle_probe = await run_phase(
+            "idle greedy probe", greedy, None, 3, calls=args.calls, deadline=None, concurrent=False, router=router
+        )
+        idle_deadline = args.deadline_slack * max(idle_probe.workflow_s)
+        idle = await run_phase(
+            "idle", routed, pacing, args.idle_workflows, calls=args.calls, deadline=idle_deadline, concurrent=False
+        )
+        probe = await run_phase(
+            "loaded greedy probe",
+            greedy,
+            None,
+            args.workflows,
+            calls=args.calls,
+            deadline=None,
+            concurrent=True,
+            router=router,
+        )
+        loaded_deadline = args.deadline_slack * max(probe.workflow_s)
+        pacing.latency = type(pacing.latency)()  # the loaded round learns from scratch, as a fresh process would
+        loaded = await run_phase(
+            "loaded", routed, pacing, args.workflows, calls=args.calls, deadline=loaded_deadline, concurrent=True
+        )
+        for model in (greedy, routed):
+            model._resources.portal.call(backends[1 if model is greedy else 2].aclose())
+            model.close()
+    finally:
+        await backends[0].aclose()
+    return {
+        "benchmark": "latency_estimates",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "phases": [p.summary() for p in (idle_probe, idle, probe, loaded)],
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    """The markdown table of one run."""
+
+    def cell(value: Any, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    lines = [
+        "| phase | workflows | calls | mean observed s | MAPE uncorrected | MAPE corrected "
+        "| calls priced after a first observation: MAPE uncorrected / corrected | deadline s | misses |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in result["phases"]:
+        lines.append(
+            f"| {p['phase']} | {p['workflows']} | {p['calls']} | {cell(p['mean_observed_s'], '{:.2f}')} "
+            f"| {cell(p['mape_uncorrected'], '{:.0%}')} | {cell(p['mape_corrected'], '{:.0%}')} "
+            f"| {p['calls_after_first_observation']}: {cell(p['mape_uncorrected_after_first_observation'], '{:.0%}')}"
+            f" / {cell(p['mape_corrected_after_first_observation'], '{:.0%}')} "
+            f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8765/v1")
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct")
+    parser.add_argument("--workflows", type=int, default=32, help="concurrent workflows of the loaded phase")
+    parser.add_argument("--idle-workflows", type=int, default=8, help="workflows of the idle phase, one at a time")
+    parser.add_argument("--calls", type=int, default=3, help="calls per workflow")
+    parser.add_argument("--train-questions", type=int, default=16, help="questions of the idle profile")
+    parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per answer (small: CPU server)")
+    parser.add_argument("--deadline-slack", type=float, default=1.5, help="deadline = this x the slowest greedy run")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency_estimates.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = asyncio.run(measure(args))
+    print(render(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out} in {result['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
