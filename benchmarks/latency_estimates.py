@@ -39,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import adaptive_ttc
-from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, GenerationRequest, Message, OpenAICompatibleBackend
+from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, OpenAICompatibleBackend
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import store_spend_curve
+from adaptive_ttc.types import GenerationRequest, Message
 
 GRID = ("greedy", "bon-majority-2")
 SYNTHETIC_CORRECT = {"greedy": 0.5, "bon-majority-2": 0.6}

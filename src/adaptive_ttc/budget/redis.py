@@ -17,6 +17,7 @@ import dataclasses
 import json
 import threading
 import uuid
+import weakref
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -119,7 +120,7 @@ class RedisLedger(Ledger):
         state, records = self._read(records=True)
         snapshot = snapshot_of(state, self.budget, node, self.seconds_elapsed)
         # one run per shared budget, whichever process asks: pacing policies keep their per-run state by it
-        return dataclasses.replace(snapshot, run=zlib.crc32(self.id.encode()), calls=records)
+        return dataclasses.replace(snapshot, run=zlib.crc32(self.id.encode()), calls=records, ledger=weakref.ref(self))
 
     def allowance(self, node: str | None = None) -> Allowance:
         """What the next call (in ``node``) may spend under the default pacing rules (``DefaultPacing``)."""

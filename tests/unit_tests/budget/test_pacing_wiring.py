@@ -13,7 +13,7 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval import workflows
 from adaptive_ttc.langchain import AdaptiveChatModel
 from adaptive_ttc.router.router import Router
-from tests.unit_tests.test_pacing_stages import GRID, trained_router
+from tests.unit_tests.budget.test_pacing_stages import GRID, trained_router
 
 
 def test_make_pacing_by_name() -> None:
