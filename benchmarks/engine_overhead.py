@@ -47,9 +47,9 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.backends.fake import FakeBackend
+from adaptive_ttc.budget import Ledger, WorkflowBudget
 from adaptive_ttc.cli import open_backend
 from adaptive_ttc.engine import Engine, EngineResult
-from adaptive_ttc.ledger import Ledger, WorkflowBudget
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router

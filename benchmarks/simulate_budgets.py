@@ -16,12 +16,12 @@ Policies, all at the same token cap and deadline per workflow:
 - ``static <configuration>``: ``Engine(configuration=...)`` with a ``Ledger``; when the configuration does not
   fit what is left, the engine cuts ``max_tokens``, degrades to greedy or refuses the call, as it would.
 - ``router, fixed lambda``: the paper's per-query policy under the hard cap. The engine runs with the router and
-  a ``FixedLambdaLedger`` (the real ledger, whose allowance has its pacing scales pinned to 1.0, no fair-share
-  target, and all the time left before the deadline as the call's time room), so the cap is enforced by the
-  same reservations as everywhere. "(default)" uses the router's default lambdas; "(tuned)" a token price
-  chosen on the training questions so that the unconstrained policy spends the cap per call on average.
-- ``router + pacing``: the engine with the router and the plain ``Ledger`` (fair share, pacing), with
-  ``expected_calls=K`` ("K known") or without it.
+  ``FixedPacing`` (``adaptive_ttc.budget``: lambdas never paced, no fair-share target, and all the time left
+  before the deadline as the call's time room), so the cap is enforced by the same reservations as everywhere.
+  "(default)" uses the router's default lambdas; "(tuned)" a token price chosen on the training questions so
+  that the unconstrained policy spends the cap per call on average.
+- ``router + pacing``: the engine with the router and its default pacing (``DefaultPacing``: fair share,
+  pacing), with ``expected_calls=K`` ("K known") or without it.
 
 Time is VIRTUAL: the run uses an asyncio event loop whose clock jumps to the next timer whenever every task
 is waiting (a discrete-event simulation), and the ledger, the engine and the strategies read that clock.
@@ -81,14 +81,14 @@ from unittest import mock
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-import adaptive_ttc.engine
+import adaptive_ttc.engine.core
 import adaptive_ttc.strategies.best_of_n
 import adaptive_ttc.strategies.greedy
 from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.backends.fake import FakeBackend
+from adaptive_ttc.budget import FixedPacing, Ledger, WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import BudgetExhausted
-from adaptive_ttc.ledger import Allowance, Ledger, WorkflowBudget
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.cost import CostEstimate
 from adaptive_ttc.router.observations import Observation
@@ -385,7 +385,7 @@ def virtual_time(clock: VirtualClock) -> Iterator[None]:
     """Make the engine and the strategies measure latencies on ``clock`` (the ledger is given it directly)."""
     shim = types.SimpleNamespace(perf_counter=clock, monotonic=clock, time=clock)
     with contextlib.ExitStack() as stack:
-        for module in (adaptive_ttc.engine, adaptive_ttc.strategies.greedy, adaptive_ttc.strategies.best_of_n):
+        for module in (adaptive_ttc.engine.core, adaptive_ttc.strategies.greedy, adaptive_ttc.strategies.best_of_n):
             stack.enter_context(mock.patch.object(module, "time", shim))
         yield
 
@@ -410,21 +410,6 @@ class MemoRouter(Router):
         return self._memo[question]
 
 
-class FixedLambdaLedger(Ledger):
-    """The paper's per-query policy under the hard cap: lambdas never paced (scales 1.0), no fair share of
-    the tokens (a call may plan up to all that is left), and all the time left before the deadline as room."""
-
-    def allowance(self, node: str | None = None) -> Allowance:
-        allowance = super().allowance(node)
-        return dataclasses.replace(
-            allowance,
-            target_tokens=None,
-            seconds=allowance.deadline_s,
-            lambda_tokens_scale=1.0,
-            lambda_latency_scale=1.0,
-        )
-
-
 @dataclass(frozen=True)
 class Policy:
     """How calls are planned: a static configuration, or the router with fixed or paced lambdas."""
@@ -438,7 +423,7 @@ class Policy:
     def engine(self, backend: SimBackend, router: Router) -> Engine:
         if self.configuration is not None:
             return Engine(backend, configuration=self.configuration)
-        return Engine(backend, router=router, lambdas=self.lambdas)
+        return Engine(backend, router=router, lambdas=self.lambdas, pacing=None if self.pacing else FixedPacing())
 
 
 def make_policies(grid: Sequence[Configuration], default: Lambdas, tuned: Lambdas) -> list[Policy]:
@@ -582,7 +567,7 @@ class Simulation:
     async def run_workflow(self, engine: Engine, policy: Policy, workflow: Workflow, level: Level) -> WorkflowOutcome:
         """Run the workflow's stages on one ledger; check that the token cap held."""
         budget = level.budget(workflow, policy.expected_calls)
-        ledger = (Ledger if policy.pacing else FixedLambdaLedger)(budget, self.clock)
+        ledger = Ledger(budget, self.clock)
         calls: list[CallOutcome] = []
         for stage in workflow.stages:
             parallel = len(stage) > 1

@@ -1,6 +1,7 @@
 """adaptive-ttc: spend an agent's test-time compute where it pays, inside a token and latency budget."""
 
 from adaptive_ttc.backends import Backend, BackendCapabilities, FakeBackend, OpenAICompatibleBackend
+from adaptive_ttc.budget import BudgetReport, BudgetScope, CallRecord, Ledger, WorkflowBudget, budget
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import (
     AdaptiveTTCError,
@@ -15,8 +16,7 @@ from adaptive_ttc.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
-from adaptive_ttc.langchain import AdaptiveChatModel, BudgetScope, budget
-from adaptive_ttc.ledger import BudgetReport, CallRecord, Ledger, WorkflowBudget
+from adaptive_ttc.langchain import AdaptiveChatModel
 from adaptive_ttc.router import Configuration, Lambdas, Router
 from adaptive_ttc.strategies import BeamSearch, BestOfN, Greedy, Strategy, VLLMBeamSearch, make_strategy
 from adaptive_ttc.types import (

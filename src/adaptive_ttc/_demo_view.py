@@ -19,7 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from adaptive_ttc.ledger import BudgetReport, CallRecord, Ledger
+from adaptive_ttc.budget import BudgetReport, CallRecord, Ledger
 
 __all__ = ["ProblemView", "call_row", "describe", "explain_choices", "render_problem"]
 

@@ -118,8 +118,8 @@ async def _generate(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _generate_routed(args: argparse.Namespace, request: GenerationRequest) -> dict[str, Any]:
     """Through the engine: a router (``auto``) or a fixed configuration, under an optional call budget."""
+    from adaptive_ttc.budget import WorkflowBudget  # noqa: PLC0415
     from adaptive_ttc.engine import Engine  # noqa: PLC0415 - loads scikit-learn; only for this path
-    from adaptive_ttc.ledger import WorkflowBudget  # noqa: PLC0415
     from adaptive_ttc.router import Configuration, Router  # noqa: PLC0415
 
     router = configuration = None

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptive_ttc import BackendUnavailableError, BudgetExhausted, ConfigurationError, FakeBackend
+from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.engine import Engine
-from adaptive_ttc.ledger import WorkflowBudget
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message

@@ -20,8 +20,8 @@ from adaptive_ttc import (
     Message,
     Usage,
 )
+from adaptive_ttc.budget import Ledger, WorkflowBudget
 from adaptive_ttc.engine import Engine
-from adaptive_ttc.ledger import Ledger, WorkflowBudget
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.scoring.base import Scored, ScoreItem
 from adaptive_ttc.strategies import BeamSearch, BestOfN

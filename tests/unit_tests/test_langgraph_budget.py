@@ -13,8 +13,8 @@ from langgraph.types import Send
 
 import adaptive_ttc
 from adaptive_ttc import ConfigurationError, FakeBackend
+from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.langchain import AdaptiveChatModel
-from adaptive_ttc.ledger import WorkflowBudget
 
 FANOUT = 8
 

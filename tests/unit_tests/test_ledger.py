@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import math
 import threading
@@ -13,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adaptive_ttc.budget import Ledger, Reservation, WorkflowBudget
+from adaptive_ttc.budget import __all__ as budget_all
 from adaptive_ttc.errors import BudgetExhausted, ConfigurationError, InvalidRequestError
-from adaptive_ttc.ledger import Ledger, Reservation, WorkflowBudget
-from adaptive_ttc.ledger import __all__ as budget_all
 from adaptive_ttc.types import Usage
 
 
@@ -102,11 +103,27 @@ def test_weights_round_up_and_default_is_plain_sum() -> None:
 
 
 def test_public_surface() -> None:
-    import adaptive_ttc.ledger as module
-
-    expected = ["Allowance", "BudgetReport", "CallRecord", "Ledger", "Reservation", "WorkflowBudget"]
-    assert sorted(budget_all) == expected
+    module = importlib.import_module("adaptive_ttc.budget")
+    expected = [
+        *["Allowance", "BUDGET_KEY", "BudgetReport", "BudgetScope", "CallPrices", "CallRecord", "DefaultPacing"],
+        *["FixedPacing", "Ledger", "LedgerSnapshot", "OnExhausted", "PacingPolicy", "Reservation"],
+        *["WorkflowBudget", "budget", "current_ledger", "find_ledger"],
+    ]
+    assert sorted(budget_all) == sorted(expected)
     assert all(hasattr(module, name) for name in budget_all)
+
+
+def test_budget_is_both_the_callable_and_the_package() -> None:
+    import adaptive_ttc
+    from adaptive_ttc import budget
+
+    assert budget is adaptive_ttc.budget
+    assert budget.WorkflowBudget is WorkflowBudget  # the package's names, through the callable
+    assert budget.DefaultPacing is importlib.import_module("adaptive_ttc.budget").DefaultPacing
+    with budget(tokens=100) as scope:
+        assert scope.tokens_left == 100
+    with pytest.raises(AttributeError):
+        _ = budget.no_such_name
 
 
 # -- random workflows, sequential and concurrent -------------------------------------------------------------

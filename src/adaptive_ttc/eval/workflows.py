@@ -3,15 +3,17 @@
 A workflow is ``calls`` held-out questions asked one after another. Its budget caps tokens at ``factor x calls x``
 the mean greedy call's tokens and sets a deadline of ``factor x calls x`` the mean greedy latency. Time is
 virtual: a call takes the latency its configuration had on that question in the log. Both policies use the
-real ``Ledger`` (allowances, reservations, charges) and the router's real policy (``choose``):
+real ``Ledger`` (allowances, reservations, charges), the engine's own pacing objects (``adaptive_ttc.budget``)
+and the router's real policy (``choose``):
 
-- ``fixed lambdas``: the router's own lambdas; the only limits are hard: what is left of the cap and of the time.
-- ``pacing``: lambdas scaled by the ledger's pacing factors, and the call's room capped at twice its fair share
-  of the tokens left (as ``Engine`` plans).
+- ``fixed lambdas``: ``FixedPacing``: the router's own lambdas; the only limits are hard: what is left of the
+  cap and of the time.
+- ``pacing``: ``DefaultPacing``, as ``Engine`` plans: lambdas scaled by the pacing factors, and the call's rooms
+  capped at twice its fair share of the tokens and of the seconds left.
 
-When nothing fits, a call degrades to greedy if greedy's logged cost fits what is left, else it is skipped
-(counted wrong). A call whose logged tokens exceed what is left would be cut short by its token cap: it is
-charged what was left and counted wrong. Static configurations run the same workflows for reference.
+When nothing fits, or the deadline has passed, a call degrades to greedy if greedy's logged cost fits what is
+left, else it is skipped (counted wrong). A call whose logged tokens exceed what is left would be cut short by its
+token cap: it is charged what was left and counted wrong. Static configurations run the same workflows for reference.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from adaptive_ttc.budget import CallPrices, DefaultPacing, FixedPacing, Ledger, PacingPolicy, WorkflowBudget
 from adaptive_ttc.eval.evaluate import Replay, build_replay
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
-from adaptive_ttc.ledger import Ledger, WorkflowBudget
 from adaptive_ttc.router.cost import CostEstimate
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router
@@ -36,7 +38,8 @@ __all__ = ["BUDGET_FACTORS", "replay_workflows"]
 BUDGET_FACTORS = (1.5, 3.0, 6.0)
 WORKFLOWS = 300
 CALLS = (4, 10)
-TARGET_SLACK = 2.0
+PACING: dict[str, PacingPolicy] = {"pacing": DefaultPacing(), "fixed lambdas": FixedPacing()}
+"""The pacing object of each router policy: the same objects the engine takes (``Engine(pacing=...)``)."""
 
 
 @dataclass
@@ -112,13 +115,9 @@ def _choose(replay: Replay, router: Router, ledger: Ledger, q: int, policy: str)
         index = replay.labels.index(policy.removeprefix("static "))
         fits = float(replay.tokens[q, index]) <= (ledger.tokens_left or 0)
         return index if fits else None
-    allowance = ledger.allowance()
-    lambdas = router.lambdas
-    room: float | None = allowance.tokens
-    if policy == "pacing":
-        lambdas = lambdas.scaled(allowance.lambda_tokens_scale, allowance.lambda_latency_scale)
-        if room is not None and allowance.target_tokens is not None:
-            room = min(room, max(TARGET_SLACK * allowance.target_tokens, 0.0))
+    prices = call_prices(policy, ledger, router.lambdas)
+    if prices.expired:
+        return None  # past the deadline the engine degrades to greedy without asking the router
     costs = [
         CostEstimate(0.0, float(t), float(lat), float(t), float(lat))
         for t, lat in zip(replay.predicted_tokens[q], replay.predicted_latency[q], strict=True)
@@ -127,11 +126,16 @@ def _choose(replay: Replay, router: Router, ledger: Ledger, q: int, policy: str)
         replay.grid,
         list(replay.predicted[q]),
         costs,
-        Lambdas(lambdas.tokens, lambdas.latency),
-        token_room=room,
-        time_room=allowance.seconds,
+        prices.lambdas,
+        token_room=prices.token_room,
+        time_room=prices.time_room,
     )
     return None if decision is None else replay.labels.index(decision.configuration.label)
+
+
+def call_prices(policy: str, ledger: Ledger, lambdas: Lambdas) -> CallPrices:
+    """The prices the router policy ``policy`` gives the next call: its pacing object on the ledger's state."""
+    return PACING[policy].price(ledger.snapshot(), lambdas)
 
 
 def _spend(replay: Replay, ledger: Ledger, clock: _Clock, q: int, choice: int) -> float:

@@ -26,13 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model
 from pydantic.v1 import BaseModel as BaseModelV1
 
 from adaptive_ttc.backends.base import Backend, TextSink
+from adaptive_ttc.budget import Ledger
+from adaptive_ttc.budget.scope import find_ledger
 from adaptive_ttc.engine import Engine, EngineResult
 from adaptive_ttc.errors import ConfigurationError, InvalidRequestError
 from adaptive_ttc.langchain.messages import to_langchain_tool_calls, to_messages
 from adaptive_ttc.langchain.portal import Portal
-from adaptive_ttc.langchain.scope import find_ledger
 from adaptive_ttc.langchain.telemetry import call_span, record_result
-from adaptive_ttc.ledger import Ledger
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router

@@ -12,15 +12,18 @@ Three ways to hand a budget to the calls of a run, checked in this order:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any
 
+from adaptive_ttc.budget.ledger import Ledger
+from adaptive_ttc.budget.records import BudgetReport
+from adaptive_ttc.budget.workflow import OnExhausted, WorkflowBudget
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.ledger import BudgetReport, Ledger, WorkflowBudget
 
-__all__ = ["BUDGET_KEY", "BudgetScope", "budget", "current_ledger", "find_ledger"]
+__all__ = ["BUDGET_KEY", "BudgetOpener", "BudgetScope", "budget", "current_ledger", "find_ledger"]
 
 BUDGET_KEY = "adaptive_ttc_budget"
 _CURRENT: ContextVar[Ledger | None] = ContextVar("adaptive_ttc_ledger", default=None)
@@ -47,29 +50,71 @@ class BudgetScope:
         return self.ledger.seconds_left
 
 
-@contextmanager
-def budget(
-    tokens: int | None = None,
-    seconds: float | None = None,
-    *,
-    expected_calls: int | None = None,
-    on_exhausted: Literal["degrade", "raise"] = "degrade",
-    node_shares: Mapping[str, float] | None = None,
-    graph: Any = None,
-) -> Iterator[BudgetScope]:
-    """Open a workflow budget for every ``AdaptiveChatModel`` call made inside the ``with`` block.
+class BudgetOpener:
+    """The ``adaptive_ttc.budget`` callable: ``with adaptive_ttc.budget(tokens=..., seconds=...) as b:``.
 
-    Args:
-        tokens: hard cap on tokens (input + output) the run's calls consume.
-        seconds: deadline, in seconds from entering the block.
-        expected_calls: how many LLM calls the run makes, when known (else learned as it goes).
-        on_exhausted: ``degrade`` (greedy with what is left) or ``raise`` (``BudgetExhausted``).
-        node_shares: share of the token cap per graph node, e.g. ``{"planner": 0.2, "solver": 0.6}``.
-        graph: the compiled LangGraph graph; when given, ``node_shares`` names are checked against its nodes.
-
-    Yields:
-        The scope; call ``report()`` on it after the run.
+    ``adaptive_ttc.budget`` names both this callable (what users call) and the ``adaptive_ttc.budget`` package;
+    the package's other names stay reachable through it (``adaptive_ttc.budget.WorkflowBudget``). A
+    package-level helper users should call as ``adaptive_ttc.budget.<name>`` with its own signature is added
+    here as a static method (e.g. ``from_config = staticmethod(from_config)``, defined in this module).
     """
+
+    def __call__(
+        self,
+        tokens: int | None = None,
+        seconds: float | None = None,
+        *,
+        expected_calls: int | None = None,
+        on_exhausted: OnExhausted = "degrade",
+        node_shares: Mapping[str, float] | None = None,
+        graph: Any = None,
+    ) -> AbstractContextManager[BudgetScope]:
+        """Open a workflow budget for every ``AdaptiveChatModel`` call made inside the ``with`` block.
+
+        Args:
+            tokens: hard cap on tokens (input + output) the run's calls consume.
+            seconds: deadline, in seconds from entering the block.
+            expected_calls: how many LLM calls the run makes, when known (else learned as it goes).
+            on_exhausted: ``degrade`` (greedy with what is left) or ``raise`` (``BudgetExhausted``).
+            node_shares: share of the token cap per graph node, e.g. ``{"planner": 0.2, "solver": 0.6}``.
+            graph: the compiled LangGraph graph; when given, ``node_shares`` names are checked against its nodes.
+
+        Returns:
+            A context manager yielding the scope; call ``report()`` on it after the run.
+        """
+        return _scope(
+            tokens=tokens,
+            seconds=seconds,
+            expected_calls=expected_calls,
+            on_exhausted=on_exhausted,
+            node_shares=node_shares,
+            graph=graph,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(importlib.import_module("adaptive_ttc.budget"), name)
+
+    def __repr__(self) -> str:
+        return "adaptive_ttc.budget"
+
+
+budget = BudgetOpener()
+"""Open a workflow budget for the calls made inside a ``with`` block (``BudgetOpener.__call__``)."""
+
+
+@contextmanager
+def _scope(
+    *,
+    tokens: int | None,
+    seconds: float | None,
+    expected_calls: int | None,
+    on_exhausted: OnExhausted,
+    node_shares: Mapping[str, float] | None,
+    graph: Any,
+) -> Iterator[BudgetScope]:
+    """The budget's ``with`` block: checked and opened on entry (its clock starts there), current inside."""
     if graph is not None and node_shares:
         _check_nodes(graph, node_shares)
     ledger = WorkflowBudget(

@@ -1,0 +1,144 @@
+"""Planning a call, without I/O: from its prices, the decision, its ``max_tokens`` and the tokens to reserve."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from adaptive_ttc.budget.pacing import CallPrices
+from adaptive_ttc.budget.workflow import WorkflowBudget
+from adaptive_ttc.errors import BudgetExhausted
+from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.policy import Decision
+from adaptive_ttc.router.router import Router
+from adaptive_ttc.strategies.steps import question_of
+from adaptive_ttc.types import GenerationRequest, Usage
+
+__all__ = ["MIN_USEFUL_TOKENS", "Plan", "Planner"]
+
+MIN_USEFUL_TOKENS = 32
+"""A configuration whose answers would have to be cut below this many tokens is not planned."""
+_GREEDY = Configuration("greedy")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A planned call: the decision, the ``max_tokens`` to run it with, and the weighted tokens to reserve."""
+
+    decision: Decision
+    max_tokens: int
+    reserve_tokens: int
+
+
+class Planner:
+    """Chooses what a call runs: the router's best fitting configuration (or the fixed one), cut to fit.
+
+    Args:
+        router: a trained router, or ``None`` with a fixed ``configuration``.
+        configuration: the configuration every call runs (overrides the router).
+        has_scorer: whether configurations that need a scorer can run.
+    """
+
+    def __init__(self, router: Router | None, configuration: Configuration | None, *, has_scorer: bool) -> None:
+        self.router = router
+        self.configuration = configuration
+        self.has_scorer = has_scorer
+
+    def plan(
+        self, request: GenerationRequest, input_upper: int, prices: CallPrices, budget: WorkflowBudget | None
+    ) -> Plan:
+        """The plan of a call priced by ``prices`` (``budget``: the workflow's, ``None`` without one).
+
+        Raises:
+            BudgetExhausted: nothing fits and the budget says to raise, or not even the prompt fits.
+        """
+        if prices.expired:
+            return self._degrade(request, input_upper, prices, budget)
+        if request.tools or request.response_format is not None:
+            # A tool call is an action and a JSON object is not an answer to vote on: such calls run greedy.
+            decision = Decision(_GREEDY, "tools", prices.lambdas, (), prices.token_room, prices.time_room)
+            planned = self._fit(decision, request, input_upper, prices, budget)
+            return planned or self._degrade(request, input_upper, prices, budget)
+        for decision in self._candidates(request, input_upper, prices):
+            planned = self._fit(decision, request, input_upper, prices, budget)
+            if planned is not None:
+                return planned
+        return self._degrade(request, input_upper, prices, budget)
+
+    def _candidates(self, request: GenerationRequest, input_upper: int, prices: CallPrices) -> list[Decision]:
+        """Decisions to try, best first: the router's choice, then the other fitting configurations."""
+        lambdas, room, time_room = prices.lambdas, prices.token_room, prices.time_room
+        if self.router is None or self.configuration is not None:
+            fixed = self.configuration or _GREEDY
+            return [Decision(fixed, "fixed", lambdas, (), room, time_room)]
+        decision = self.router.decide(
+            question_of(request),
+            lambdas=lambdas,
+            token_room=room,
+            time_room=time_room,
+            max_tokens=request.max_tokens,
+            input_tokens=input_upper,
+        )
+        if decision is None:
+            return []
+        usable = [p for p in decision.predictions if p.fits and self._usable(p.configuration)]
+        usable.sort(key=lambda p: (-p.utility, p.tokens))
+        grid = {c.label: c for c in self.router.grid}
+        return [dataclasses.replace(decision, configuration=grid[p.configuration]) for p in usable]
+
+    def _usable(self, label: str) -> bool:
+        return self.has_scorer or not Configuration.parse(label).needs_scorer
+
+    def _fit(
+        self,
+        decision: Decision,
+        request: GenerationRequest,
+        input_upper: int,
+        prices: CallPrices,
+        budget: WorkflowBudget | None,
+    ) -> Plan | None:
+        """The plan for ``decision`` inside the hard room, or None if it cannot fit."""
+        configuration = decision.configuration
+        requests = 1 if configuration.kind != "beam" else configuration.max_steps * configuration.n
+        max_tokens = request.max_tokens
+        if budget is None or prices.tokens is None:
+            return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens, requests))
+        spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper))
+        per_sample = int(spare / (budget.output_token_weight * configuration.samples))
+        max_tokens = min(max_tokens, per_sample)
+        if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
+            return None
+        if configuration.kind == "beam":
+            # The first step (prompt + n * max_tokens) fits; later steps stop at the search's token limit.
+            return Plan(decision, max_tokens, prices.tokens)
+        return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens, requests))
+
+    def _degrade(
+        self, request: GenerationRequest, input_upper: int, prices: CallPrices, budget: WorkflowBudget | None
+    ) -> Plan:
+        """Greedy with what is left, or ``BudgetExhausted``, as the budget says."""
+        tokens_left, seconds_left = prices.tokens, prices.deadline_s
+        if budget is None or prices.allowance is None or budget.on_exhausted == "raise":
+            raise BudgetExhausted(
+                "no configuration fits the call's allowance "
+                f"(tokens left: {tokens_left}, seconds left: {seconds_left}); raise the budget or lower max_tokens",
+                tokens_left=tokens_left,
+                seconds_left=seconds_left,
+            )
+        spare = (tokens_left if tokens_left is not None else 10**12) - budget.weigh(Usage(input_tokens=input_upper))
+        max_tokens = min(request.max_tokens, int(spare / budget.output_token_weight))
+        if max_tokens < 1:
+            raise BudgetExhausted(
+                f"the workflow budget cannot pay even for this prompt ({input_upper} tokens, {tokens_left} left)",
+                tokens_left=tokens_left,
+                seconds_left=seconds_left,
+            )
+        decision = Decision(_GREEDY, "degraded", prices.lambdas, (), tokens_left, seconds_left)
+        return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens, 1))
+
+
+def _bound(
+    budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int, requests: int
+) -> int:
+    usage = Usage(input_tokens=input_upper * requests, output_tokens=configuration.samples * max_tokens * requests)
+    return budget.weigh(usage) if budget is not None else usage.total_tokens
