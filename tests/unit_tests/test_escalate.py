@@ -94,8 +94,9 @@ async def test_majority_against_greedy_wins_at_stage_three() -> None:
 
 
 async def test_usage_stays_inside_the_upper_bound() -> None:
-    long = " ".join(["word"] * 30)
-    backend = scripted(greedy_completion(long, -2.0), [long] * 6)
+    long = " ".join(["word"] * 30)  # the fake cuts sampled answers at max_tokens (20)
+    cut = greedy_completion(" ".join(["word"] * QUESTION.max_tokens), -2.0, finish="length")
+    backend = scripted(cut, [long] * 6)
     config = Escalate(k=2, n=6)
     result = await config.run(QUESTION, backend)
     prompt = PROMPT_TOKENS

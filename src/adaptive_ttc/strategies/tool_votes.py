@@ -2,7 +2,7 @@
 
 - A candidate with tool calls votes for its calls: each call is its function's name plus its arguments as
   canonical JSON (keys sorted, no spaces), and several parallel calls are one key in name order. A call whose
-  arguments are not valid JSON cannot be executed, so that candidate gets no vote.
+  arguments are not a JSON object cannot be executed, so that candidate gets no vote.
 - A plain-text reply to a call with tools is one more option: it votes for its extracted answer (``text:``
   plus the normalised answer), and replies with no extractable answer share one option (``text:``).
 - An answer constrained by a JSON schema (``response_format``) votes for its canonical JSON.
@@ -38,14 +38,17 @@ def _dump(value: Any) -> str:
 
 
 def tool_call_key(call: ToolCall) -> str | None:
-    """``name(canonical arguments)``; ``None`` when the arguments are not valid JSON (the call cannot run).
+    """``name(canonical arguments)``; ``None`` when the arguments are not a JSON object (the call cannot run).
 
     Empty arguments mean ``{}``, as servers send them for functions without parameters.
     """
-    arguments = canonical_json(call.arguments) if call.arguments.strip() else "{}"
-    if arguments is None:
+    if not call.arguments.strip():
+        return f"{call.name}({{}})"
+    try:
+        arguments = json.loads(call.arguments)
+    except (ValueError, RecursionError):
         return None
-    return f"{call.name}({arguments})"
+    return f"{call.name}({_dump(arguments)})" if isinstance(arguments, dict) else None
 
 
 def _calls_key(calls: Sequence[ToolCall]) -> str | None:
