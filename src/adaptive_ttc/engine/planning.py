@@ -19,6 +19,10 @@ __all__ = ["MIN_USEFUL_TOKENS", "Plan", "Planner"]
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
 _GREEDY = Configuration("greedy")
+_TOOL_KINDS = frozenset({"greedy", "bon"})
+"""Kinds that vote on (or make) tool calls and JSON answers; other kinds run such calls greedy."""
+_TOOL_CONFIGURATION = Configuration("bon", n=4)
+"""What a routed call with tools runs when it fits (greedy otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +58,27 @@ class Planner:
         """
         if prices.expired:
             return self._degrade(request, input_upper, prices, budget)
-        if request.tools or request.response_format is not None:
-            # A tool call is an action and a JSON object is not an answer to vote on: such calls run greedy.
-            decision = Decision(_GREEDY, "tools", prices.lambdas, (), prices.token_room, prices.time_room)
-            planned = self._fit(decision, request, input_upper, prices, budget)
-            return planned or self._degrade(request, input_upper, prices, budget)
-        for decision in self._candidates(request, input_upper, prices):
+        for decision in self._tool_candidates(request, prices) or self._candidates(request, input_upper, prices):
             planned = self._fit(decision, request, input_upper, prices, budget)
             if planned is not None:
                 return planned
         return self._degrade(request, input_upper, prices, budget)
+
+    def _tool_candidates(self, request: GenerationRequest, prices: CallPrices) -> list[Decision]:
+        """For a call with tools or a JSON schema: the decisions to try, or ``[]`` to plan it like any call.
+
+        Tool calls and JSON answers are voted on (``strategies.tool_votes``), so a fixed configuration whose kind
+        votes runs as given; a routed call, whose router was not trained on tool calls, escalates on the model's
+        own confidence (``TOOL_CONFIGURATION``), or runs greedy when that does not fit; a kind that cannot carry
+        tools (beam search) runs greedy.
+        """
+        if not request.tools and request.response_format is None:
+            return []
+        if self.configuration is not None and self.configuration.kind in _TOOL_KINDS:
+            return []
+        first = [] if self.configuration is not None else [_TOOL_CONFIGURATION]
+        lambdas, room, time_room = prices.lambdas, prices.token_room, prices.time_room
+        return [Decision(c, "tools", lambdas, (), room, time_room) for c in (*first, _GREEDY)]
 
     def _candidates(self, request: GenerationRequest, input_upper: int, prices: CallPrices) -> list[Decision]:
         """Decisions to try, best first: the router's choice, then the other fitting configurations."""
