@@ -30,11 +30,13 @@ from adaptive_ttc.strategies.escalate_fit import fit_threshold, greedy_log_field
 from adaptive_ttc.types import GenerationRequest, Message
 
 
-async def _confidences(rows: list[dict[str, Any]], settings: dict[str, Any], args: argparse.Namespace) -> None:
-    """Fill ``--cache`` with greedy's confidences for every row not in it yet."""
-    cache = Path(args.cache)
-    done = {json.loads(line)["id"] for line in cache.read_text().splitlines()} if cache.exists() else set()
-    todo = [r for r in rows if r["id"] not in done][: args.limit]
+def _append(path: Path, entry: dict[str, Any]) -> None:
+    with path.open("a") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
+async def _confidences(todo: list[dict[str, Any]], settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """Append greedy's confidences for the rows ``todo`` to ``--cache``."""
     if not todo:
         return
     backend = await open_backend(args.backend, args.model if args.backend != "embedded" else None)
@@ -51,8 +53,7 @@ async def _confidences(rows: list[dict[str, Any]], settings: dict[str, Any], arg
             (completion,) = result.completions
             same = completion.text == row["greedy"]["candidates"][0]["text"]
             entry = {"id": row["id"], "same_text": same, **greedy_log_fields(completion)}
-            with cache.open("a") as out:
-                out.write(json.dumps(entry) + "\n")
+            _append(Path(args.cache), entry)
     finally:
         await backend.aclose()
 
@@ -96,7 +97,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/escalation.json")
     args = parser.parse_args()
     log = read_log(args.log)
-    asyncio.run(_confidences(log.rows, log.header.settings, args))
+    cache = Path(args.cache)
+    done = {json.loads(line)["id"] for line in cache.read_text().splitlines()} if cache.exists() else set()
+    asyncio.run(_confidences([r for r in log.rows if r["id"] not in done][: args.limit], log.header.settings, args))
     cached = {e["id"]: e for e in map(json.loads, Path(args.cache).read_text().splitlines())}
     rows = []
     for row in log.rows:
