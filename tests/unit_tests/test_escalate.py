@@ -8,7 +8,10 @@ import pytest
 
 from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.backends.fake import FakeBackend
+from adaptive_ttc.budget import WorkflowBudget
+from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.strategies.escalate import CONFIDENCE_TOP_LOGPROBS, Escalate, confidences
 from adaptive_ttc.types import Completion, GenerationRequest, Message, TokenLogprob, ToolCall, Usage
 
@@ -163,3 +166,32 @@ def test_confidences_of_a_completion() -> None:
     assert confidences(Completion("a", "stop", 1)) == {}
     only_sampled = Completion("a", "stop", 1, logprobs=(TokenLogprob("a", -0.1),))
     assert set(confidences(only_sampled)) == {"mean-logprob", "tail-logprob"}
+
+
+async def test_engine_reserves_the_upper_bound_and_charges_what_was_spent() -> None:
+    backend = scripted(greedy_completion("The answer is 5.", -2.0), ["6", "7", "5", "6", "6", "8"])
+    ledger = WorkflowBudget(tokens=10_000).open()
+    request = GenerationRequest(messages=(Message("user", "What is 2 + 3?"),), max_tokens=64)
+    out = await Engine(backend, configuration=Configuration.parse("escalate-2-6")).run(request, ledger=ledger)
+    assert out.result.details["escalation"]["stage"] == "vote"
+    assert out.reserved_tokens == 3 * PROMPT_TOKENS + 7 * 64  # exact prompt count three times + (1 + n) answers
+    assert ledger.report().tokens_spent == out.result.usage.total_tokens == 3 * PROMPT_TOKENS + 4 + 6
+    assert ledger.tokens_reserved == 0
+
+
+async def test_a_tight_budget_cuts_max_tokens_so_the_bound_fits() -> None:
+    backend = scripted(greedy_completion("The answer is 5.", -2.0), ["5", "5"])
+    ledger = WorkflowBudget(tokens=3 * PROMPT_TOKENS + 7 * 40, expected_calls=1).open()
+    request = GenerationRequest(messages=(Message("user", "What is 2 + 3?"),), max_tokens=64)
+    out = await Engine(backend, configuration=Configuration.parse("escalate-2-6")).run(request, ledger=ledger)
+    assert out.max_tokens == 40
+    assert out.reserved_tokens is not None and out.reserved_tokens <= 3 * PROMPT_TOKENS + 7 * 40
+
+
+def test_the_kind_reads_and_writes_its_label() -> None:
+    config = Configuration.parse("escalate-3-8")
+    assert (config.kind, config.width, config.n, config.label) == ("escalate", 3, 8, "escalate-3-8")
+    assert config.upper_usage(10, 100) == Usage(input_tokens=30, output_tokens=900)
+    assert config.build() == Escalate(k=3, n=8)
+    with pytest.raises(ConfigurationError, match="n > k"):
+        Configuration.parse("escalate-4-2")

@@ -71,7 +71,8 @@ async def test_routed_call_with_tools_votes_instead_of_running_greedy() -> None:
     engine = Engine(backend, router=Router(GRID).fit(synthetic_log()))
     out = await engine.run(ask_with_tools())
     assert out.decision.reason == "tools"
-    assert out.result.strategy != "greedy"
+    assert out.result.strategy == "escalate-2-8"
+    assert out.result.details["escalation"]["stage"] == "vote"
     assert json.loads(out.result.selected.tool_calls[0].arguments) == {"a": 2, "b": 3}
 
 

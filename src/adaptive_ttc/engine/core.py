@@ -25,7 +25,7 @@ from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Decision, Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.scoring.base import Scorer
-from adaptive_ttc.strategies import BeamSearch, Greedy, Strategy
+from adaptive_ttc.strategies import RunContext, Strategy
 from adaptive_ttc.types import GenerationRequest, StrategyResult
 
 __all__ = ["Engine", "EngineResult"]
@@ -169,14 +169,16 @@ class Engine:
         attempts.started += 1
         prices, plan, reservation = await self._reserve(request, input_upper, ledger, node)
         overhead = time.perf_counter() - start
-        strategy = self._strategy(plan.decision.configuration, plan.reserve_tokens if ledger else None, input_upper)
+        strategy = plan.decision.configuration.build()
         sent = request.replace(
             max_tokens=plan.max_tokens, deadline=_deadline(ledger), retry_maybe_processed=ledger is None
         )
         meter = Metered(self.backend)
         sink = Sink(on_text) if on_text is not None and isinstance(self.backend, StreamingBackend) else None
         try:
-            result = await self._execute(strategy, sent, meter, sink)
+            limit = plan.reserve_tokens if ledger is not None else None
+            context = RunContext(token_limit=limit, input_tokens_upper=input_upper, on_text=sink)
+            result = await self._execute(strategy, sent, meter, context)
         except BaseException as exc:  # cancellation too: the ledger must not keep a dangling reservation
             self._failed(
                 exc,
@@ -282,28 +284,20 @@ class Engine:
         return input_tokens_upper_bound(request)
 
     async def _execute(
-        self, strategy: Strategy, request: GenerationRequest, backend: Metered, sink: Sink | None
+        self, strategy: Strategy, request: GenerationRequest, backend: Metered, context: RunContext
     ) -> StrategyResult:
         """Run the strategy; cut it just after the request's deadline if it has not finished (a safety net)."""
         limit = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
         guard = asyncio.timeout(None if limit is None else limit + _DEADLINE_GRACE_S)
         try:
             async with guard:
-                if sink is not None and isinstance(strategy, Greedy):
-                    return await strategy.run(request, backend, self.scorer, on_text=sink)
-                return await strategy.run(request, backend, self.scorer)
+                return await strategy.run(request, backend, self.scorer, context)
         except TimeoutError as exc:
             if not guard.expired():
                 raise
             raise BackendTimeoutError(
                 f"the call ({strategy.name}) was still running at the workflow deadline and was cut"
             ) from exc
-
-    def _strategy(self, configuration: Configuration, limit: int | None, input_upper: int) -> Strategy:
-        strategy = configuration.build()
-        if isinstance(strategy, BeamSearch) and limit is not None:
-            return dataclasses.replace(strategy, token_limit=limit, input_tokens_upper=input_upper)
-        return strategy
 
 
 async def _wait_for_change(ledger: Ledger, limit: float) -> float:

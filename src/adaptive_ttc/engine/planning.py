@@ -11,18 +11,17 @@ from adaptive_ttc.errors import BudgetExhausted
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Decision
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, Usage
 
-__all__ = ["MIN_USEFUL_TOKENS", "Plan", "Planner"]
+__all__ = ["MIN_USEFUL_TOKENS", "TOOL_CONFIGURATION", "Plan", "Planner"]
 
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
-_GREEDY = Configuration("greedy")
-_TOOL_KINDS = frozenset({"greedy", "bon"})
-"""Kinds that vote on (or make) tool calls and JSON answers; other kinds run such calls greedy."""
-_TOOL_CONFIGURATION = Configuration("bon", n=4)
-"""What a routed call with tools runs when it fits (greedy otherwise)."""
+_GREEDY = Configuration(GreedyKind.name)
+TOOL_CONFIGURATION = Configuration.parse("escalate-2-8")
+"""What a routed call with tools or a JSON schema runs when it fits (greedy otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +67,15 @@ class Planner:
         """For a call with tools or a JSON schema: the decisions to try, or ``[]`` to plan it like any call.
 
         Tool calls and JSON answers are voted on (``strategies.tool_votes``), so a fixed configuration whose kind
-        votes runs as given; a routed call, whose router was not trained on tool calls, escalates on the model's
-        own confidence (``TOOL_CONFIGURATION``), or runs greedy when that does not fit; a kind that cannot carry
-        tools (beam search) runs greedy.
+        ``handles_tools`` runs as given; a routed call (its router was not trained on tool calls) escalates on
+        the model's own confidence (``TOOL_CONFIGURATION``), or runs greedy when that does not fit; other kinds
+        (beam search) run such calls greedy.
         """
         if not request.tools and request.response_format is None:
             return []
-        if self.configuration is not None and self.configuration.kind in _TOOL_KINDS:
+        if self.configuration is not None and self.configuration.spec.handles_tools:
             return []
-        first = [] if self.configuration is not None else [_TOOL_CONFIGURATION]
+        first = [] if self.configuration is not None else [TOOL_CONFIGURATION]
         lambdas, room, time_room = prices.lambdas, prices.token_room, prices.time_room
         return [Decision(c, "tools", lambdas, (), room, time_room) for c in (*first, _GREEDY)]
 
@@ -114,19 +113,19 @@ class Planner:
     ) -> Plan | None:
         """The plan for ``decision`` inside the hard room, or None if it cannot fit."""
         configuration = decision.configuration
-        requests = 1 if configuration.kind != "beam" else configuration.max_steps * configuration.n
         max_tokens = request.max_tokens
         if budget is None or prices.tokens is None:
-            return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens, requests))
-        spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper))
+            return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
+        prompts = 1 if configuration.spec.stops_at_token_limit else configuration.requests
+        spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper * prompts))
         per_sample = int(spare / (budget.output_token_weight * configuration.samples))
         max_tokens = min(max_tokens, per_sample)
         if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
             return None
-        if configuration.kind == "beam":
-            # The first step (prompt + n * max_tokens) fits; later steps stop at the search's token limit.
+        if configuration.spec.stops_at_token_limit:
+            # The first step (prompt + samples * max_tokens) fits; later steps stop at the run's token limit.
             return Plan(decision, max_tokens, prices.tokens)
-        return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens, requests))
+        return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
 
     def _degrade(
         self, request: GenerationRequest, input_upper: int, prices: CallPrices, budget: WorkflowBudget | None
@@ -149,11 +148,10 @@ class Planner:
                 seconds_left=seconds_left,
             )
         decision = Decision(_GREEDY, "degraded", prices.lambdas, (), tokens_left, seconds_left)
-        return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens, 1))
+        return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens))
 
 
-def _bound(
-    budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int, requests: int
-) -> int:
-    usage = Usage(input_tokens=input_upper * requests, output_tokens=configuration.samples * max_tokens * requests)
+def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:
+    """The weighted tokens a run of ``configuration`` can consume at most."""
+    usage = configuration.upper_usage(input_upper, max_tokens)
     return budget.weigh(usage) if budget is not None else usage.total_tokens

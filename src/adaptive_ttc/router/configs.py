@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.strategies import BeamSearch, BestOfN, Greedy, Strategy
-from adaptive_ttc.strategies.best_of_n import SELECTORS, Selector
+from adaptive_ttc.strategies import Strategy
+from adaptive_ttc.strategies.base import StrategyKind
+from adaptive_ttc.strategies.beam_search import BeamSearchKind
+from adaptive_ttc.strategies.best_of_n import BestOfNKind, Selector
+from adaptive_ttc.strategies.greedy import GreedyKind
+from adaptive_ttc.strategies.registry import kind_of, kind_of_label
+from adaptive_ttc.types import Usage
 
 __all__ = ["DEFAULT_GRID", "PAPER_GRID", "Configuration", "Kind", "parse_grid"]
 
-Kind = Literal["greedy", "bon", "beam"]
-_LABEL = re.compile(r"^(?:greedy|bon-(?P<sel>[a-z]+)-(?P<n>\d+)|beam-(?P<bn>\d+)x(?P<w>\d+)x(?P<s>\d+))$")
+Kind = str
+"""A strategy kind's name: a key of ``strategies.registry.KINDS`` (``greedy``, ``bon``, ``beam``, ``vllm-beam``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Configuration:
-    """One point of the grid: a strategy kind with its settings; ``label`` names it everywhere."""
+    """One point of the grid: a strategy kind with its settings; ``label`` names it everywhere.
+
+    Everything that depends on the kind is asked of its spec (``spec``, from the one registry of kinds).
+    """
 
     kind: Kind
     n: int = 1
@@ -28,16 +34,17 @@ class Configuration:
     max_steps: int = 1
 
     def __post_init__(self) -> None:
-        self.build()  # validates the settings with the strategy's own checks
+        self.build()  # validates the kind and the settings with the strategy's own checks
+
+    @property
+    def spec(self) -> StrategyKind:
+        """The kind's spec: grammar, cost shape, features and construction."""
+        return kind_of(self.kind)
 
     @property
     def label(self) -> str:
-        """``greedy``, ``bon-majority-8`` or ``beam-4x2x40``."""
-        if self.kind == "greedy":
-            return "greedy"
-        if self.kind == "bon":
-            return f"bon-{self.selector}-{self.n}"
-        return f"beam-{self.n}x{self.width}x{self.max_steps}"
+        """``greedy``, ``bon-majority-8``, ``beam-4x2x40`` or ``vllm-beam-4``."""
+        return self.spec.label(self)
 
     @property
     def needs_scorer(self) -> bool:
@@ -47,33 +54,31 @@ class Configuration:
     @property
     def samples(self) -> int:
         """Completions generated per request (per step for beam search)."""
-        return 1 if self.kind == "greedy" else self.n
+        return self.spec.samples(self)
+
+    @property
+    def requests(self) -> int:
+        """Backend requests of one call, at most."""
+        return self.spec.requests(self)
+
+    @property
+    def steps(self) -> int:
+        """Sequential generation steps of one call, at most."""
+        return self.spec.steps(self)
+
+    def upper_usage(self, input_tokens: int, max_tokens: int) -> Usage:
+        """The most one call can consume with this prompt size and ``max_tokens``."""
+        return self.spec.upper_usage(self, input_tokens, max_tokens)
 
     def build(self) -> Strategy:
         """The strategy this configuration runs."""
-        if self.kind == "greedy":
-            return Greedy()
-        if self.kind == "bon":
-            return BestOfN(self.n, self.selector)
-        if self.kind == "beam":
-            return BeamSearch(self.n, self.width, self.max_steps)
-        raise ConfigurationError(f"unknown configuration kind {self.kind!r}; use greedy, bon or beam")
+        return self.spec.build(self)
 
     @staticmethod
     def parse(label: str) -> Configuration:
         """The configuration named by ``label`` (the inverse of ``label``)."""
-        match = _LABEL.match(label.strip())
-        if match is None:
-            raise ConfigurationError(
-                f"cannot read configuration {label!r}; write greedy, bon-<selector>-<n> or beam-<n>x<width>x<steps>"
-            )
-        if label.strip() == "greedy":
-            return Configuration("greedy")
-        if match["sel"] is not None:
-            if match["sel"] not in SELECTORS:
-                raise ConfigurationError(f"unknown selector {match['sel']!r} in {label!r}; use one of {SELECTORS}")
-            return Configuration("bon", n=int(match["n"]), selector=match["sel"])  # type: ignore[arg-type]
-        return Configuration("beam", n=int(match["bn"]), width=int(match["w"]), max_steps=int(match["s"]))
+        kind, settings = kind_of_label(label)
+        return Configuration(kind.name, **settings)
 
 
 def parse_grid(labels: Iterable[str]) -> tuple[Configuration, ...]:
@@ -94,9 +99,9 @@ def _check_grid(grid: Sequence[Configuration]) -> None:
 
 _NS = (2, 4, 8, 16, 32)
 PAPER_GRID: tuple[Configuration, ...] = (
-    *(Configuration("bon", n=n, selector=s) for s in ("majority", "reward", "weighted") for n in _NS),
+    *(Configuration(BestOfNKind.name, n=n, selector=s) for s in ("majority", "reward", "weighted") for n in _NS),
     *(
-        Configuration("beam", n=n, width=w, max_steps=s)
+        Configuration(BeamSearchKind.name, n=n, width=w, max_steps=s)
         for n, w, s in (
             (2, 2, 40),
             (4, 2, 40),
@@ -111,8 +116,8 @@ PAPER_GRID: tuple[Configuration, ...] = (
 """The paper's grid: BoN (majority, reward, weighted) at N in {2..32} and its seven beam settings."""
 
 DEFAULT_GRID: tuple[Configuration, ...] = (
-    Configuration("greedy"),
-    *(Configuration("bon", n=n, selector="majority") for n in _NS[:4]),
+    Configuration(GreedyKind.name),
+    *(Configuration(BestOfNKind.name, n=n, selector="majority") for n in _NS[:4]),
 )
 """The default grid: greedy and majority-vote best-of-N at N in {2, 4, 8, 16}: needs no scorer, so it runs on
 any backend; add reward-guided configurations with a scorer (see ``PAPER_GRID``)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -16,18 +15,16 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.features import FeatureExtractor, Matrix
 from adaptive_ttc.router.observations import Observation
+from adaptive_ttc.strategies.registry import FEATURE_METHODS
 
 __all__ = ["AccuracyPredictor", "configuration_features"]
 
-_KINDS = ("greedy", "bon-majority", "bon-reward", "bon-weighted", "beam")
 MIN_ROWS = 8
 
 
 def configuration_features(config: Configuration) -> list[float]:
-    """Numeric description of a configuration: one-hot method, log2 N, log2 width, log2 steps."""
-    method = config.kind if config.kind != "bon" else f"bon-{config.selector}"
-    one_hot = [1.0 if method == k else 0.0 for k in _KINDS]
-    return [*one_hot, math.log2(config.samples), math.log2(config.width), math.log2(config.max_steps)]
+    """Numeric description of a configuration: one-hot method, log2 N, log2 width, log2 steps (its kind's)."""
+    return config.spec.features(config, FEATURE_METHODS)
 
 
 class AccuracyPredictor:

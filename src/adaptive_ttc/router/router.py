@@ -153,22 +153,17 @@ def _bounded(
     profile: BackendProfile | None = None,
 ) -> CostEstimate:
     """Clip a cost estimate to what the call can possibly spend (per request; beam search re-sends prompts)."""
-    requests = config.max_steps * config.n // config.width if config.kind == "beam" else 1
-    out_cap = (
-        float("inf")
-        if max_tokens is None
-        else float(config.samples * max_tokens * (config.max_steps if config.kind == "beam" else 1))
-    )
+    requests, steps = config.requests, config.steps
+    out_cap = float("inf") if max_tokens is None else float(config.samples * max_tokens * steps)
     in_cap = float("inf") if inputs is None else float(inputs * requests)
     output, output_upper = min(cost.output_tokens, out_cap), min(cost.tokens_upper - cost.input_tokens, out_cap)
     input_tokens = cost.input_tokens if inputs is None else float(inputs)
     input_upper = min(max(cost.input_tokens, input_tokens), in_cap)
     latency, latency_upper = cost.latency_s, cost.latency_upper_s
     if profile is not None and max_tokens is not None:
-        steps = float(config.max_steps) if config.kind == "beam" else 1.0
         prompt = input_tokens if inputs is not None else cost.input_tokens
         cap = profile.latency(
-            input_tokens=prompt, longest_tokens=max_tokens * steps, sequences=config.samples, steps=steps
+            input_tokens=prompt, longest_tokens=max_tokens * steps, sequences=config.samples, steps=float(steps)
         )
         latency, latency_upper = min(latency, cap), min(latency_upper, cap)
     return dataclasses.replace(

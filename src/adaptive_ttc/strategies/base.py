@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.backends.base import Backend, TextSink
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.types import (
     Candidate,
@@ -16,7 +19,26 @@ from adaptive_ttc.types import (
     Usage,
 )
 
-__all__ = ["Strategy", "candidate_from", "result_from"]
+if TYPE_CHECKING:
+    from adaptive_ttc.router.configs import Configuration
+
+__all__ = ["RunContext", "Strategy", "StrategyKind", "candidate_from", "result_from"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the engine tells a strategy about one run; every field is optional.
+
+    Attributes:
+        token_limit: weighted tokens the run may spend at most (a strategy that ``stops_at_token_limit`` stops
+            before a step that could pass it; others are cut by ``max_tokens``).
+        input_tokens_upper: an upper bound on the prompt's tokens (with ``token_limit``).
+        on_text: where a strategy that streams its answer hands the text as it is generated.
+    """
+
+    token_limit: int | None = None
+    input_tokens_upper: int | None = None
+    on_text: TextSink | None = None
 
 
 @runtime_checkable
@@ -33,9 +55,80 @@ class Strategy(Protocol):
         """True when ``run`` must be given a scorer."""
         ...
 
-    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
+    async def run(
+        self,
+        request: GenerationRequest,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        context: RunContext | None = None,
+    ) -> StrategyResult:
         """Answer ``request`` on ``backend``; every backend request's usage is summed into the result."""
         ...
+
+
+class StrategyKind:
+    """One kind of strategy (greedy, best-of-N, ...): its label grammar, cost shape, features and construction.
+
+    A kind is registered once (``strategies/registry.py``); ``Configuration`` asks its kind for everything
+    that depends on it, so no other module compares kind names. Subclasses set the class attributes and
+    override ``parse``, ``label`` and ``build``; the cost methods' defaults describe one request of
+    ``samples`` completions.
+    """
+
+    name: ClassVar[str]
+    """The kind's name (``Configuration.kind``)."""
+    pattern: ClassVar[re.Pattern[str]]
+    """The grammar of its labels (anchored)."""
+    grammar: ClassVar[str]
+    """The grammar in words, for error messages (e.g. ``bon-<selector>-<n>``)."""
+    feature_methods: ClassVar[tuple[str, ...]] = ()
+    """Method names it contributes to the predictor's one-hot configuration features."""
+    stops_at_token_limit: ClassVar[bool] = False
+    """True when the strategy stops itself at ``RunContext.token_limit`` (it may reserve the whole room)."""
+    handles_tools: ClassVar[bool] = False
+    """True when it can run a call with tools or a JSON schema (it votes on tool calls and JSON answers, or
+    makes one); the engine runs such calls greedy on other kinds."""
+
+    def parse(self, match: re.Match[str]) -> dict[str, Any]:
+        """The settings (``Configuration`` fields) a label matched by ``pattern`` names."""
+        raise NotImplementedError
+
+    def label(self, config: Configuration) -> str:
+        """The label of ``config`` (the inverse of ``parse``)."""
+        raise NotImplementedError
+
+    def build(self, config: Configuration) -> Strategy:
+        """The strategy ``config`` runs (validates its settings)."""
+        raise NotImplementedError
+
+    def samples(self, config: Configuration) -> int:
+        """Completions generated per step."""
+        return config.n
+
+    def requests(self, config: Configuration) -> int:
+        """Backend requests of one call, at most."""
+        return 1
+
+    def steps(self, config: Configuration) -> int:
+        """Sequential generation steps of one call, at most."""
+        return 1
+
+    def upper_usage(self, config: Configuration, input_tokens: int, max_tokens: int) -> Usage:
+        """The most one call can consume: every request's prompt, every completion at ``max_tokens``."""
+        return Usage(
+            input_tokens=input_tokens * self.requests(config),
+            output_tokens=self.samples(config) * max_tokens * self.steps(config),
+        )
+
+    def feature_method(self, config: Configuration) -> str | None:
+        """Its one-hot method (one of ``feature_methods``; ``None``: none)."""
+        return self.feature_methods[0] if self.feature_methods else None
+
+    def features(self, config: Configuration, methods: Sequence[str]) -> list[float]:
+        """Numeric description for the predictor: one-hot method, log2 samples, log2 width, log2 steps."""
+        method = self.feature_method(config)
+        one_hot = [1.0 if method == m else 0.0 for m in methods]
+        return [*one_hot, math.log2(self.samples(config)), math.log2(config.width), math.log2(config.max_steps)]
 
 
 def candidate_from(completion: Completion, *, score: float | None = None, answer: str | None = None) -> Candidate:

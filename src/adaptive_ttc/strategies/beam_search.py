@@ -16,15 +16,16 @@ fails leaves nothing to return, and its error is raised.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import BackendError, BudgetExhausted, ConfigurationError
 from adaptive_ttc.scoring.base import ScoreItem, Scorer
-from adaptive_ttc.strategies.base import result_from
+from adaptive_ttc.strategies.base import RunContext, StrategyKind, result_from
 from adaptive_ttc.strategies.best_of_n import DEFAULT_SAMPLING_TEMPERATURE, SCORER_TOP_LOGPROBS
 from adaptive_ttc.strategies.steps import STEP_DELIMITER, has_final_answer, question_of
 from adaptive_ttc.types import (
@@ -37,7 +38,10 @@ from adaptive_ttc.types import (
     Usage,
 )
 
-__all__ = ["BeamSearch"]
+if TYPE_CHECKING:
+    from adaptive_ttc.router.configs import Configuration
+
+__all__ = ["BeamSearch", "BeamSearchKind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +122,22 @@ class BeamSearch:
     def needs_scorer(self) -> bool:
         return True
 
-    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
-        """Search step by step; return every finished (and, at the step limit, unfinished) beam."""
+    async def run(
+        self,
+        request: GenerationRequest,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        context: RunContext | None = None,
+    ) -> StrategyResult:
+        """Search step by step; return every finished (and, at the step limit, unfinished) beam.
+
+        A ``context.token_limit`` replaces the search's own ``token_limit`` (with ``context.input_tokens_upper``).
+        """
+        if context is not None and context.token_limit is not None:
+            limited = dataclasses.replace(
+                self, token_limit=context.token_limit, input_tokens_upper=context.input_tokens_upper
+            )
+            return await limited.run(request, backend, scorer)
         scorer = self._checked(backend, scorer)
         start = time.perf_counter()
         state = _Search(active=[_Beam()])
@@ -322,3 +340,28 @@ def _out_of_time(request: GenerationRequest, state: _Search) -> bool:
 
 def _spent(state: _Search) -> Usage:
     return Usage.sum([r.usage for r in state.results]) + state.scoring + state.failed
+
+
+class BeamSearchKind(StrategyKind):
+    """``beam-<n>x<width>x<steps>``: step-level search, ``n`` candidates a step in ``n / width`` requests."""
+
+    name = "beam"
+    pattern = re.compile(r"^beam-(?P<n>\d+)x(?P<w>\d+)x(?P<s>\d+)$")
+    grammar = "beam-<n>x<width>x<steps>"
+    feature_methods = ("beam",)
+    stops_at_token_limit = True
+
+    def parse(self, match: re.Match[str]) -> dict[str, Any]:
+        return {"n": int(match["n"]), "width": int(match["w"]), "max_steps": int(match["s"])}
+
+    def label(self, config: Configuration) -> str:
+        return f"beam-{config.n}x{config.width}x{config.max_steps}"
+
+    def build(self, config: Configuration) -> BeamSearch:
+        return BeamSearch(config.n, config.width, config.max_steps)
+
+    def requests(self, config: Configuration) -> int:
+        return config.max_steps * config.n // config.width
+
+    def steps(self, config: Configuration) -> int:
+        return config.max_steps

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import BackendError, ConfigurationError
 from adaptive_ttc.scoring.base import Scorer
-from adaptive_ttc.strategies.base import candidate_from, result_from
+from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
 from adaptive_ttc.strategies.steps import question_of, score_item
 from adaptive_ttc.strategies.tool_votes import answer_of, vote_keys
 from adaptive_ttc.types import Candidate, GenerationRequest, GenerationResult, StrategyResult, Usage
 
-__all__ = ["DEFAULT_SAMPLING_TEMPERATURE", "BestOfN", "Selector", "select"]
+if TYPE_CHECKING:
+    from adaptive_ttc.router.configs import Configuration
+
+__all__ = ["DEFAULT_SAMPLING_TEMPERATURE", "BestOfN", "BestOfNKind", "Selector", "select"]
 
 Selector = Literal["majority", "reward", "weighted"]
 SELECTORS: tuple[str, ...] = get_args(Selector)
@@ -87,7 +91,13 @@ class BestOfN:
     def needs_scorer(self) -> bool:
         return self.selector != "majority"
 
-    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
+    async def run(
+        self,
+        request: GenerationRequest,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        context: RunContext | None = None,
+    ) -> StrategyResult:
         """Sample, score when the selector needs it, and select."""
         if self.needs_scorer and scorer is None:
             raise ConfigurationError(f"selector {self.selector!r} needs a scorer; pass one or use 'majority'")
@@ -160,3 +170,27 @@ async def _scored(
         for c, s in zip(candidates, scored.scores, strict=True)
     ]
     return scored_candidates, scored.usage, None
+
+
+class BestOfNKind(StrategyKind):
+    """``bon-<selector>-<n>``: ``n`` samples in one request, one selected."""
+
+    name = "bon"
+    pattern = re.compile(r"^bon-(?P<sel>[a-z]+)-(?P<n>\d+)$")
+    grammar = "bon-<selector>-<n>"
+    feature_methods = tuple(f"bon-{s}" for s in SELECTORS)
+    handles_tools = True
+
+    def parse(self, match: re.Match[str]) -> dict[str, Any]:
+        if match["sel"] not in SELECTORS:
+            raise ConfigurationError(f"unknown selector {match['sel']!r} in {match[0]!r}; use one of {SELECTORS}")
+        return {"n": int(match["n"]), "selector": cast(Selector, match["sel"])}
+
+    def label(self, config: Configuration) -> str:
+        return f"bon-{config.selector}-{config.n}"
+
+    def build(self, config: Configuration) -> BestOfN:
+        return BestOfN(config.n, config.selector)
+
+    def feature_method(self, config: Configuration) -> str:
+        return f"bon-{config.selector}"

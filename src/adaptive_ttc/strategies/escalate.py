@@ -18,23 +18,28 @@ which stage it stopped and why.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.scoring.self_certainty import token_mean_logprob, token_self_certainty
-from adaptive_ttc.strategies.base import candidate_from, result_from
+from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
 from adaptive_ttc.strategies.best_of_n import DEFAULT_SAMPLING_TEMPERATURE, select
 from adaptive_ttc.strategies.tool_votes import answer_of, vote_keys
 from adaptive_ttc.types import Candidate, Completion, GenerationRequest, GenerationResult, StrategyResult, Usage
+
+if TYPE_CHECKING:
+    from adaptive_ttc.router.configs import Configuration
 
 __all__ = [
     "CONFIDENCE_TOP_LOGPROBS",
     "DEFAULT_THRESHOLDS",
     "Escalate",
+    "EscalateKind",
     "Measure",
     "confidences",
 ]
@@ -110,8 +115,17 @@ class Escalate:
         """The most one run can spend: the prompt three times and ``1 + n`` answers of ``max_tokens``."""
         return Usage(input_tokens=REQUESTS * input_tokens, output_tokens=(1 + self.n) * max_tokens)
 
-    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
-        """Run the stages until one stops (see the module docstring); ``scorer`` is not used."""
+    async def run(
+        self,
+        request: GenerationRequest,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        context: RunContext | None = None,
+    ) -> StrategyResult:
+        """Run the stages until one stops (see the module docstring); ``scorer`` and ``context`` are not used.
+
+        The engine reserves ``upper_bound`` before the run, so no stage can pass the run's token limit.
+        """
         start = time.perf_counter()
         logprobs = backend.capabilities.logprobs
         greedy = request.replace(
@@ -187,3 +201,34 @@ class Escalate:
         )
         out.details["escalation"] = trace
         return out
+
+
+class EscalateKind(StrategyKind):
+    """``escalate-<k>-<n>``: greedy, then ``k`` samples, then up to ``n``; ``k`` is carried in ``width``.
+
+    It has no one-hot method of its own (like ``vllm-beam``), so adding it leaves saved routers' feature layout
+    unchanged; the predictor tells it apart by its samples (``1 + n``) and width (``k``).
+    """
+
+    name = "escalate"
+    pattern = re.compile(r"^escalate-(?P<k>\d+)-(?P<n>\d+)$")
+    grammar = "escalate-<k>-<n>"
+    handles_tools = True
+
+    def parse(self, match: re.Match[str]) -> dict[str, Any]:
+        return {"width": int(match["k"]), "n": int(match["n"])}
+
+    def label(self, config: Configuration) -> str:
+        return f"escalate-{config.width}-{config.n}"
+
+    def build(self, config: Configuration) -> Escalate:
+        return Escalate(k=config.width, n=config.n)
+
+    def samples(self, config: Configuration) -> int:
+        return 1 + config.n
+
+    def requests(self, config: Configuration) -> int:
+        return REQUESTS
+
+    def upper_usage(self, config: Configuration, input_tokens: int, max_tokens: int) -> Usage:
+        return self.build(config).upper_bound(input_tokens, max_tokens)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from adaptive_ttc.backends.base import Backend, StreamingBackend, TextSink
+from adaptive_ttc.backends.base import Backend, StreamingBackend
 from adaptive_ttc.scoring.base import Scorer
-from adaptive_ttc.strategies.base import candidate_from, result_from
+from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
 from adaptive_ttc.types import GenerationRequest, StrategyResult
 
-__all__ = ["Greedy"]
+if TYPE_CHECKING:
+    from adaptive_ttc.router.configs import Configuration
+
+__all__ = ["Greedy", "GreedyKind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +35,13 @@ class Greedy:
         request: GenerationRequest,
         backend: Backend,
         scorer: Scorer | None = None,
-        *,
-        on_text: TextSink | None = None,
+        context: RunContext | None = None,
     ) -> StrategyResult:
         """Generate once at temperature 0 and return that answer.
 
-        With ``on_text`` and a backend that streams, the answer's text is handed to ``on_text`` as it comes.
+        With ``context.on_text`` and a backend that streams, the answer's text is handed to it as it comes.
         """
+        on_text = context.on_text if context is not None else None
         start = time.perf_counter()
         sent = request.replace(n=1, temperature=0.0, use_beam_search=False)
         if on_text is not None and isinstance(backend, StreamingBackend):
@@ -47,3 +52,25 @@ class Greedy:
         return result_from(
             self.name, candidates, 0, [result], latency_s=time.perf_counter() - start, model=result.model
         )
+
+
+class GreedyKind(StrategyKind):
+    """``greedy``: one completion at temperature 0."""
+
+    name = "greedy"
+    pattern = re.compile(r"^greedy$")
+    grammar = "greedy"
+    feature_methods = ("greedy",)
+    handles_tools = True
+
+    def parse(self, match: re.Match[str]) -> dict[str, Any]:
+        return {}
+
+    def label(self, config: Configuration) -> str:
+        return "greedy"
+
+    def build(self, config: Configuration) -> Greedy:
+        return Greedy()
+
+    def samples(self, config: Configuration) -> int:
+        return 1

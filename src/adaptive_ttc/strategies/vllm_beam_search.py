@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.scoring.base import Scorer
-from adaptive_ttc.strategies.base import candidate_from, result_from
+from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
 from adaptive_ttc.types import GenerationRequest, StrategyResult
 
-__all__ = ["VLLMBeamSearch"]
+if TYPE_CHECKING:
+    from adaptive_ttc.router.configs import Configuration
+
+__all__ = ["VLLMBeamKind", "VLLMBeamSearch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +42,13 @@ class VLLMBeamSearch:
     def needs_scorer(self) -> bool:
         return False
 
-    async def run(self, request: GenerationRequest, backend: Backend, scorer: Scorer | None = None) -> StrategyResult:
+    async def run(
+        self,
+        request: GenerationRequest,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        context: RunContext | None = None,
+    ) -> StrategyResult:
         """One beam-search request; the server orders beams by cumulative log-probability."""
         if not backend.capabilities.beam_search:
             raise ConfigurationError("this backend has no token-level beam search; use a vLLM server")
@@ -48,3 +59,23 @@ class VLLMBeamSearch:
         return result_from(
             self.name, candidates, 0, [result], latency_s=time.perf_counter() - start, model=result.model
         )
+
+
+class VLLMBeamKind(StrategyKind):
+    """``vllm-beam-<width>``: the server's token-level beam search, ``width`` beams in one request."""
+
+    name = "vllm-beam"
+    pattern = re.compile(r"^vllm-beam-(?P<w>\d+)$")
+    grammar = "vllm-beam-<width>"
+
+    def parse(self, match: re.Match[str]) -> dict[str, Any]:
+        return {"width": int(match["w"])}
+
+    def label(self, config: Configuration) -> str:
+        return f"vllm-beam-{config.width}"
+
+    def build(self, config: Configuration) -> VLLMBeamSearch:
+        return VLLMBeamSearch(config.width)
+
+    def samples(self, config: Configuration) -> int:
+        return config.width
