@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.eval.collect import CollectSettings, collect
+from adaptive_ttc.eval.datasets import Question
+from adaptive_ttc.eval.graders import math_grader
+from adaptive_ttc.eval.log import read_log
+from adaptive_ttc.eval.outcomes import log_outcomes
+from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.strategies.escalate import Escalate
 from adaptive_ttc.strategies.escalate_fit import fit_threshold, greedy_log_fields, holding_points, replay
-from adaptive_ttc.types import Completion, TokenLogprob
+from adaptive_ttc.types import Completion, GenerationRequest, TokenLogprob
 
 
 def answer(value: str, correct: bool, tokens: int = 10) -> dict[str, Any]:
@@ -89,3 +97,26 @@ def test_greedy_log_fields() -> None:
     assert fields["confidence"]["mean-logprob"] == pytest.approx(-0.2)
     assert "self-certainty" in fields["confidence"]
     assert greedy_log_fields(Completion("5", "stop", 1)) == {}
+
+
+async def test_collect_logs_greedy_confidence_and_outcomes_replay_escalation(tmp_path: Path) -> None:
+    questions = [Question(f"q{i}", f"What is {i} plus {i}?", str(2 * i), "s") for i in range(4)]
+
+    def responder(request: GenerationRequest, index: int) -> str:
+        factor = 2 if request.temperature == 0.0 or index % 2 else 3
+        return f"The answer is {factor * (len(request.messages[-1].content) % 5)}."
+
+    out = tmp_path / "log.jsonl"
+    settings = CollectSettings(grid=parse_grid(["greedy", "escalate-2-4"]), max_tokens=32)
+    await collect(
+        questions, settings, FakeBackend(responder), out, dataset="t", label="fake", grader=math_grader, profile=False
+    )
+    log = read_log(out)
+    assert log.header.settings["pool"] == 4
+    greedy = log.rows[0]["greedy"]["candidates"][0]
+    assert greedy["confidence"]["mean-logprob"] == pytest.approx(-0.1)  # the fake's log-probabilities
+    outcomes = log_outcomes(log)
+    for row in log.rows:
+        expected = replay(row, Escalate(2, 4))
+        assert outcomes[row["id"]]["escalate-2-4"].accuracy == expected.accuracy
+        assert outcomes[row["id"]]["escalate-2-4"].tokens == expected.input_tokens + expected.output_tokens

@@ -27,11 +27,15 @@ from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.profile import BackendProfile, measure_profile
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.best_of_n import SCORER_TOP_LOGPROBS
+from adaptive_ttc.strategies.escalate import CONFIDENCE_TOP_LOGPROBS
+from adaptive_ttc.strategies.escalate_fit import greedy_log_fields
 from adaptive_ttc.strategies.steps import score_item
 from adaptive_ttc.types import Candidate, Completion, GenerationRequest, Message, StrategyResult
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "CollectSettings", "collect", "collect_question"]
 
+_POOLED = ("bon", "escalate")  # kinds replayed from the pool of sampled answers
+_RUN_ALONE = ("beam", "vllm-beam")  # kinds run on their own per question (the log's "beams")
 DEFAULT_SYSTEM_PROMPT = "Solve the problem. Think step by step, then end with: The answer is <answer>."
 
 
@@ -60,7 +64,7 @@ class CollectSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        largest = max((c.n for c in self.grid if c.kind == "bon"), default=0)
+        largest = max((c.n for c in self.grid if c.kind in _POOLED), default=0)
         pool = self.pool or largest
         if pool < largest:
             raise ConfigurationError(f"--pool {self.pool} is smaller than the grid's largest best-of-N ({largest})")
@@ -109,7 +113,10 @@ def _candidate_json(candidate: Candidate | Completion, answer: str | None, corre
 
 
 async def _greedy(question: Question, settings: CollectSettings, backend: Backend, grader: Grader) -> dict[str, Any]:
-    request = _request(question, settings, temperature=0.0)
+    logprobs = backend.capabilities.logprobs  # escalation's stage 1 is replayed from greedy's confidence
+    request = _request(
+        question, settings, temperature=0.0, logprobs=logprobs, top_logprobs=CONFIDENCE_TOP_LOGPROBS if logprobs else 0
+    )
     start = time.perf_counter()
     (result,) = await backend.generate([request])
     latency = time.perf_counter() - start
@@ -118,7 +125,9 @@ async def _greedy(question: Question, settings: CollectSettings, backend: Backen
     return {
         "latency_s": latency,
         "input_tokens": result.usage.input_tokens,
-        "candidates": [_candidate_json(completion, answer, grader(answer, question.reference))],
+        "candidates": [
+            {**_candidate_json(completion, answer, grader(answer, question.reference)), **greedy_log_fields(completion)}
+        ],
     }
 
 
@@ -196,12 +205,12 @@ async def collect_question(
         "reference": question.reference,
         "source": question.source,
     }
-    if any(c.kind == "greedy" for c in settings.grid):
+    if any(c.kind in ("greedy", "escalate") for c in settings.grid):
         row["greedy"] = await _greedy(question, settings, backend, grader)
-    if any(c.kind == "bon" for c in settings.grid):
+    if any(c.kind in _POOLED for c in settings.grid):
         pool_scorer = scorer if any(c.kind == "bon" and c.needs_scorer for c in settings.grid) else None
         row["pool"] = await _pool(question, settings, backend, grader, pool_scorer)
-    beams = [c for c in settings.grid if c.kind == "beam"]
+    beams = [c for c in settings.grid if c.kind in _RUN_ALONE]
     if beams:
         row["beams"] = {
             c.label: await _beam(question, c, settings=settings, backend=backend, grader=grader, scorer=scorer)

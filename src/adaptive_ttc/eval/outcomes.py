@@ -28,6 +28,8 @@ from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.strategies.best_of_n import select
+from adaptive_ttc.strategies.escalate import Escalate
+from adaptive_ttc.strategies.escalate_fit import replay
 from adaptive_ttc.types import Candidate
 
 __all__ = ["DEFAULT_RESAMPLES", "Outcome", "log_outcomes", "observations", "profile_of"]
@@ -88,7 +90,9 @@ def _outcome(
         (cand,) = greedy["candidates"]
         out = float(cand["output_tokens"])
         return Outcome(float(cand["correct"]), float(greedy["input_tokens"]), out, out, float(greedy["latency_s"]))
-    if config.kind == "beam":
+    if config.kind == "escalate":
+        return _escalation(row, config, resamples, seed)
+    if config.kind in ("beam", "vllm-beam"):
         beam = row["beams"][config.label]
         chosen = beam["candidates"][beam["selected"]]
         longest = max(float(c["output_tokens"]) for c in beam["candidates"])
@@ -101,6 +105,15 @@ def _outcome(
             float(beam["steps"]),
         )
     return _best_of_n(row, config, profile, resamples, seed)
+
+
+def _escalation(row: dict[str, Any], config: Configuration, resamples: int, seed: int) -> Outcome:
+    """Escalation replayed from greedy (with its logged confidence) and the pool (``escalate_fit.replay``)."""
+    strategy = config.build()
+    if not isinstance(strategy, Escalate):
+        raise TypeError(f"{config.label} builds {type(strategy).__name__}, not Escalate")
+    played = replay(row, strategy, resamples=resamples, seed=seed)
+    return Outcome(played.accuracy, played.input_tokens, played.output_tokens, played.longest_tokens, played.latency_s)
 
 
 def _best_of_n(
