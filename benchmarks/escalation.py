@@ -25,7 +25,13 @@ from typing import Any
 from adaptive_ttc.cli import open_backend
 from adaptive_ttc.eval.log import read_log
 from adaptive_ttc.eval.outcomes import log_outcomes
-from adaptive_ttc.strategies.escalate import CONFIDENCE_TOP_LOGPROBS, DEFAULT_THRESHOLDS, MEASURES, Escalate
+from adaptive_ttc.strategies.escalate import (
+    CONFIDENCE_TOP_LOGPROBS,
+    DEFAULT_MEASURE,
+    DEFAULT_THRESHOLDS,
+    MEASURES,
+    Escalate,
+)
 from adaptive_ttc.strategies.escalate_fit import fit_threshold, greedy_log_fields, holding_points, replay
 from adaptive_ttc.types import GenerationRequest, Message
 
@@ -65,6 +71,33 @@ def _auroc(points: list[tuple[float, bool]]) -> float | None:
         return None
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
+
+
+def _stop_table(rows: list[dict[str, Any]], outcomes: dict[str, Any], measure: str) -> list[dict[str, Any]]:
+    """Per confidence quantile: share of questions stopping at greedy, greedy's accuracy there, best-of-8's there."""
+    valued = [(r["greedy"]["candidates"][0]["confidence"][measure], r) for r in rows]
+    values = sorted(v for v, _ in valued)
+    table = []
+    for quantile in (0.5, 0.75, 0.9, 0.95):
+        threshold = values[min(len(values) - 1, int(quantile * len(values)))]
+        stopped = [r for v, r in valued if v >= threshold]
+        table.append(
+            {
+                "threshold": round(threshold, 4),
+                "share_stopping": round(len(stopped) / len(rows), 3),
+                "greedy_accuracy_there": round(
+                    statistics.mean(o["greedy"].accuracy for o in _at(outcomes, stopped)), 3
+                ),
+                "bon8_accuracy_there": round(
+                    statistics.mean(o["bon-majority-8"].accuracy for o in _at(outcomes, stopped)), 3
+                ),
+            }
+        )
+    return table
+
+
+def _at(outcomes: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [outcomes[r["id"]] for r in rows]
 
 
 def _summary(rows: list[dict[str, Any]], outcomes: dict[str, Any], configs: list[Escalate]) -> dict[str, Any]:
@@ -125,8 +158,12 @@ def main() -> None:
             "auroc_correct": _auroc(correct),
             "auroc_holds": _auroc(holding_points(rows, measure)),
             "fitted_threshold_on_half": fitted,
+            "stopping_at_quantiles": _stop_table(rows, outcomes, measure),
             "held_out_half": _summary(test_rows, outcomes, configs),
         }
+    defaults = [Escalate(2, 8, m, DEFAULT_THRESHOLDS[m]) for m in MEASURES]
+    never = [Escalate(2, 8, DEFAULT_MEASURE, math.inf), Escalate(2, 4, DEFAULT_MEASURE, math.inf)]
+    report["all_questions"] = _summary(rows, outcomes, [*defaults, *never, Escalate(2, 4)])
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

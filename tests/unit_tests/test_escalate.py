@@ -154,7 +154,7 @@ def test_threshold_and_settings_are_checked() -> None:
         Escalate(k=4, n=4)
     with pytest.raises(ConfigurationError, match="unknown confidence measure"):
         Escalate(measure="entropy")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="finite"):
+    with pytest.raises(ConfigurationError, match="NaN"):
         Escalate(threshold=float("nan"))
 
 

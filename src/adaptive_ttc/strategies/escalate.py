@@ -80,7 +80,8 @@ class Escalate:
         k: samples of stage 2 (>= 1).
         n: samples in all after stage 3 (> k).
         measure: greedy's confidence measure (``mean-logprob``, ``tail-logprob`` or ``self-certainty``).
-        threshold: the confidence at which greedy stops; ``None`` takes ``DEFAULT_THRESHOLDS[measure]``.
+        threshold: the confidence at which greedy stops (``inf``: never, as ``escalate_fit.fit_threshold`` returns
+            when no threshold holds); ``None`` takes ``DEFAULT_THRESHOLDS[measure]``.
     """
 
     k: int = 2
@@ -95,8 +96,8 @@ class Escalate:
             raise ConfigurationError(f"escalation needs n > k (n={self.n!r}, k={self.k}); write escalate-<k>-<n>")
         if self.measure not in MEASURES:
             raise ConfigurationError(f"unknown confidence measure {self.measure!r}; use one of {list(MEASURES)}")
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise ConfigurationError(f"the confidence threshold must be a finite number, got {self.threshold!r}")
+        if self.threshold is not None and math.isnan(self.threshold):
+            raise ConfigurationError("the confidence threshold is NaN; give a number (inf: never stop at greedy)")
 
     @property
     def name(self) -> str:
