@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive_ttc import GenerationRequest, Message
+from adaptive_ttc import AdaptiveChatModel, GenerationRequest, Message
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.strategies.escalate import Escalate
 from adaptive_ttc.types import Usage
@@ -80,3 +80,15 @@ async def test_escalation_over_tool_calls_on_vllm(vllm_backend: Backend) -> None
     assert result.details["escalation"]["stage"] in ("agree", "vote")
     assert all(r.tools == tools for r in counting.requests)
     assert result.usage == counting.reported
+
+
+@pytest.mark.vllm
+async def test_chat_model_runs_escalation_and_reports_the_stage(vllm_backend: Backend) -> None:
+    llm = AdaptiveChatModel(backend=vllm_backend, strategy="escalate-2-4", max_tokens=32)
+    message = await llm.ainvoke("What is 3 + 4? End with 'The answer is N.'")
+    trace = message.response_metadata["adaptive_ttc"]
+    assert trace["strategy"] == "escalate-2-4"
+    escalation = trace["strategy_details"]["escalation"]
+    assert escalation["stage"] in ("greedy", "agree", "vote")
+    assert trace["requests"] == {"greedy": 1, "agree": 2, "vote": 3}[escalation["stage"]]
+    assert message.usage_metadata is not None
