@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from adaptive_ttc import AdaptiveChatModel, FakeBackend
 from adaptive_ttc.backends.base import BackendCapabilities
+from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.router import Router
@@ -88,3 +89,12 @@ async def test_json_schema_answers_are_voted_on() -> None:
     out = await Engine(backend, configuration=Configuration("bon", n=5)).run(request)
     assert out.decision.reason == "fixed"
     assert out.result.selected.answer == '{"x":2}'
+
+
+async def test_routed_call_with_tools_runs_greedy_when_escalation_does_not_fit() -> None:
+    backend = tool_backend()
+    ledger = WorkflowBudget(tokens=120, expected_calls=1).open()
+    engine = Engine(backend, router=Router(GRID).fit(synthetic_log()))
+    out = await engine.run(ask_with_tools(), ledger=ledger)
+    assert (out.decision.reason, out.result.strategy) == ("tools", "greedy")
+    assert [r.n for r in backend.requests] == [1]
