@@ -44,7 +44,7 @@ def expected_usage(backend: FakeBackend, outputs: Sequence[int]) -> Usage:
 
 async def test_confident_greedy_stops_at_stage_one() -> None:
     backend = scripted(greedy_completion("The answer is 5.", -0.01), [])
-    result = await Escalate(k=2, n=6).run(QUESTION, backend)
+    result = await Escalate(k=2, n=6, measure="mean-logprob", threshold=-0.05).run(QUESTION, backend)
     assert len(backend.requests) == 1
     sent = backend.requests[0]
     assert (sent.temperature, sent.logprobs, sent.top_logprobs) == (0.0, True, CONFIDENCE_TOP_LOGPROBS)
@@ -161,11 +161,10 @@ def test_threshold_and_settings_are_checked() -> None:
 def test_confidences_of_a_completion() -> None:
     values = confidences(greedy_completion("a b c", -0.5))
     assert values["mean-logprob"] == pytest.approx(-0.5)
-    assert values["tail-logprob"] == pytest.approx(-0.5)
     assert values["self-certainty"] > 0.0
     assert confidences(Completion("a", "stop", 1)) == {}
     only_sampled = Completion("a", "stop", 1, logprobs=(TokenLogprob("a", -0.1),))
-    assert set(confidences(only_sampled)) == {"mean-logprob", "tail-logprob"}
+    assert set(confidences(only_sampled)) == {"mean-logprob"}
 
 
 async def test_engine_reserves_the_upper_bound_and_charges_what_was_spent() -> None:
@@ -195,3 +194,19 @@ def test_the_kind_reads_and_writes_its_label() -> None:
     assert config.build() == Escalate(k=3, n=8)
     with pytest.raises(ConfigurationError, match="n > k"):
         Configuration.parse("escalate-4-2")
+
+
+async def test_default_measure_is_self_certainty_and_a_peaked_greedy_stops() -> None:
+    peaked = Completion(
+        "The answer is 5.",
+        "stop",
+        4,
+        logprobs=tuple(TokenLogprob(w, -0.001, ((w, -0.001), ("x", -20.0))) for w in "abcd"),
+    )
+    backend = scripted(peaked, [])
+    result = await Escalate(k=2, n=6).run(QUESTION, backend)
+    trace = result.details["escalation"]
+    assert (trace["measure"], trace["stage"]) == ("self-certainty", "greedy")
+    assert trace["confidence"] > trace["threshold"] == 2.2
+    flat = scripted(greedy_completion("The answer is 5.", -2.0), ["5", "5"])
+    assert (await Escalate(k=2, n=6).run(QUESTION, flat)).details["escalation"]["stage"] == "agree"
