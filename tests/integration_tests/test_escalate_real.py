@@ -83,9 +83,12 @@ async def test_escalation_over_tool_calls_on_vllm(vllm_backend: Backend) -> None
 
 
 @pytest.mark.vllm
-async def test_chat_model_runs_escalation_and_reports_the_stage(vllm_backend: Backend) -> None:
-    llm = AdaptiveChatModel(backend=vllm_backend, strategy="escalate-2-4", max_tokens=32)
-    message = await llm.ainvoke("What is 3 + 4? End with 'The answer is N.'")
+def test_chat_model_runs_escalation_and_reports_the_stage(vllm_url: str, vllm_model: str) -> None:
+    llm = AdaptiveChatModel(base_url=vllm_url, model=vllm_model, strategy="escalate-2-4", max_tokens=32)
+    try:
+        message = llm.invoke("What is 3 + 4? End with 'The answer is N.'")
+    finally:
+        llm.close()
     trace = message.response_metadata["adaptive_ttc"]
     assert trace["strategy"] == "escalate-2-4"
     escalation = trace["strategy_details"]["escalation"]

@@ -12,6 +12,7 @@ from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.strategies import BestOfN
 from adaptive_ttc.strategies.tool_votes import vote_keys
 from tests.fakes import CountingBackend
+from tests.fault_server import FaultServer
 
 TOOLS = (
     {
@@ -57,11 +58,15 @@ async def test_best_of_n_votes_over_real_tool_calls(vllm_backend: Backend) -> No
 
 
 @pytest.mark.vllm
-async def test_bind_tools_with_best_of_4_samples_4_on_vllm(vllm_backend: Backend) -> None:
-    counting = CountingBackend(vllm_backend)
-    llm = AdaptiveChatModel(backend=counting, strategy="bon-majority-4", max_tokens=48).bind_tools([Add])
-    message = await llm.ainvoke("What is 2 + 3? Call the Add tool.")
-    assert [r.n for r in counting.requests] == [4]
+def test_bind_tools_with_best_of_4_samples_4_on_vllm(vllm_url: str, vllm_model: str) -> None:
+    with FaultServer(upstream=vllm_url) as proxy:  # a pass-through proxy that records what was sent
+        llm = AdaptiveChatModel(base_url=proxy.url, model=vllm_model, strategy="bon-majority-4", max_tokens=48)
+        try:
+            message = llm.bind_tools([Add]).invoke("What is 2 + 3? Call the Add tool.")
+        finally:
+            llm.close()
+        sent = [s.n for s in proxy.served if s.path.endswith("/chat/completions")]
+    assert sent == [4]
     trace = message.response_metadata["adaptive_ttc"]
     assert (trace["strategy"], trace["reason"]) == ("bon-majority-4", "fixed")
     assert message.usage_metadata is not None
