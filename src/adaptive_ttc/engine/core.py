@@ -30,6 +30,7 @@ from adaptive_ttc.types import GenerationRequest, StrategyResult
 
 __all__ = ["Engine", "EngineResult"]
 
+_MAX_REPLANS = 100  # immediate re-plans of one call when other calls keep moving the books
 _WAIT_STEP_S = 0.02
 _MAX_WAIT_S = 600.0  # at most this long for parallel calls to hand back reserved tokens
 _RETRY_PAUSE_S = 0.2
@@ -260,8 +261,9 @@ class Engine:
         self, request: GenerationRequest, input_upper: int, ledger: Ledger | None, node: str | None
     ) -> tuple[CallPrices, Plan, Reservation | None]:
         """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits."""
-        waited = 0.0
+        waited, replans = 0.0, 0
         while True:
+            books = _books(ledger)
             prices = self.price(ledger, node)
             try:
                 plan = self.planner.plan(request, input_upper, prices, ledger.budget if ledger else None)
@@ -270,6 +272,9 @@ class Engine:
                 degraded = plan.decision.reason == "degraded"
                 reservation = ledger.reserve(plan.reserve_tokens, node=node, ignore_deadline=degraded)
             except BudgetExhausted as exc:
+                if ledger is not None and replans < _MAX_REPLANS and _books(ledger) != books:
+                    replans += 1  # another call moved the books between planning and reserving: plan again
+                    continue
                 # Tokens reserved by calls in flight come back when they finish: wait for them, not fail.
                 seconds_left = ledger.seconds_left if ledger is not None else None
                 limit = _MAX_WAIT_S if seconds_left is None else min(_MAX_WAIT_S, seconds_left)
@@ -338,3 +343,8 @@ def _deadline(ledger: Ledger | None) -> float | None:
     """The workflow's deadline on the ``time.monotonic()`` clock; none once it has passed (a degraded call)."""
     left = ledger.seconds_left if ledger is not None else None
     return None if left is None or left <= 0 else time.monotonic() + left
+
+
+def _books(ledger: Ledger | None) -> tuple[int, int] | None:
+    """Tokens spent and reserved: what a plan was made from (it changes when another call reserves or settles)."""
+    return None if ledger is None else (ledger.tokens_spent, ledger.tokens_reserved)

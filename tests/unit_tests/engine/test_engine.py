@@ -204,3 +204,29 @@ async def test_an_exhausted_node_share_is_named_in_the_error() -> None:
     with pytest.raises(BudgetExhausted) as caught:  # a node without a share: the message does not mention one
         await engine.run(ask(words(500)), ledger=ledger, node="solver")
     assert "share" not in str(caught.value)
+
+
+async def test_a_call_re_plans_when_another_call_settles_between_its_plan_and_its_reservation() -> None:
+    from adaptive_ttc.budget import Ledger
+    from adaptive_ttc.budget.records import Reservation
+    from adaptive_ttc.types import Usage
+
+    class Racing(Ledger):
+        """The first reservation finds that another call reserved and charged 600 tokens since it planned."""
+
+        raced = False
+
+        def reserve(self, tokens: int, *, node: str | None = None, ignore_deadline: bool = False) -> Reservation:
+            if not self.raced:
+                self.raced = True
+                other = super().reserve(600)
+                self.charge(other, Usage(input_tokens=100, output_tokens=500), 0.1)
+            return super().reserve(tokens, node=node, ignore_deadline=ignore_deadline)
+
+    ledger = Racing(WorkflowBudget(tokens=1000, on_exhausted="raise"))
+    engine = Engine(FakeBackend(), configuration=Configuration("greedy"))
+    request = GenerationRequest(messages=(Message("user", "What is 2 + 2?"),), max_tokens=800)
+    out = await engine.run(request, ledger=ledger)
+    assert ledger.raced
+    assert out.max_tokens < 400  # planned again with what was left, not refused
+    assert ledger.report().overrun_tokens == 0
