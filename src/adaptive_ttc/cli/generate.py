@@ -89,13 +89,11 @@ async def _generate_routed(args: argparse.Namespace, request: GenerationRequest)
 
 
 def _label(args: argparse.Namespace) -> str:
-    if args.strategy == "bon":
-        return f"bon-{args.selector}-{args.n}"
-    if args.strategy == "beam":
-        return f"beam-{args.n}x{args.width}x{args.max_steps}"
-    if args.strategy == "greedy":
-        return "greedy"
-    raise ConfigurationError(f"--strategy {args.strategy} cannot run under a budget; use greedy, bon, beam or auto")
+    """The configuration label the strategy options name (the kind's own grammar, from the registry)."""
+    strategy = make_strategy(
+        args.strategy, n=args.n, selector=args.selector, width=args.width, max_steps=args.max_steps
+    )
+    return strategy.name
 
 
 def _require_scorer(needed: bool, spec: str | None, name: str) -> None:

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from adaptive_ttc.budget.pacing import CallPrices
 from adaptive_ttc.budget.workflow import WorkflowBudget
 from adaptive_ttc.errors import BudgetExhausted
-from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.configs import FALLBACK, Configuration
 from adaptive_ttc.router.policy import Decision
 from adaptive_ttc.router.router import Router
-from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, Usage
 
@@ -19,7 +18,7 @@ __all__ = ["MIN_USEFUL_TOKENS", "TOOL_CONFIGURATION", "Plan", "Planner"]
 
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
-_GREEDY = Configuration(GreedyKind.name)
+_GREEDY = FALLBACK
 TOOL_CONFIGURATION = Configuration.parse("escalate-2-8")
 """What a routed call with tools or a JSON schema runs when it fits (greedy otherwise)."""
 

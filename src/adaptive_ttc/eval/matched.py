@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from adaptive_ttc.eval.evaluate import LATENCY_LAMBDAS, TOKEN_LAMBDAS, Replay
+from adaptive_ttc.router.configs import FALLBACK
 
 __all__ = ["FACTORS", "Predicted", "baselines", "matched_figures", "pooled"]
 
@@ -125,7 +126,11 @@ def matched_figures(
     n = len(replay.ids)
     weights = _weights(n, resamples, seed)
     rows = np.arange(n)
-    greedy = replay.labels.index("greedy") if "greedy" in replay.labels else int(np.argmin(replay.tokens.mean(0)))
+    greedy = (
+        replay.labels.index(FALLBACK.label)
+        if FALLBACK.label in replay.labels
+        else int(np.argmin(replay.tokens.mean(0)))
+    )
     out: dict[str, Any] = {"questions": n}
     for kind in ("tokens", "latency"):
         cost = replay.tokens if kind == "tokens" else replay.latency

@@ -33,11 +33,10 @@ from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.eval.evaluate import Replay, build_replay
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES
-from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.configs import FALLBACK
 from adaptive_ttc.router.cost import CostEstimate
 from adaptive_ttc.router.policy import Lambdas, choose
 from adaptive_ttc.router.router import Router
-from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.types import Usage
 
 __all__ = ["BUDGET_FACTORS", "replay_workflows"]
@@ -48,7 +47,6 @@ CALLS = (4, 10)
 PACING: dict[str, PacingPolicy] = {"pacing": DefaultPacing(), "fixed lambdas": FixedPacing()}
 """The pacing object of each router policy: the same objects the engine takes (``Engine(pacing=...)``);
 ``replay_workflows`` adds ``resolved pacing`` for a router with a spend curve."""
-FALLBACK = Configuration(GreedyKind.name)
 """The configuration a call degrades to when nothing fits, as in the engine (``engine/planning.py``)."""
 
 

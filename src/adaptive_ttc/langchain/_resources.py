@@ -15,7 +15,7 @@ from adaptive_ttc.budget.policies import make_pacing
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import RouterModelWarning
 from adaptive_ttc.langchain.portal import Portal
-from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.configs import FALLBACK, Configuration
 from adaptive_ttc.router.default import load_default_router
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
@@ -132,7 +132,7 @@ def _routing(spec: EngineSpec) -> tuple[Router | None, Configuration | None]:
     configuration = Configuration.parse(spec.strategy) if spec.strategy else None
     if router is None and configuration is None:
         router = load_default_router()
-        configuration = None if router is not None else Configuration("greedy")
+        configuration = None if router is not None else FALLBACK
     return router, configuration
 
 

@@ -14,7 +14,7 @@ from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.registry import kind_of, kind_of_label
 from adaptive_ttc.types import Usage
 
-__all__ = ["DEFAULT_GRID", "PAPER_GRID", "Configuration", "Kind", "parse_grid"]
+__all__ = ["DEFAULT_GRID", "FALLBACK", "PAPER_GRID", "Configuration", "Kind", "parse_grid"]
 
 Kind = str
 """A strategy kind's name: a key of ``strategies.registry.KINDS`` (``greedy``, ``bon``, ``beam``, ``vllm-beam``)."""
@@ -121,3 +121,6 @@ DEFAULT_GRID: tuple[Configuration, ...] = (
 )
 """The default grid: greedy and majority-vote best-of-N at N in {2, 4, 8, 16}: needs no scorer, so it runs on
 any backend; add reward-guided configurations with a scorer (see ``PAPER_GRID``)."""
+
+FALLBACK = Configuration(GreedyKind.name)
+"""The configuration every call can fall back to: greedy (degraded calls, no router, the cheapest reference)."""

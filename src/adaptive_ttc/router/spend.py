@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.configs import FALLBACK, Configuration
 from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.router import Router
 
@@ -131,7 +131,7 @@ def measure_spend_curve(
             utility = acc - price_t * tok - price_l * lat - 1e-12 * tok
             pick = np.argmax(utility, axis=1)
             out[:, i, j] = [real_tok[rows, pick].mean(), real_lat[rows, pick].mean(), real_acc[rows, pick].mean()]
-    greedy = next((k for k, c in enumerate(router.grid) if c.label == "greedy"), int(np.argmin(tok.mean(0))))
+    greedy = next((k for k, c in enumerate(router.grid) if c.label == FALLBACK.label), int(np.argmin(tok.mean(0))))
     uppers = [(p[1][greedy].tokens_upper, p[1][greedy].latency_upper_s) for p in predicted]
     return SpendCurve(
         token_prices=TOKEN_PRICES,
@@ -168,7 +168,7 @@ def dominated(
     out = []
     for config in grid:
         mine = means.get(config.label)
-        if config.label == "greedy" or mine is None:
+        if config.label == FALLBACK.label or mine is None:
             continue
         for other, theirs in means.items():
             if (

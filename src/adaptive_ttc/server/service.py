@@ -9,7 +9,7 @@ from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.budget import Ledger, WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.configs import FALLBACK, Configuration
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.server.budgets import BudgetRegistry
@@ -160,7 +160,7 @@ class Service:
     def _build(self, label: str) -> Engine:
         try:
             if label == AUTO:
-                fixed = None if self.router is not None else Configuration("greedy")
+                fixed = None if self.router is not None else FALLBACK
                 return Engine(self.backend, router=self.router, configuration=fixed, scorer=self.scorer)
             configuration = Configuration.parse(label)
             self._check_size(configuration)
