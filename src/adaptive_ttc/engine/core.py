@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from adaptive_ttc.types import GenerationRequest, StrategyResult
 
 __all__ = ["Engine", "EngineResult"]
 
+logger = logging.getLogger("adaptive_ttc.engine")
 _MAX_REPLANS = 100  # immediate re-plans of one call when other calls keep moving the books
 _WAIT_STEP_S = 0.02
 _MAX_WAIT_S = 600.0  # at most this long for parallel calls to hand back reserved tokens
@@ -159,6 +161,7 @@ class Engine:
                     if recorded:
                         attempts.final_error()  # tells what the whole call spent, once, from the records
                     raise
+                logger.info("call retried after %s (attempt %d)", type(exc).__name__, len(attempts.failures) + 1)
             left = ledger.seconds_left if ledger is not None else None
             await asyncio.sleep(_RETRY_PAUSE_S if left is None else min(_RETRY_PAUSE_S, left / 4))
 
@@ -283,6 +286,7 @@ class Engine:
                     raise
                 waited += await _wait_for_change(ledger, limit - waited)
                 continue
+            _log_decision(plan, node)
             return prices, plan, reservation
 
     async def _input_upper(self, request: GenerationRequest, ledger: Ledger | None) -> int:
@@ -348,3 +352,16 @@ def _deadline(ledger: Ledger | None) -> float | None:
 def _books(ledger: Ledger | None) -> tuple[int, int] | None:
     """Tokens spent and reserved: what a plan was made from (it changes when another call reserves or settles)."""
     return None if ledger is None else (ledger.tokens_spent, ledger.tokens_reserved)
+
+
+def _log_decision(plan: Plan, node: str | None) -> None:
+    """Degraded calls and calls outside the router's domain are worth a line (``adaptive_ttc.engine``, INFO)."""
+    decision = plan.decision
+    if decision.reason in ("degraded", "out_of_domain"):
+        logger.info(
+            "call%s %s: %s (%s)",
+            f" in node {node!r}" if node else "",
+            decision.reason,
+            decision.configuration.label,
+            decision.detail or f"max_tokens {plan.max_tokens}",
+        )

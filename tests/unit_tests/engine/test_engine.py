@@ -230,3 +230,13 @@ async def test_a_call_re_plans_when_another_call_settles_between_its_plan_and_it
     assert ledger.raced
     assert out.max_tokens < 400  # planned again with what was left, not refused
     assert ledger.report().overrun_tokens == 0
+
+
+async def test_a_degraded_call_is_logged_on_the_engine_logger(caplog: pytest.LogCaptureFixture) -> None:
+    ledger = WorkflowBudget(tokens=60).open()
+    engine = Engine(FakeBackend(), configuration=Configuration.parse("bon-majority-8"))
+    request = GenerationRequest(messages=(Message("user", "What is 2 + 2?"),), max_tokens=64)
+    with caplog.at_level("INFO", logger="adaptive_ttc.engine"):
+        out = await engine.run(request, ledger=ledger)
+    assert out.decision.reason == "degraded"
+    assert any("degraded" in r.getMessage() and r.name == "adaptive_ttc.engine" for r in caplog.records)
