@@ -19,6 +19,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and of the resampling")
     tr.add_argument("--resamples", type=int, default=30, help="bootstrap subsets per best-of-N label")
     tr.add_argument("--features", default="text-256", help="text-<width> or hidden-packaged (the embedded model)")
+    tr.add_argument(
+        "--prune",
+        action="store_true",
+        help="leave out configurations another one beats on the training questions (no less accurate, no costlier)",
+    )
     tr.add_argument("--plot", default=None, help="reliability plot PNG (default: next to --out)")
     tr.add_argument(
         "--observations", default=None, help="also write every question's outcomes as Observation JSONL rows"
@@ -39,6 +44,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         resamples=args.resamples,
         features=make_features(args.features),
+        prune=args.prune,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

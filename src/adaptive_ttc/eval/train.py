@@ -24,7 +24,7 @@ from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
-from adaptive_ttc.router.spend import store_spend_curve
+from adaptive_ttc.router.spend import prune_grid, store_spend_curve
 
 __all__ = ["calibration", "fit_router", "split_questions", "train_router", "unique_rows", "write_observations"]
 
@@ -72,14 +72,26 @@ def fit_router(
     outcomes: dict[str, dict[str, Outcome]],
     train: Sequence[str],
     features: FeatureExtractor | None = None,
+    *,
+    prune: bool = False,
 ) -> Router:
-    """A router fitted on the questions ``train`` of ``log``, with the log's backend profile."""
+    """A router fitted on the questions ``train`` of ``log``, with the log's backend profile.
+
+    With ``prune``, configurations another one beats on the training questions (no less accurate, no costlier:
+    ``router.spend.dominated``) are left out of the router's grid; greedy always stays.
+    """
     texts = {row["id"]: row["question"] for row in log.rows}
     # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
     header_profile = log.header.profile
     profile = BackendProfile.from_dict(header_profile, f"in {log.path}") if header_profile else None
-    router = Router(parse_grid(log.header.grid), profile=profile, features=features)
-    return router.fit(observations(texts, outcomes, train))
+    training = observations(texts, outcomes, train)
+    grid = parse_grid(log.header.grid)
+    if prune:
+        grid = prune_grid(training, grid)
+        kept = {c.label for c in grid}
+        training = [o for o in training if o.configuration in kept]
+    router = Router(grid, profile=profile, features=features)
+    return router.fit(training)
 
 
 def train_router(
@@ -89,6 +101,7 @@ def train_router(
     seed: int = 0,
     resamples: int = DEFAULT_RESAMPLES,
     features: FeatureExtractor | None = None,
+    prune: bool = False,
 ) -> tuple[Router, dict[str, Any]]:
     """Fit a router on the training questions of ``log``; returns it and its calibration report."""
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
@@ -100,7 +113,7 @@ def train_router(
         test_fraction=test_fraction,
         seed=seed,
     )
-    router = fit_router(log, outcomes, train, features)
+    router = fit_router(log, outcomes, train, features, prune=prune)
     report = calibration(router, texts, outcomes, train, test)
     gate = [router.out_of_domain(texts[q]) is None for q in test]
     report["held_out_in_domain"] = round(sum(gate) / len(gate), 4)

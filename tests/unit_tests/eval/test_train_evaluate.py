@@ -184,3 +184,17 @@ def test_evaluate_a_log_where_nothing_is_ever_right(tmp_path: Path, capsys: pyte
     assert main(["evaluate", str(wrong), "--router", str(router), "--out", str(out), "--bootstrap", "20"]) == 0
     report = (out / "report.md").read_text()
     assert "| router / oracle at equal mean tokens | n/a (oracle 0) |" in report
+
+
+def test_train_can_prune_dominated_configurations() -> None:
+    from pathlib import Path
+
+    from adaptive_ttc.eval.log import read_log
+    from adaptive_ttc.eval.train import train_router
+
+    log = read_log(Path(__file__).parents[3] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
+    full, _ = train_router(log, resamples=4)
+    pruned, _ = train_router(log, resamples=4, prune=True)
+    kept = [c.label for c in pruned.grid]
+    assert "greedy" in kept
+    assert set(kept) < {c.label for c in full.grid}  # best-of-2 by majority is greedy's accuracy at twice its cost
