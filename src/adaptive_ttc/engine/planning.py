@@ -15,11 +15,13 @@ from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, Usage
 
-__all__ = ["MIN_USEFUL_TOKENS", "Plan", "Planner"]
+__all__ = ["MIN_USEFUL_TOKENS", "TOOL_CONFIGURATION", "Plan", "Planner"]
 
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
 _GREEDY = Configuration(GreedyKind.name)
+TOOL_CONFIGURATION = Configuration.parse("escalate-2-8")
+"""What a routed call with tools or a JSON schema runs when it fits (greedy otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +57,27 @@ class Planner:
         """
         if prices.expired:
             return self._degrade(request, input_upper, prices, budget)
-        if request.tools or request.response_format is not None:
-            # A tool call is an action and a JSON object is not an answer to vote on: such calls run greedy.
-            decision = Decision(_GREEDY, "tools", prices.lambdas, (), prices.token_room, prices.time_room)
-            planned = self._fit(decision, request, input_upper, prices, budget)
-            return planned or self._degrade(request, input_upper, prices, budget)
-        for decision in self._candidates(request, input_upper, prices):
+        for decision in self._tool_candidates(request, prices) or self._candidates(request, input_upper, prices):
             planned = self._fit(decision, request, input_upper, prices, budget)
             if planned is not None:
                 return planned
         return self._degrade(request, input_upper, prices, budget)
+
+    def _tool_candidates(self, request: GenerationRequest, prices: CallPrices) -> list[Decision]:
+        """For a call with tools or a JSON schema: the decisions to try, or ``[]`` to plan it like any call.
+
+        Tool calls and JSON answers are voted on (``strategies.tool_votes``), so a fixed configuration whose kind
+        ``handles_tools`` runs as given; a routed call (its router was not trained on tool calls) escalates on
+        the model's own confidence (``TOOL_CONFIGURATION``), or runs greedy when that does not fit; other kinds
+        (beam search) run such calls greedy.
+        """
+        if not request.tools and request.response_format is None:
+            return []
+        if self.configuration is not None and self.configuration.spec.handles_tools:
+            return []
+        first = [] if self.configuration is not None else [TOOL_CONFIGURATION]
+        lambdas, room, time_room = prices.lambdas, prices.token_room, prices.time_room
+        return [Decision(c, "tools", lambdas, (), room, time_room) for c in (*first, _GREEDY)]
 
     def _candidates(self, request: GenerationRequest, input_upper: int, prices: CallPrices) -> list[Decision]:
         """Decisions to try, best first: the router's choice, then the other fitting configurations."""
@@ -104,7 +117,8 @@ class Planner:
         max_tokens = request.max_tokens
         if budget is None or prices.tokens is None:
             return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
-        spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper))
+        prompts = 1 if configuration.spec.stops_at_token_limit else configuration.requests
+        spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper * prompts))
         per_sample = int(spare / (budget.output_token_weight * configuration.samples))
         max_tokens = min(max_tokens, per_sample)
         if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):

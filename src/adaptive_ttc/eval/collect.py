@@ -99,16 +99,20 @@ def _request(question: Question, settings: CollectSettings, **changes: Any) -> G
 def sections_of(grid: Sequence[Configuration]) -> list[tuple[LogSection, list[Configuration]]]:
     """The log sections the grid's kinds are gathered into, in registry order, each with its configurations.
 
+    A kind's section is gathered as its ``parts()`` (itself, or the sections it is replayed from); a part's
+    configurations are those whose kind's section has it among its parts.
+
     Raises:
         ConfigurationError: two kinds name different sections with the same key.
     """
     kinds = {c.kind for c in grid}
     sections: dict[str, LogSection] = {}
     for kind in (k for k in KINDS.values() if k.name in kinds):
-        section = sections.setdefault(kind.log_section.key, kind.log_section)
-        if section is not kind.log_section:
-            raise ConfigurationError(f"kind {kind.name!r} names another log section called {section.key!r}")
-    return [(s, [c for c in grid if c.spec.log_section is s]) for s in sections.values()]
+        for part in kind.log_section.parts():
+            section = sections.setdefault(part.key, part)
+            if section is not part:
+                raise ConfigurationError(f"kind {kind.name!r} names another log section called {section.key!r}")
+    return [(s, [c for c in grid if s in c.spec.log_section.parts()]) for s in sections.values()]
 
 
 def _session(

@@ -89,6 +89,9 @@ class StrategyKind:
     log_section: ClassVar[LogSection] = RUNS
     """The generation-log section its configurations are gathered into and replayed from (``log_sections.py``);
     by default each runs its own strategy per question and is replayed as it ran."""
+    handles_tools: ClassVar[bool] = False
+    """True when it can run a call with tools or a JSON schema (it votes on tool calls and JSON answers, or
+    makes one); the engine runs such calls greedy on other kinds."""
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         """The settings (``Configuration`` fields) a label matched by ``pattern`` names."""

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
-from adaptive_ttc.answers import extract_answer, normalize_answer
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import BackendError, ConfigurationError
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
 from adaptive_ttc.strategies.pool_section import PoolSection
 from adaptive_ttc.strategies.steps import question_of, score_item
+from adaptive_ttc.strategies.tool_votes import answer_of, vote_keys
 from adaptive_ttc.types import Candidate, GenerationRequest, GenerationResult, StrategyResult, Usage
 
 if TYPE_CHECKING:
@@ -30,14 +30,6 @@ DEFAULT_SAMPLING_TEMPERATURE = 0.8
 SCORER_TOP_LOGPROBS = 5
 
 
-def _votes(candidates: Sequence[Candidate], weights: Sequence[float]) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
-    for candidate, weight in zip(candidates, weights, strict=True):
-        if candidate.answer is not None:
-            totals[normalize_answer(candidate.answer)] += weight
-    return totals
-
-
 def _argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the earliest wins a tie, so selection is deterministic."""
     return max(range(len(values)), key=lambda i: (values[i], -i))
@@ -46,7 +38,8 @@ def _argmax(values: Sequence[float]) -> int:
 def select(candidates: Sequence[Candidate], selector: Selector) -> int:
     """The index of the chosen candidate.
 
-    ``majority`` counts each extracted answer once per candidate; ``weighted`` sums candidates' scores per
+    ``majority`` counts each candidate's vote key once (its extracted answer, its tool calls, or its canonical
+    JSON: see ``tool_votes``); ``weighted`` sums candidates' scores per
     answer; ``reward`` takes the best-scored candidate. Ties go to the answer seen first, and within the
     winning answer to its best-scored (then earliest) candidate. With no extractable answer at all, voting
     falls back to the best-scored (or first) candidate.
@@ -55,12 +48,17 @@ def select(candidates: Sequence[Candidate], selector: Selector) -> int:
     if selector == "reward":
         return _argmax(scores)
     weights = [1.0] * len(candidates) if selector == "majority" else scores
-    totals = _votes(candidates, weights)
+    keys = vote_keys(candidates)
+    totals: dict[str, float] = defaultdict(float)
+    first: dict[str, int] = {}
+    for index, (key, weight) in enumerate(zip(keys, weights, strict=True)):
+        if key is not None:
+            totals[key] += weight
+            first.setdefault(key, index)
     if not totals:
         return _argmax(scores)
-    order = {key: i for i, key in reversed(list(enumerate(normalize_answer(c.answer or "") for c in candidates)))}
-    winner = max(totals, key=lambda key: (totals[key], -order[key]))
-    members = [i for i, c in enumerate(candidates) if c.answer is not None and normalize_answer(c.answer) == winner]
+    winner = max(totals, key=lambda key: (totals[key], -first[key]))
+    members = [i for i, key in enumerate(keys) if key == winner]
     return max(members, key=lambda i: (scores[i], -i))
 
 
@@ -117,7 +115,7 @@ class BestOfN:
             top_logprobs=max(request.top_logprobs, SCORER_TOP_LOGPROBS if wants_logprobs else 0),
         )
         result, partial = await _sample(backend, sampled)
-        candidates = [candidate_from(c, answer=extract_answer(c.text)) for c in result.completions]
+        candidates = [candidate_from(c, answer=answer_of(c, request)) for c in result.completions]
         scoring_usage = None
         selector = self.selector
         if use_scorer is not None:
@@ -182,6 +180,7 @@ class BestOfNKind(StrategyKind):
     pattern = re.compile(r"^bon-(?P<sel>[a-z]+)-(?P<n>\d+)$")
     grammar = "bon-<selector>-<n>"
     feature_methods = tuple(f"bon-{s}" for s in SELECTORS)
+    handles_tools = True
     log_section = PoolSection(
         "pool", lambda config, pool: select(pool, config.selector), top_logprobs=SCORER_TOP_LOGPROBS
     )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from adaptive_ttc.backends.base import Backend, StreamingBackend
 from adaptive_ttc.scoring.base import Scorer
 from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_from, result_from
+from adaptive_ttc.strategies.confidence import CONFIDENCE_TOP_LOGPROBS, greedy_log_fields
 from adaptive_ttc.strategies.log_sections import SingleSection
 from adaptive_ttc.types import GenerationRequest, StrategyResult
 
@@ -62,7 +63,9 @@ class GreedyKind(StrategyKind):
     pattern = re.compile(r"^greedy$")
     grammar = "greedy"
     feature_methods = ("greedy",)
-    log_section = SingleSection("greedy")
+    handles_tools = True
+    log_section = SingleSection("greedy", top_logprobs=CONFIDENCE_TOP_LOGPROBS, fields=greedy_log_fields)
+    """Greedy's answer with its confidences (escalation is replayed from them and the pool)."""
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         return {}

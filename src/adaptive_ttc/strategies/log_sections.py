@@ -3,7 +3,8 @@
 Every kind's spec names its section (``StrategyKind.log_section``); ``eval/collect.py`` gathers each section of
 the grid once per question and ``eval/outcomes.py`` asks the section for each configuration's ``Outcome``:
 
-- ``SingleSection``: one completion at temperature 0 (greedy), replayed as it ran.
+- ``SingleSection``: one completion at temperature 0 (greedy), replayed as it ran. It may ask for
+  log-probabilities and log fields computed from them (greedy logs its confidences, for escalation).
 - ``PoolSection`` (``pool_section.py``): ONE request samples a pool of P answers, scored once when a configuration
   needs a scorer. A configuration drawing ``n`` of them is replayed by resampling: ``resamples`` random subsets of
   ``n`` answers (without replacement; ``n`` = P is the whole pool) go through the kind's own choice; accuracy is the
@@ -15,6 +16,9 @@ the grid once per question and ``eval/outcomes.py`` asks the section for each co
   question carries over; without a profile the ratio is ``longest of the subset / longest of the pool``. Scorer time
   and tokens, when a configuration needs a scorer, are the pool's times n / P.
 - ``RunsSection`` (the default): each configuration runs its own strategy (keyed by label), replayed as it ran.
+
+A section that replays from other sections' data (escalation: greedy's answer and the pool) lists them in
+``parts()``; collect gathers the parts, and the section itself writes nothing.
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ class LogSection:
         """Pool answers ``config`` needs (0: it does not draw from a pool)."""
         return 0
 
+    def parts(self) -> tuple[LogSection, ...]:
+        """The sections gathered for it (itself; a section replayed from other sections' data names those)."""
+        return (self,)
+
     async def gather(self, configs: Sequence[Configuration], session: GatherSession) -> dict[str, Any]:
         """The section's data for ``configs`` (the grid's configurations in it) on one question."""
         raise NotImplementedError
@@ -133,18 +141,34 @@ def candidate_json(candidate: Candidate | Completion, answer: str | None, correc
 
 
 class SingleSection(LogSection):
-    """One completion at temperature 0, shared by the section's configurations."""
+    """One completion at temperature 0, shared by the section's configurations.
+
+    Args:
+        key: the row's key.
+        top_logprobs: alternatives per token to ask for where the backend gives log-probabilities (0: none asked).
+        fields: extra fields of the logged candidate, computed from the completion (e.g. its confidences).
+    """
+
+    def __init__(
+        self, key: str, *, top_logprobs: int = 0, fields: Callable[[Completion], dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(key)
+        self.top_logprobs = top_logprobs
+        self.fields = fields
 
     async def gather(self, configs: Sequence[Configuration], session: GatherSession) -> dict[str, Any]:
+        logprobs = self.top_logprobs > 0 and session.backend.capabilities.logprobs
+        request = session.request(temperature=0.0, logprobs=logprobs, top_logprobs=self.top_logprobs if logprobs else 0)
         start = time.perf_counter()
-        (result,) = await session.backend.generate([session.request(temperature=0.0)])
+        (result,) = await session.backend.generate([request])
         latency = time.perf_counter() - start
         (completion,) = result.completions
         answer = extract_answer(completion.text)
+        extra = self.fields(completion) if self.fields is not None else {}
         return {
             "latency_s": latency,
             "input_tokens": result.usage.input_tokens,
-            "candidates": [candidate_json(completion, answer, session.grade(answer))],
+            "candidates": [{**candidate_json(completion, answer, session.grade(answer)), **extra}],
         }
 
     def replay(self, config: Configuration, row: dict[str, Any], context: ReplayContext) -> Outcome:

@@ -8,12 +8,15 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.strategies.base import StrategyKind
 from adaptive_ttc.strategies.beam_search import BeamSearchKind
 from adaptive_ttc.strategies.best_of_n import BestOfNKind
+from adaptive_ttc.strategies.escalate import EscalateKind
 from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.vllm_beam_search import VLLMBeamKind
 
 __all__ = ["FEATURE_METHODS", "KINDS", "kind_of", "kind_of_label"]
 
-KINDS: dict[str, StrategyKind] = {k.name: k for k in (GreedyKind(), BestOfNKind(), BeamSearchKind(), VLLMBeamKind())}
+KINDS: dict[str, StrategyKind] = {
+    k.name: k for k in (GreedyKind(), BestOfNKind(), BeamSearchKind(), VLLMBeamKind(), EscalateKind())
+}
 """Every strategy kind, by name. A new kind adds one line here (and its module)."""
 
 FEATURE_METHODS: tuple[str, ...] = tuple(m for kind in KINDS.values() for m in kind.feature_methods)

@@ -51,8 +51,8 @@ def test_tool_calls_round_trip() -> None:
     assert message.tool_calls == [{"name": "add", "args": {"a": 2, "b": 3}, "id": "call_1", "type": "tool_call"}]
     assert seen[0]["tools"][0]["function"]["name"] == "Add"
     assert seen[0]["tool_choice"] == {"type": "function", "function": {"name": "Add"}}
-    assert seen[0]["n"] == 1  # calls with tools run greedy, even when the model is set to best-of-N
-    assert message.response_metadata["adaptive_ttc"]["reason"] == "tools"
+    assert seen[0]["n"] == 4  # a fixed best-of-N votes over the sampled tool calls
+    assert message.response_metadata["adaptive_ttc"]["reason"] == "fixed"
     # the tool's answer goes back with its call id
     follow = [HumanMessage("What is 2 + 3?"), message, ToolMessage("5", tool_call_id="call_1")]
     llm.invoke(follow)

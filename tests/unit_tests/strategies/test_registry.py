@@ -12,7 +12,9 @@ from adaptive_ttc.strategies.registry import FEATURE_METHODS, KINDS
 from adaptive_ttc.types import Usage
 
 
-@pytest.mark.parametrize("label", ["greedy", "bon-majority-8", "bon-weighted-2", "beam-16x4x20", "vllm-beam-4"])
+@pytest.mark.parametrize(
+    "label", ["greedy", "bon-majority-8", "bon-weighted-2", "beam-16x4x20", "vllm-beam-4", "escalate-2-8"]
+)
 def test_labels_round_trip(label: str) -> None:
     configuration = Configuration.parse(label)
     assert configuration.label == label
@@ -21,7 +23,7 @@ def test_labels_round_trip(label: str) -> None:
 
 
 def test_names_and_builders_come_from_the_registry() -> None:
-    assert STRATEGY_NAMES == tuple(KINDS) == ("greedy", "bon", "beam", "vllm-beam")
+    assert STRATEGY_NAMES == tuple(KINDS) == ("greedy", "bon", "beam", "vllm-beam", "escalate")
     assert isinstance(make_strategy("greedy"), Greedy)
     assert make_strategy("bon", n=8) == BestOfN(8, "majority")
     assert make_strategy("beam", n=4, width=2, max_steps=5) == BeamSearch(4, 2, 5)
