@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from langchain_core.messages import HumanMessage
 
 from adaptive_ttc import FakeBackend
 from adaptive_ttc.demo import word_problems
 from adaptive_ttc.langchain import AdaptiveChatModel, budget
 from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.router.default import ENV_ROUTER, PACKAGED_FALLBACK, load_default_router
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from tests.unit_tests.router.test_router import GRID, synthetic_log
@@ -47,3 +51,25 @@ async def test_the_engine_runs_the_out_of_domain_fallback_not_the_best_utility()
     trace = reply.response_metadata["adaptive_ttc"]
     assert (trace["configuration"], trace["reason"]) == (OUTSIDE, "out_of_domain")
     assert trace["strategy"] == OUTSIDE
+
+
+def test_the_packaged_router_escalates_on_out_of_domain_word_problems(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_ROUTER, raising=False)
+    packaged = load_default_router()
+    assert packaged is not None
+    assert packaged.fallback == PACKAGED_FALLBACK == "escalate-2-4"
+    assert PACKAGED_FALLBACK not in [c.label for c in packaged.grid]
+    for problem in word_problems()[:5]:
+        decision = packaged.decide(problem.question, max_tokens=128, input_tokens=80, token_room=3000)
+        assert decision is not None
+        assert (decision.configuration.label, decision.reason) == (PACKAGED_FALLBACK, "out_of_domain")
+
+
+def test_a_router_named_by_the_environment_keeps_its_own_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Router(GRID).fit(synthetic_log()).save(tmp_path / "r.zip")
+    monkeypatch.setenv(ENV_ROUTER, str(tmp_path / "r.zip"))
+    named = load_default_router()
+    assert named is not None
+    assert named.fallback is None
