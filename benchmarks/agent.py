@@ -12,7 +12,8 @@ finished: accuracy difference adaptive minus each policy, and adaptive's tokens 
         --problems 40 --budget-tokens 4000 --rows benchmarks/results/agent_rows.jsonl \\
         --out benchmarks/results/agent.json
 
-``--summarize-only`` recomputes the summary from the rows file without running anything.
+``--summarize-only`` recomputes the summary from the rows file without running anything; ``--markdown`` prints
+it as the tables of benchmarks/README.md's "Agent benchmark" section.
 """
 
 from __future__ import annotations
@@ -102,6 +103,34 @@ def goals(summary: dict[str, Any], reference: str = "adaptive") -> dict[str, boo
     }
 
 
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as the tables of benchmarks/README.md's "Agent benchmark" section."""
+    lines = [
+        "| policy | problems | accuracy | mean tokens / problem | calls | not greedy | runs cut by the budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, p in summary["policies"].items():
+        lines.append(
+            f"| {name} | {p['problems']} | {p['accuracy']:.3f} | {p['mean_tokens']:.0f} | {p['calls']} "
+            f"| {p['non_greedy_share']:.0%} | {p['stopped']} |"
+        )
+    lines += [
+        "",
+        f"Paired over the {summary['problems_paired']} problems every policy finished (bootstrap 95% intervals):",
+        "",
+        "| adaptive vs | accuracy difference | 95% interval | tokens ratio | 95% interval |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in summary["paired"].items():
+        low, high = d["accuracy_difference_95"]
+        tlow, thigh = d["tokens_ratio_95"]
+        lines.append(
+            f"| {name} | {d['accuracy_difference']:+.3f} | [{low:+.3f}, {high:+.3f}] | {d['tokens_ratio']:.2f} "
+            f"| [{tlow:.2f}, {thigh:.2f}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def row_of(policy: str, problem: Any, done: Any) -> dict[str, Any]:
     """One JSONL row: a policy's run of the agent on one problem (``demo.agent.ProblemRun``)."""
     return {
@@ -159,6 +188,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", type=Path, default=Path("benchmarks/results/agent_rows.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/agent.json"))
     parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="print the README tables instead of the JSON")
     args = parser.parse_args(argv)
     from adaptive_ttc.demo import word_problems  # noqa: PLC0415
 
@@ -180,7 +210,10 @@ async def main(argv: Sequence[str] | None = None) -> None:
         "concurrency": args.concurrency,
     }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    json.dump(summary, sys.stdout, indent=2)
+    if args.markdown:
+        sys.stdout.write(markdown(summary))
+    else:
+        json.dump(summary, sys.stdout, indent=2)
 
 
 if __name__ == "__main__":

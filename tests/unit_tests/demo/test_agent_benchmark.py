@@ -96,5 +96,8 @@ def test_paired_bootstrap_intervals_and_goals() -> None:
         "accuracy_not_below_best_of_4": True,
         "tokens_at_most_60pct_of_best_of_4": True,
     }
+    table = bench.markdown(summary)
+    assert "| adaptive | 20 | 0.500 | 100 | 40 | 50% | 0 |" in table
+    assert "| greedy | +0.250 | [" in table
     rows = [r for r in rows if r["policy"] != "bon-majority-4"]
     assert bench.summarize(rows, resamples=50)["goals"]["tokens_at_most_60pct_of_best_of_4"] is None
