@@ -29,12 +29,18 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     demo.add_argument("--budget-tokens", type=int, default=2500, help="token budget per problem")
     demo.add_argument("--budget-seconds", type=float, default=300.0, help="time budget per problem")
     demo.add_argument("--max-tokens", type=int, default=160, help="most tokens per answer")
+    demo.add_argument(
+        "--problems",
+        type=int,
+        default=None,
+        help="how many of the packaged word problems to run (default 5, at most 48)",
+    )
     return demo
 
 
 async def run(args: argparse.Namespace) -> None:
     from adaptive_ttc.backends.factory import open_backend  # noqa: PLC0415
-    from adaptive_ttc.demo import run_demo  # noqa: PLC0415 - pulls in LangGraph and rich
+    from adaptive_ttc.demo import run_demo, word_problems  # noqa: PLC0415 - pulls in LangGraph and rich
     from adaptive_ttc.langchain import AdaptiveChatModel  # noqa: PLC0415
 
     settings = settings_from(args)
@@ -58,4 +64,5 @@ async def run(args: argparse.Namespace) -> None:
             max_tokens=args.max_tokens,
         )
 
-    await run_demo(factory, tokens=args.budget_tokens, seconds=args.budget_seconds)
+    problems = None if args.problems is None else word_problems(args.problems)
+    await run_demo(factory, tokens=args.budget_tokens, seconds=args.budget_seconds, problems=problems)

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from adaptive_ttc.budget import BudgetReport, CallRecord, Ledger
 
-__all__ = ["ProblemView", "call_row", "describe", "explain_choices", "render_problem"]
+__all__ = ["ProblemView", "call_row", "describe", "explain_choices", "explain_trace", "render_problem"]
 
 REFRESH_PER_SECOND = 4
 _COLUMNS = ("node", "configuration", "why", "pred. acc", "pred. tokens", "tokens", "latency")
@@ -168,3 +168,23 @@ def explain_choices(calls: Sequence[dict[str, Any]]) -> str:
         f"{used} (why: {why}); mean predicted accuracy {accuracy:.2f}, "
         f"tokens per call {tokens:.0f} predicted, {spent:.0f} spent"
     )
+
+
+def explain_trace(trace: dict[str, Any], *, stage_only: bool = False) -> str:
+    """Why one call ran what it ran, from its decision trace (``""`` when there is nothing beyond the reason).
+
+    An out-of-domain request says which domain check failed; an escalating configuration says at which stage
+    it stopped and why (its ``strategy_details["escalation"]``). ``stage_only``: just ``stopped at <stage>``.
+    """
+    escalation = (trace.get("strategy_details") or {}).get("escalation")
+    stage = f"stopped at {escalation.get('stage', '?')}" if isinstance(escalation, dict) else ""
+    if stage_only:
+        return stage
+    parts = []
+    if trace.get("reason") == "out_of_domain":
+        parts.append(f"out of domain ({trace.get('detail') or 'no detail'})")
+    if isinstance(escalation, dict):
+        parts.append(f"escalation {stage}: {escalation.get('reason', '?')}")
+    if not parts:
+        return ""
+    return f"{trace.get('configuration', '?')}: " + "; ".join(parts)

@@ -95,8 +95,9 @@ class Planner:
         if decision is None:
             return []
         usable = [p for p in decision.predictions if p.fits and self._usable(p.configuration)]
-        usable.sort(key=lambda p: (-p.utility, p.tokens))
-        grid = {c.label: c for c in self.router.grid}
+        chosen = decision.configuration.label  # first: an out-of-domain fallback outranks the utilities
+        usable.sort(key=lambda p: (p.configuration != chosen, -p.utility, p.tokens))
+        grid = {c.label: c for c in (*self.router.grid, decision.configuration)}
         return [dataclasses.replace(decision, configuration=grid[p.configuration]) for p in usable]
 
     def _usable(self, label: str) -> bool:

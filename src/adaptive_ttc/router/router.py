@@ -22,7 +22,7 @@ from adaptive_ttc.router.cost import CostEstimate, CostModel
 from adaptive_ttc.router.domain import Domain, GateLimits, Prior
 from adaptive_ttc.router.features import FeatureExtractor, Matrix, TextFeatures, make_features
 from adaptive_ttc.router.observations import Observation
-from adaptive_ttc.router.policy import Decision, Lambdas, choose
+from adaptive_ttc.router.policy import Decision, Lambdas, Prediction, choose
 from adaptive_ttc.router.predictor import AccuracyPredictor
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.storage import (
@@ -46,8 +46,10 @@ class Router:
         features: the request feature extractor (cheap text features by default).
         lambdas: prices of a token and a second used when no budget paces them.
         profile: a measured backend profile for latency estimates (else the training log's latencies).
-        fallback: the configuration a request outside the training domain gets (default: the features-blind
-            prior, the configuration best on average over the training questions at the call's prices).
+        fallback: the configuration a request outside the training domain gets when it fits (default: the
+            features-blind prior, the configuration best on average over the training questions at the call's
+            prices). It need not be in the grid: one outside it (an escalating configuration, which decides on
+            the model's own confidence) is checked against the rooms by its true upper bound.
         gate: where the training domain ends (``GateLimits``).
     """
 
@@ -120,7 +122,8 @@ class Router:
         profile they bound the predicted latency too (the time of every sample running to ``max_tokens``), so a
         question unlike the training ones cannot get an extrapolated latency past what the backend can take.
         A question outside the training domain is priced with the features-blind prior instead of the
-        predictors, and gets ``fallback`` when set and it fits (``reason="out_of_domain"``, ``detail`` says why).
+        predictors, and gets ``fallback`` when set and it fits (``reason="out_of_domain"``, ``detail`` says why;
+        a fallback outside the grid gets one more prediction, see ``_outside_prediction``).
         """
         rows = self.features.transform([question])
         if self.domain is None or self.prior is None:
@@ -138,12 +141,49 @@ class Router:
         )
         if why is None or decision is None:
             return decision
-        chosen = decision.configuration
+        chosen, predictions = decision.configuration, decision.predictions
         if self.fallback is not None:
-            target = next(p for p in decision.predictions if p.configuration == self.fallback)
+            labels = [c.label for c in self.grid]
+            if self.fallback in labels:
+                target, fallback = predictions[labels.index(self.fallback)], self.grid[labels.index(self.fallback)]
+            else:
+                fallback = Configuration.parse(self.fallback)
+                target = self._outside_prediction(fallback, decision, max_tokens, input_tokens)
+                predictions = (*predictions, target)
             if target.fits:
-                chosen = self.grid[[c.label for c in self.grid].index(self.fallback)]
-        return dataclasses.replace(decision, configuration=chosen, reason="out_of_domain", detail=why)
+                chosen = fallback
+        return dataclasses.replace(
+            decision, configuration=chosen, predictions=predictions, reason="out_of_domain", detail=why
+        )
+
+    def _outside_prediction(
+        self, config: Configuration, decision: Decision, max_tokens: int | None, input_tokens: int | None
+    ) -> Prediction:
+        """A fallback outside the grid, priced without a prediction: greedy's prior accuracy and expected cost
+        (an escalating fallback starts with a greedy answer), and its true upper bound (every request of it
+        with ``max_tokens`` per answer) to check that it fits the rooms."""
+        assert self.prior is not None  # decide checked it
+        labels = [c.label for c in self.grid]
+        base = labels.index("greedy") if "greedy" in labels else 0
+        greedy = self.prior.costs()[base]
+        prompt = float(input_tokens) if input_tokens is not None else greedy.input_tokens
+        answer = max_tokens if max_tokens is not None else max(1, int(greedy.tokens_upper - greedy.input_tokens))
+        upper = config.upper_usage(int(prompt), answer).total_tokens
+        profile = self.cost.profile
+        latency_upper = (
+            profile.latency(input_tokens=prompt, longest_tokens=answer, sequences=config.samples, steps=config.requests)
+            if profile is not None
+            else greedy.latency_upper_s * config.requests
+        )
+        accuracy = self.prior.accuracy[base]
+        lambdas = decision.lambdas
+        fits = (decision.token_room is None or upper <= decision.token_room) and (
+            decision.time_room is None or latency_upper <= decision.time_room
+        )
+        utility = accuracy - lambdas.tokens * greedy.tokens - lambdas.latency * greedy.latency_s
+        return Prediction(
+            config.label, accuracy, greedy.tokens, float(upper), greedy.latency_s, latency_upper, utility, fits
+        )
 
     @property
     def trained_on(self) -> dict[str, Any]:
@@ -283,8 +323,14 @@ def _bounded(
 
 
 def _check_fallback(label: str | None, grid: Sequence[Configuration]) -> str | None:
+    """A fallback in the grid, or any configuration label (an escalating one need not be in the grid)."""
     if label is not None and label not in [c.label for c in grid]:
-        raise ConfigurationError(f"fallback {label!r} is not in the grid {[c.label for c in grid]}")
+        try:
+            Configuration.parse(label)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"fallback {label!r} is neither in the grid {[c.label for c in grid]} nor a configuration: {exc}"
+            ) from exc
     return label
 
 

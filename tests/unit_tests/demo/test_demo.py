@@ -9,10 +9,18 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 
 from adaptive_ttc import FakeBackend
-from adaptive_ttc.demo import PROBLEMS, run_demo
+from adaptive_ttc.demo import DEMO_PROBLEMS, run_demo, word_problems
 from adaptive_ttc.demo.view import ProblemView, call_row, explain_choices, render_problem
+from adaptive_ttc.eval.datasets import Question
 from adaptive_ttc.langchain import AdaptiveChatModel, budget
 from adaptive_ttc.types import Usage
+
+PROBLEMS = [
+    Question("1", "Tom has 3 apples and buys 4 more. How many apples does Tom have now?", "7"),
+    Question("2", "A box holds 6 eggs. How many eggs are in 3 boxes?", "18"),
+    Question("3", "Sara had 20 dollars and spent 8 dollars on a book. How many dollars does she have left?", "12"),
+    Question("4", "There are 5 birds on a tree and 9 more arrive. How many birds are on the tree?", "14"),
+]
 
 
 async def test_demo_compares_policies_and_survives_a_tight_budget() -> None:
@@ -27,7 +35,7 @@ async def test_demo_compares_policies_and_survives_a_tight_budget() -> None:
         return AdaptiveChatModel(backend=FakeBackend(respond), strategy=strategy or "greedy", max_tokens=32)
 
     out = io.StringIO()
-    runs = await run_demo(factory, tokens=60, seconds=30, console=Console(file=out, width=140))
+    runs = await run_demo(factory, tokens=60, seconds=30, console=Console(file=out, width=140), problems=PROBLEMS)
     assert [r.name for r in runs] == ["adaptive", "greedy", "bon-majority-4"]
     assert all(len(r.calls) > 0 for r in runs)
     assert all(r.tokens <= 60 * len(PROBLEMS) for r in runs)
@@ -67,7 +75,7 @@ async def test_demo_on_a_terminal_runs_the_live_view() -> None:
     out = io.StringIO()
     console = Console(file=out, width=140, force_terminal=True)
     assert console.is_terminal
-    runs = await run_demo(factory, tokens=400, seconds=30, console=console)
+    runs = await run_demo(factory, tokens=400, seconds=30, console=console, problems=PROBLEMS)
     assert [r.correct for r in runs] == [1, 1, 1]  # "7" is right on the first problem only
     text = out.getvalue()
     assert "problem 4/4" in text
@@ -91,3 +99,13 @@ async def test_problem_view_redraws_while_a_call_is_in_flight() -> None:
     assert view.report.tokens_spent == 30
     assert [(r["node"], r["configuration"], r["tokens"]) for r in view.rows] == [("solver", "greedy", 30)]
     assert "30 spent of 400 (370 left)" in text  # the final frame stays
+
+
+async def test_demo_runs_the_first_word_problems_by_default() -> None:
+    def factory(strategy: str | None) -> AdaptiveChatModel:
+        return AdaptiveChatModel(backend=FakeBackend(lambda r, i: "The answer is 7."), strategy="greedy", max_tokens=8)
+
+    out = io.StringIO()
+    runs = await run_demo(factory, tokens=400, seconds=30, console=Console(file=out, width=140))
+    assert [p.id for p in runs[0].problems] == [p.id for p in word_problems(DEMO_PROBLEMS)]
+    assert f"Summary: {DEMO_PROBLEMS} problems" in out.getvalue()

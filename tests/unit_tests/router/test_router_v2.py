@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from adaptive_ttc import ConfigurationError
-from adaptive_ttc.demo import PROBLEMS
+from adaptive_ttc.demo import word_problems
 from adaptive_ttc.router.domain import GateLimits
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import ROUTER_FORMAT, Router
 from tests.unit_tests.router.test_router import GRID, synthetic_log
 
+PROBLEMS = [p.question for p in word_problems()]
 QUESTIONS = [f"Question {q}: apples pears boxes cars apples twice?" for q in range(3)] + [
     "Question 7: cars cars boxes pears apples integral?"
 ]
@@ -140,7 +141,7 @@ def test_in_domain_questions_pass_the_gate(router: Router) -> None:
 
 
 def test_the_demo_word_problems_fall_back_to_the_prior_and_say_why(router: Router) -> None:
-    question = PROBLEMS[0][0]
+    question = PROBLEMS[0]
     why = router.out_of_domain(question)
     assert why is not None
     decision = router.decide(question, lambdas=Lambdas(0.0, 0.0))
@@ -164,16 +165,16 @@ def test_a_long_prompt_fails_the_length_check_with_its_numbers(router: Router) -
 
 def test_the_fallback_target_is_a_parameter(tmp_path: Path) -> None:
     fitted = Router(GRID, fallback="bon-majority-4").fit(synthetic_log())
-    decision = fitted.decide(PROBLEMS[1][0], lambdas=Lambdas(0.0, 0.0))
+    decision = fitted.decide(PROBLEMS[1], lambdas=Lambdas(0.0, 0.0))
     assert decision is not None
     assert (decision.configuration.label, decision.reason) == ("bon-majority-4", "out_of_domain")
     fitted.save(tmp_path / "r.zip")
     assert Router.load(tmp_path / "r.zip").fallback == "bon-majority-4"
     # A fallback that does not fit the call's room gives way to the prior's choice among what fits.
-    squeezed = fitted.decide(PROBLEMS[1][0], lambdas=Lambdas(0.0, 0.0), token_room=60.0)
+    squeezed = fitted.decide(PROBLEMS[1], lambdas=Lambdas(0.0, 0.0), token_room=60.0)
     assert squeezed is None or squeezed.configuration.label != "bon-majority-4"
-    with pytest.raises(ConfigurationError, match="not in the grid"):
-        Router(GRID, fallback="bon-majority-16")
+    with pytest.raises(ConfigurationError, match="neither in the grid"):
+        Router(GRID, fallback="bon-sometimes-16")
 
 
 def test_gate_limits_are_checked() -> None:
@@ -199,7 +200,7 @@ def test_the_packaged_router_gates_the_demo_problems_and_passes_its_held_out_que
     packaged = Router.load(default_router_path())
     assert packaged.training_model == "SmolLM2-135M-Instruct"
     assert packaged.training_temperature == 0.8
-    assert all(packaged.out_of_domain(question) is not None for question, _ in PROBLEMS)
+    assert all(packaged.out_of_domain(question) is not None for question in PROBLEMS)
     log = read_log(Path(__file__).parents[3] / "benchmarks" / "logs" / "mixed_smollm2.jsonl.gz")
     texts = {row["id"]: row["question"] for row in log.rows}
     held_out = packaged.meta["split"]["test_ids"]
