@@ -261,7 +261,7 @@ class HTTPTransport:
 
     def _decode(self, root: str, url: str, response: httpx.Response) -> Any:
         status = response.status_code
-        if status in _SAFE_STATUSES:
+        if status in _SAFE_STATUSES and not _spent_for_good(response):
             raise _FailedAttemptError(
                 self._status_error(root, response), processed=False, transient=True, retry_after=_retry_after(response)
             )
@@ -303,3 +303,18 @@ def _failed(url: str, exc: httpx.HTTPError) -> _FailedAttemptError:
 def transport_error(url: str, exc: httpx.HTTPError) -> BackendError:
     """An httpx error met while reading an open stream, as a typed error."""
     return transport_failure(url, exc).error
+
+
+_FINAL_429_CODES = frozenset({"budget_exhausted", "insufficient_quota"})
+"""A 429 with one of these error codes is not "busy, try again": the budget or quota is spent, everywhere."""
+
+
+def _spent_for_good(response: httpx.Response) -> bool:
+    """True for a 429 that says a budget or quota is spent (``adaptive-ttc serve``, OpenAI): resending cannot help."""
+    if response.status_code != 429:
+        return False
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") in _FINAL_429_CODES

@@ -247,3 +247,16 @@ async def test_plain_openai_servers_refuse_vllm_only_features_before_sending() -
 def test_bad_base_url(url: str) -> None:
     with pytest.raises(ConfigurationError, match="http"):
         OpenAICompatibleBackend(url, "m")
+
+
+async def test_a_429_saying_the_budget_is_spent_is_not_resent() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        body = {"error": {"message": "the workflow budget is spent", "type": "rate_limit", "code": "budget_exhausted"}}
+        return httpx.Response(429, json=body)
+
+    with pytest.raises(BackendStatusError, match="budget is spent"):
+        await backend_with(handler, max_retries=3).generate([GenerationRequest(messages=QUESTION)])
+    assert calls["n"] == 1  # resending cannot help: the budget is spent on every replica

@@ -395,7 +395,8 @@ def test_send_fan_out_under_faults_shares_one_balanced_budget(
             return {"outcomes": [exc]}
 
     graph = StateGraph(FanState)
-    graph.add_node("solver", solve_async if use_async else solve_sync)  # type: ignore[arg-type]  # a Send payload, not the state
+    node: Any = solve_async if use_async else solve_sync  # takes a Send payload, not the graph's state
+    graph.add_node("solver", node)
     graph.add_conditional_edges(START, lambda state: [Send("solver", {"index": i}) for i in range(8)], ["solver"])
     graph.add_edge("solver", END)
     app = graph.compile()
