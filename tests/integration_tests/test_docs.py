@@ -202,6 +202,9 @@ def with_limits(argv: tuple[str, ...], url: str, model: str) -> tuple[str, ...]:
         args = _set(args, "--model", model)
     if _option(tuple(args), "--backend") == "embedded":  # profile --backend embedded
         args = _set(_set(args, "--backend", url), "--model", model)
+    backend = _option(tuple(args), "--backend")
+    if backend is not None and _is_cpu(backend):  # the documented CPU server: the one this run started
+        args = _set(args, "--backend", url)
     for name, value in LIMITS.get(args[0], {}).items():
         args = _set(args, name, value)
     return tuple(args)
@@ -294,3 +297,9 @@ def test_cpu_commands_run(doc: str, vllm_url: str, vllm_model: str, tmp_path: Pa
         )
         print(f"{time.monotonic() - started:6.1f} s  {command}")  # shown with -s or on failure
         assert done.returncode == 0, f"{command}\nran: {shlex.join(args)}\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+
+
+def test_the_documented_cpu_server_becomes_the_server_of_this_run() -> None:
+    argv = ("adaptive-ttc", "generate", "Q", "--backend", f"http://127.0.0.1:{CPU_PORT}/v1", "--model", "m")
+    args = with_limits(argv, "http://127.0.0.1:9999/v1", "m")
+    assert _option(args, "--backend") == "http://127.0.0.1:9999/v1"
