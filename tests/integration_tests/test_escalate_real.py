@@ -11,6 +11,7 @@ from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.strategies.escalate import Escalate
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message, Usage
 from tests.fakes import CountingBackend
+from tests.integration_tests.test_tool_votes_real import TOOLS
 
 QUESTION = GenerationRequest(
     messages=(
@@ -62,20 +63,7 @@ async def test_unsure_greedy_escalates_and_usage_sums_every_request(real_backend
 
 @pytest.mark.vllm
 async def test_escalation_over_tool_calls_on_vllm(vllm_backend: Backend) -> None:
-    tools = (
-        {
-            "type": "function",
-            "function": {
-                "name": "add",
-                "description": "Add two integers",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                    "required": ["a", "b"],
-                },
-            },
-        },
-    )
+    tools = TOOLS
     request = QUESTION.replace(messages=(Message("user", "What is 2 + 3? Call the add tool."),), tools=tools)
     counting = UsageCounting(vllm_backend)
     result = await Escalate(k=2, n=4, threshold=1e9).run(request, counting)

@@ -266,8 +266,9 @@ class Engine:
         """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits."""
         waited, replans = 0.0, 0
         while True:
-            books = _books(ledger)
-            prices = self.price(ledger, node)
+            snapshot = ledger.snapshot(node) if ledger is not None else None
+            prices = self.pacing.price(snapshot, self.lambdas) if snapshot is not None else CallPrices(self.lambdas)
+            books = None if snapshot is None else (snapshot.spent, snapshot.reserved)  # what the plan is made from
             try:
                 plan = self.planner.plan(request, input_upper, prices, ledger.budget if ledger else None)
                 if ledger is None:
