@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from adaptive_ttc._symbolic import symbolic_equal
 
-__all__ = ["answers_equal", "extract_answer", "normalize_answer"]
+__all__ = ["answers_equal", "extract_answer", "normalize_answer", "stated_answer"]
 
 _MAX_PHRASE_CHARS = 500
 _MAX_CACHED_CHARS = 1000
@@ -67,6 +67,15 @@ def extract_answer(text: str) -> str | None:
         if found is not None:
             return found
     return None
+
+
+def stated_answer(text: str) -> str | None:
+    """The answer ``text`` states explicitly (a ``\\boxed{...}``, "The answer is ...", "Answer: ..." or
+    "#### ..."), or ``None``: unlike ``extract_answer``, a number somewhere in free-form text (a plan, a summary)
+    is not taken for an answer. Never raises."""
+    if not isinstance(text, str) or not text:
+        return None
+    return _last_boxed(text) or _last_phrase(text)
 
 
 def _brace_matches(text: str) -> dict[int, int]:

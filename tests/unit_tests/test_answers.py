@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptive_ttc import _symbolic
-from adaptive_ttc.answers import answers_equal, extract_answer, normalize_answer
+from adaptive_ttc.answers import answers_equal, extract_answer, normalize_answer, stated_answer
 
 MATH_ALPHABET = st.sampled_from(
     ["\\boxed", "\\fbox", "{", "}", "$", "\\frac", "1", "42", ",", ".", "-", " ", "\n", "####", "answer:",
@@ -273,3 +273,30 @@ def test_answers_equal_never_raises_and_is_reflexive(a: str, b: str) -> None:
     assert isinstance(answers_equal(a, b), bool)
     if normalize_answer(a):
         assert answers_equal(a, a)
+
+
+@pytest.mark.parametrize(
+    ("text", "stated"),
+    [
+        ("Add 2 and 3, then multiply by 4.", None),  # numbers in a plan are not an answer
+        ("1. Count the 4 legs.\n2. Multiply.", None),
+        ("So 2 + 3 = 5. The answer is 5.", "5"),
+        ("Answer: 12 apples", "12"),
+        ("#### 7", "7"),
+        ("We get \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("", None),
+    ],
+)
+def test_stated_answer_takes_only_explicit_statements(text: str, stated: str | None) -> None:
+    assert stated_answer(text) == stated
+
+
+def test_extract_answer_takes_a_plans_last_number_where_stated_answer_takes_none() -> None:
+    assert extract_answer("Add 2 and 3, then multiply by 4.") == "4"
+
+
+@given(MATHY_TEXT)
+@settings(max_examples=200, deadline=None)
+def test_a_stated_answer_is_the_extracted_one(text: str) -> None:
+    stated = stated_answer(text)
+    assert stated is None or stated == extract_answer(text)

@@ -4,9 +4,12 @@ Three stages, each at most one backend request (anchors: Adaptive-Consistency, a
 Early-Stopping Self-Consistency, arXiv 2401.10480; DeepConf, arXiv 2508.15260):
 
 1. ``greedy``: one greedy answer, with log-probabilities where the backend gives them. It stops when its
-   confidence (``measure``) clears ``threshold`` and the answer was not cut at ``max_tokens``.
+   confidence (``measure``) clears ``threshold`` and the answer was not cut at ``max_tokens``, or when the
+   answer, not cut, is free-form text that states no answer (``tool_votes.states_answer``: a plan or a summary
+   has nothing to vote on).
 2. ``agree``: ``k`` samples in ONE request (``n=k``). It stops when every sample votes for greedy's answer
-   (vote keys from ``tool_votes``: extracted answers, tool calls or canonical JSON).
+   (vote keys from ``tool_votes``: extracted answers, tool calls or canonical JSON), or when neither greedy nor
+   any sample states an answer.
 3. ``vote``: ``n - k`` more samples in one request, then a majority vote over greedy's answer and all ``n``
    samples (a tie goes to the answer seen first, so greedy's).
 
@@ -32,7 +35,7 @@ from adaptive_ttc.strategies.confidence import CONFIDENCE_TOP_LOGPROBS, confiden
 from adaptive_ttc.strategies.escalate_fit import replay
 from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.log_sections import LogSection, Outcome, ReplayContext
-from adaptive_ttc.strategies.tool_votes import answer_of, vote_keys
+from adaptive_ttc.strategies.tool_votes import answer_of, states_answer, vote_keys
 from adaptive_ttc.types import Candidate, Completion, GenerationRequest, GenerationResult, StrategyResult, Usage
 
 if TYPE_CHECKING:
@@ -128,7 +131,7 @@ class Escalate:
         (first,) = await backend.generate([greedy])
         results = [first]
         candidates = self._candidates(first, request)
-        trace = self._greedy_trace(first.completions[0])
+        trace = self._greedy_trace(first.completions[0], request)
         if trace["stop"]:
             return self._finish(results, candidates, 0, trace, start)
         trace["greedy_reason"] = trace.pop("reason")
@@ -144,6 +147,9 @@ class Escalate:
         if keys[0] is not None and agreeing == len(keys) - 1:
             trace["reason"] = f"all {agreeing} samples agree with greedy"
             return self._finish(results, candidates, 0, trace, start)
+        if not any(states_answer(c, request) for r in results for c in r.completions):
+            trace["reason"] = "neither greedy nor the samples state an answer: nothing to vote on"
+            return self._finish(results, candidates, 0, trace, start)
         more = sampled.replace(n=self.n - self.k, seed=None if sampled.seed is None else sampled.seed + 1)
         (third,) = await backend.generate([more])
         results.append(third)
@@ -156,8 +162,9 @@ class Escalate:
     def _candidates(result: GenerationResult, request: GenerationRequest) -> list[Candidate]:
         return [candidate_from(c, answer=answer_of(c, request)) for c in result.completions]
 
-    def _greedy_trace(self, completion: Completion) -> dict[str, Any]:
-        """Stage 1's record: greedy's confidence against the threshold, and whether it stops there."""
+    def _greedy_trace(self, completion: Completion, request: GenerationRequest) -> dict[str, Any]:
+        """Stage 1's record: greedy's confidence against the threshold, and whether it stops there (also when it
+        is free-form text that states no answer, so more samples would have nothing to vote on)."""
         confidence = confidences(completion).get(self.measure)
         threshold = self.stop_threshold
         trace: dict[str, Any] = {
@@ -167,10 +174,12 @@ class Escalate:
             "threshold": threshold,
             "stop": False,
         }
-        if confidence is None:
-            trace["reason"] = f"no {self.measure} (the backend gave no log-probabilities)"
-        elif completion.finish_reason == "length":
+        if completion.finish_reason == "length":
             trace["reason"] = "greedy's answer was cut at max_tokens"
+        elif not states_answer(completion, request):
+            trace.update(stop=True, reason="greedy states no answer (free-form text): nothing to vote on")
+        elif confidence is None:
+            trace["reason"] = f"no {self.measure} (the backend gave no log-probabilities)"
         elif confidence >= threshold:
             trace.update(stop=True, reason=f"{self.measure} {confidence:.4f} >= {threshold}")
         else:

@@ -15,10 +15,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from adaptive_ttc.answers import extract_answer, normalize_answer
+from adaptive_ttc.answers import extract_answer, normalize_answer, stated_answer
 from adaptive_ttc.types import Candidate, Completion, GenerationRequest, ToolCall
 
-__all__ = ["answer_of", "canonical_json", "tool_call_key", "vote_key", "vote_keys"]
+__all__ = ["answer_of", "canonical_json", "states_answer", "tool_call_key", "vote_key", "vote_keys"]
 
 TEXT_OPTION = "text:"
 """The key prefix of a plain-text reply where tool calls were possible."""
@@ -66,6 +66,17 @@ def answer_of(completion: Completion, request: GenerationRequest) -> str | None:
     if request.response_format is not None and not completion.tool_calls:
         return canonical_json(completion.text)
     return extract_answer(completion.text)
+
+
+def states_answer(completion: Completion, request: GenerationRequest) -> bool:
+    """Whether ``completion`` gives something a vote can be about: a tool call, or any reply where tools were
+    offered (a plain-text reply is an option of its own), valid JSON under a ``response_format``, or a stated final
+    answer (``answers.stated_answer``). Free-form text (a plan, a summary) states none, even with numbers in it."""
+    if completion.tool_calls or request.tools:
+        return True
+    if request.response_format is not None:
+        return canonical_json(completion.text) is not None
+    return stated_answer(completion.text) is not None
 
 
 def _is_canonical_json(answer: str) -> bool:

@@ -97,7 +97,7 @@ async def test_majority_against_greedy_wins_at_stage_three() -> None:
 
 
 async def test_usage_stays_inside_the_upper_bound() -> None:
-    long = " ".join(["word"] * 30)  # the fake cuts sampled answers at max_tokens (20)
+    long = "The answer is 5. " + " ".join(["word"] * 30)  # the fake cuts sampled answers at max_tokens (20)
     cut = greedy_completion(" ".join(["word"] * QUESTION.max_tokens), -2.0, finish="length")
     backend = scripted(cut, [long] * 6)
     config = Escalate(k=2, n=6)
@@ -127,10 +127,34 @@ async def test_without_logprobs_greedy_never_stops_at_stage_one() -> None:
     assert trace["stage"] == "agree"  # the fake repeats itself, so the samples agree
 
 
-async def test_no_answer_in_greedy_goes_to_the_vote() -> None:
-    backend = scripted(greedy_completion("I am not sure.", -2.0), ["I am not sure.", "No idea."])
-    result = await Escalate(k=1, n=2).run(QUESTION, backend)
+async def test_free_form_greedy_text_stops_at_greedy_however_unsure() -> None:
+    plan = "1. Take the 2 apples. 2. Add the 3 pears."  # numbers, but no stated answer
+    backend = scripted(greedy_completion(plan, -2.0), ["The answer is 5", "The answer is 5"])
+    result = await Escalate(k=2, n=4).run(QUESTION, backend)
+    trace = result.details["escalation"]
+    assert trace["stage"] == "greedy"
+    assert "nothing to vote on" in trace["reason"]
+    assert len(backend.requests) == 1
+    assert result.selected.text == plan
+
+
+async def test_a_cut_greedy_answer_goes_on_and_stops_when_no_sample_states_an_answer() -> None:
+    backend = scripted(greedy_completion("Let me think about", -2.0, finish="length"), ["Hmm, 2 and 3.", "No idea."])
+    result = await Escalate(k=2, n=4).run(QUESTION, backend)
+    trace = result.details["escalation"]
+    assert trace["stage"] == "agree"
+    assert "nothing to vote on" in trace["reason"]
+    assert len(backend.requests) == 2
+
+
+async def test_a_cut_greedy_answer_goes_to_the_vote_when_samples_state_answers() -> None:
+    backend = scripted(
+        greedy_completion("Let me think about", -2.0, finish="length"),
+        ["The answer is 5", "The answer is 6", "The answer is 5", "The answer is 5"],
+    )
+    result = await Escalate(k=2, n=4).run(QUESTION, backend)
     assert result.details["escalation"]["stage"] == "vote"
+    assert result.selected.answer == "5"
 
 
 async def test_tool_calls_agree_regardless_of_argument_order() -> None:

@@ -10,7 +10,14 @@ from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.strategies import BestOfN
 from adaptive_ttc.strategies.best_of_n import select
-from adaptive_ttc.strategies.tool_votes import answer_of, canonical_json, tool_call_key, vote_key, vote_keys
+from adaptive_ttc.strategies.tool_votes import (
+    answer_of,
+    canonical_json,
+    states_answer,
+    tool_call_key,
+    vote_key,
+    vote_keys,
+)
 from adaptive_ttc.types import Candidate, Completion, GenerationRequest, Message, ToolCall
 
 TOOLS = ({"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}},)
@@ -123,3 +130,14 @@ async def test_best_of_n_votes_on_json_schema_answers() -> None:
 @pytest.mark.parametrize("arguments", ["[1, 2]", '"2 + 3"', "3", "null"])
 def test_arguments_that_are_not_an_object_cast_no_vote(arguments: str) -> None:
     assert tool_call_key(call(arguments)) is None  # LangChain makes them invalid_tool_calls: they cannot run
+
+
+def test_states_answer_for_text_tools_and_json() -> None:
+    plain = GenerationRequest(messages=(Message("user", "Plan it"),), max_tokens=20)
+    assert not states_answer(Completion("1. Buy 3 eggs. 2. Boil them.", "stop", 9), plain)
+    assert states_answer(Completion("3 eggs. The answer is 3.", "stop", 6), plain)
+    assert states_answer(Completion("", "stop", 3, tool_calls=(call('{"a": 1}'),)), plain)
+    assert states_answer(Completion("no tool needed", "stop", 3), plain.replace(tools=TOOLS))
+    schema = plain.replace(response_format={"type": "json_object"})
+    assert states_answer(Completion('{"a": 1}', "stop", 3), schema)
+    assert not states_answer(Completion("not json", "stop", 2), schema)
