@@ -63,6 +63,7 @@ class Shrinkage:
             not isinstance(weights, list)
             or len(weights) != len(labels)
             or not all(isinstance(w, int | float) and not isinstance(w, bool) and 0.0 <= w <= 1.0 for w in weights)
+            or not isinstance(reference, str)
             or reference not in labels
         ):
             raise ConfigurationError(
@@ -132,7 +133,9 @@ def fit_shrinkage(
         raise ConfigurationError(f"shrinkage scope must be one of {SCOPES}, got {scope!r}")
     r = reference_index(grid)
     how, folds = inner_folds([o.question for o in observations], groups, seed=seed)
-    model, prior, truth = _inner_predictions(observations, grid, features, folds, gate, dense_width, seed)
+    model, prior, truth = _inner_predictions(
+        observations, grid, features, folds, gate=gate, dense_width=dense_width, seed=seed
+    )
     weights = np.ones(len(grid))  # no inner question inside a domain: nothing says the model does not transfer
     if len(truth):
         prior_gain = prior - prior[:, r : r + 1]
@@ -169,6 +172,7 @@ def _inner_predictions(
     grid: Sequence[Configuration],
     features: FeatureExtractor,
     folds: Sequence[Sequence[str]],
+    *,
     gate: GateLimits | None,
     dense_width: int | None,
     seed: int,
