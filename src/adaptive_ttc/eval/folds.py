@@ -134,7 +134,9 @@ def leave_one_source_out(
         lambdas = (router.lambdas.tokens, router.lambdas.latency)
         folds[source] = {
             "in_domain": inside,
-            "shrinkage": None if router.shrinkage is None else list(router.shrinkage.weights),
+            "shrinkage": None
+            if router.shrinkage is None
+            else dict(zip([c.label for c in router.grid], router.shrinkage.weights, strict=True)),
             **matched_figures(replay, predicted, router_lambdas=lambdas, resamples=resamples, seed=seed),
         }
         parts.append((replay, predicted, lambdas))
