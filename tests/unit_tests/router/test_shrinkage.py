@@ -114,6 +114,10 @@ def test_round_trip_is_exact(observations: list[Observation], tmp_path: Path) ->
     shrunk = router.predict_accuracy(QUESTIONS)
     assert not np.allclose(shrunk, router.accuracy.predict(QUESTIONS))  # the weights are applied
     assert [router.predict(q)[0] for q in QUESTIONS] == shrunk.tolist()
+    for question, row in zip(QUESTIONS, shrunk.tolist(), strict=True):  # decide prices with the shrunk ones
+        decision = router.decide(question, lambdas=Lambdas(1e-4, 0.0))
+        assert decision is not None
+        assert [p.accuracy for p in decision.predictions] == row
 
 
 def test_a_file_without_weights_loads_and_predicts_unshrunk(observations: list[Observation], tmp_path: Path) -> None:
