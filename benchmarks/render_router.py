@@ -99,7 +99,26 @@ def calibration(src: Any) -> str:
         f"configuration {per}. Mean predicted accuracy {c['mean_predicted']:.3f} against {c['mean_observed']:.3f} "
         f"observed (`plots/reliability.png`). {c['held_out_in_domain']:.0%} of the held-out questions are inside "
         f"the router's out-of-domain gate (among its limits: at most {gate['unseen_limit']:.0%} of a question's word "
-        "n-grams never seen in training)."
+        "n-grams never seen in training)." + _shrinkage(src.router_meta, c)
+    )
+
+
+def _shrinkage(meta: dict[str, Any], c: dict[str, Any]) -> str:
+    """The shrinkage weights of the router file, in words (empty for a file without them)."""
+    shrink = meta.get("shrinkage")
+    if not shrink:
+        return ""
+    pairs = [
+        (label, w) for label, w in zip(meta["grid"], shrink["weights"], strict=True) if label != shrink["reference"]
+    ]
+    weights = ", ".join(f"{w:.2f} (`{label}`)" for label, w in pairs)
+    level = f"`{shrink['reference']}`'s own accuracy " + ("shrunk too" if shrink.get("level") else "kept")
+    return (
+        f" These are the shrunk predictions: each configuration's predicted gain over `{shrink['reference']}` is "
+        f"blended with the baseline's by a weight on the model that an inner {shrink['inner_folds']} over the "
+        f"training questions fits ({shrink['folds']} inner folds, {shrink['inner_questions']} inner held-out "
+        f"questions inside their fold's domain; least squares): {weights}; {level}. The predictor alone scores "
+        f"{c['brier_unshrunk']:.3f}."
     )
 
 

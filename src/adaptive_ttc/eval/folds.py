@@ -107,9 +107,19 @@ def in_distribution(
 
 
 def leave_one_source_out(
-    log: GenerationLog, outcomes: Outcomes, *, resamples: int, seed: int, features: FeatureExtractor | None = None
+    log: GenerationLog,
+    outcomes: Outcomes,
+    *,
+    resamples: int,
+    seed: int,
+    features: FeatureExtractor | None = None,
+    shrink: bool = True,
 ) -> dict[str, Any]:
-    """Per source: a router trained on the other sources, tested on it; and the folds' questions pooled."""
+    """Per source: a router trained on the other sources, tested on it; and the folds' questions pooled.
+
+    Each fold's router is fitted as ``adaptive-ttc train`` fits one (``fit_router``), its shrinkage weights
+    from an inner leave-one-source-out over that fold's training sources only.
+    """
     rows = unique_rows(log)
     sources = sorted({str(r.get("source", "")) for r in rows})
     if len(sources) < 2:
@@ -119,11 +129,14 @@ def leave_one_source_out(
     for source in sources:
         test = [r["id"] for r in rows if str(r.get("source", "")) == source]
         train = [r["id"] for r in rows if str(r.get("source", "")) != source]
-        router = fit_router(log, outcomes, train, features)
+        router = fit_router(log, outcomes, train, features, shrink=shrink)
         replay, predicted, inside = _fold(log, outcomes, router, train, test)
         lambdas = (router.lambdas.tokens, router.lambdas.latency)
         folds[source] = {
             "in_domain": inside,
+            "shrinkage": None
+            if router.shrinkage is None
+            else dict(zip([c.label for c in router.grid], router.shrinkage.weights, strict=True)),
             **matched_figures(replay, predicted, router_lambdas=lambdas, resamples=resamples, seed=seed),
         }
         parts.append((replay, predicted, lambdas))

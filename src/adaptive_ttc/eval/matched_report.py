@@ -57,11 +57,14 @@ def matched_tables(figures: dict[str, Any], title: str) -> list[str]:
 
 
 def fold_table(folds: dict[str, Any], factors: tuple[str, ...] = ("2", "4", "8")) -> list[str]:
-    """Per held-out source: share in the router's domain, router vs best static accuracy at token budgets."""
+    """Per held-out source: share in the router's domain, router vs best static accuracy at token budgets, and
+    the weights on the model the fold's router fitted (``router.shrinkage``), when it has any."""
     head = " | ".join(f"{f}x tokens: router / best static / oracle" for f in factors)
+    weighted = [fold.get("shrinkage") for fold in folds.values() if fold.get("shrinkage")]
+    weights = f" | weight on the model ({' / '.join(weighted[0])}) |" if weighted else " |"
     lines = [
-        f"| held-out source | questions | in router's domain | {head} |",
-        "| --- | --- | --- |" + " --- |" * len(factors),
+        f"| held-out source | questions | in router's domain | {head}{weights}",
+        "| --- | --- | --- |" + " --- |" * (len(factors) + bool(weighted)),
     ]
     for source, fold in folds.items():
         cells = []
@@ -69,5 +72,7 @@ def fold_table(folds: dict[str, Any], factors: tuple[str, ...] = ("2", "4", "8")
             e = fold["tokens"]["by_factor"][f]
             router, static = e["router"]["accuracy"]["value"], e["best static"]["accuracy"]["value"]
             cells.append(f"{router:.3f} / {static:.3f} / {e['oracle']['accuracy']['value']:.3f}")
+        if weighted:
+            cells.append(" / ".join(f"{w:.2f}" for w in (fold.get("shrinkage") or {}).values()) or "none")
         lines.append(f"| {source} | {fold['questions']} | {fold['in_domain']:.0%} | {' | '.join(cells)} |")
     return lines

@@ -74,11 +74,15 @@ def fit_router(
     features: FeatureExtractor | None = None,
     *,
     prune: bool = False,
+    shrink: bool = True,
 ) -> Router:
     """A router fitted on the questions ``train`` of ``log``, with the log's backend profile.
 
     With ``prune``, configurations another one beats on the training questions (no less accurate, no costlier:
-    ``router.spend.dominated``) are left out of the router's grid; greedy always stays.
+    ``router.spend.dominated``) are left out of the router's grid; greedy always stays. With ``shrink`` (the
+    default), the accuracy predictions are shrunk toward the prior by weights an inner cross-validation over
+    the training questions fits (leave one of their sources out; K folds by question for a one-source log):
+    ``router.shrinkage``.
     """
     texts = {row["id"]: row["question"] for row in log.rows}
     # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
@@ -90,8 +94,11 @@ def fit_router(
         grid = prune_grid(training, grid)
         kept = {c.label for c in grid}
         training = [o for o in training if o.configuration in kept]
-    router = Router(grid, profile=profile, features=features)
-    return router.fit(training)
+    router = Router(grid, profile=profile, features=features).fit(training)
+    if shrink:
+        sources = {row["id"]: str(row.get("source", "")) for row in log.rows}
+        router.fit_shrinkage(training, {texts[q]: sources[q] for q in train})
+    return router
 
 
 def train_router(
@@ -102,8 +109,10 @@ def train_router(
     resamples: int = DEFAULT_RESAMPLES,
     features: FeatureExtractor | None = None,
     prune: bool = False,
+    shrink: bool = True,
 ) -> tuple[Router, dict[str, Any]]:
-    """Fit a router on the training questions of ``log``; returns it and its calibration report."""
+    """Fit a router on the training questions of ``log`` (see ``fit_router``); returns it and its calibration
+    report."""
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
     texts = {row["id"]: row["question"] for row in log.rows}
     rows = unique_rows(log)
@@ -113,7 +122,7 @@ def train_router(
         test_fraction=test_fraction,
         seed=seed,
     )
-    router = fit_router(log, outcomes, train, features, prune=prune)
+    router = fit_router(log, outcomes, train, features, prune=prune, shrink=shrink)
     report = calibration(router, texts, outcomes, train, test)
     gate = [router.out_of_domain(texts[q]) is None for q in test]
     report["held_out_in_domain"] = round(sum(gate) / len(gate), 4)
@@ -157,10 +166,12 @@ def calibration(
     """Brier score on the held-out questions, against a features-blind baseline, and reliability bins.
 
     The baseline predicts each configuration's mean training accuracy for every question (what the paper's
-    cost model does for costs): the router's features are worth something only if it beats it.
+    cost model does for costs): the router's features are worth something only if it beats it. The router's
+    predictions are its shrunk ones (``Router.predict_accuracy``); ``brier_unshrunk`` is the predictor's alone.
     """
     labels = [c.label for c in router.grid]
-    predicted = router.accuracy.predict([texts[q] for q in test])
+    predicted = router.predict_accuracy([texts[q] for q in test])
+    unshrunk = router.accuracy.predict([texts[q] for q in test])
     observed = np.array([[outcomes[q][label].accuracy for label in labels] for q in test])
     prior = np.array([np.mean([outcomes[q][label].accuracy for q in train]) for label in labels])
     brier = float(np.mean((predicted - observed) ** 2))
@@ -173,6 +184,7 @@ def calibration(
         "test_questions": len(test),
         "brier": round(brier, 4),
         "brier_baseline": round(baseline, 4),
+        "brier_unshrunk": round(float(np.mean((unshrunk - observed) ** 2)), 4),
         "brier_by_configuration": per_config,
         "mean_predicted": round(float(predicted.mean()), 4),
         "mean_observed": round(float(observed.mean()), 4),

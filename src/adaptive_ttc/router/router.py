@@ -1,7 +1,8 @@
 """The router: features, accuracy predictor, cost model and lambdas, saved and loaded as one versioned file.
 
 A router file (format version 2) is a zip of ``meta.json`` (format, version, grid, features, lambdas, backend
-profile, gate limits, fallback, and a free-form ``meta`` object that round-trips) and ``arrays.npz``, the fitted
+profile, gate limits, fallback, the shrinkage weights toward the prior (``router.shrinkage``; a file without
+them predicts with the unshrunk model), and a free-form ``meta`` object that round-trips) and ``arrays.npz``, the fitted
 numbers, read with ``allow_pickle=False``: loading a router file never runs code from it, and needs no
 particular scikit-learn version (the file holds numbers, not scikit-learn objects). Version 1 files held
 pickled models; they are refused before anything in them is read but their ``meta.json``.
@@ -10,7 +11,7 @@ pickled models; they are refused before anything in them is read but their ``met
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.policy import Decision, Lambdas, Prediction, choose
 from adaptive_ttc.router.predictor import AccuracyPredictor
 from adaptive_ttc.router.profile import BackendProfile
+from adaptive_ttc.router.shrinkage import Shrinkage, blend, fit_shrinkage
 from adaptive_ttc.router.storage import (
     ROUTER_FORMAT,
     ROUTER_VERSION,
@@ -74,6 +76,7 @@ class Router:
         self.fallback = _check_fallback(fallback, self.grid)
         self.domain: Domain | None = None
         self.prior: Prior | None = None
+        self.shrinkage: Shrinkage | None = None
         self.meta: dict[str, Any] = {}
 
     def fit(self, observations: Sequence[Observation]) -> Router:
@@ -87,6 +90,28 @@ class Router:
         self.prior = Prior.fit(observations, [c.label for c in self.grid])
         return self
 
+    def fit_shrinkage(
+        self, observations: Sequence[Observation], groups: Mapping[str, str] | None = None, *, scope: str | None = None
+    ) -> Shrinkage:
+        """Fit (and from now on apply) the shrinkage of the accuracy predictions toward the prior.
+
+        An inner cross-validation over ``observations`` (the training ones: leave one of ``groups``' sources out,
+        or K folds by question) picks the weights; see ``router.shrinkage``. ``scope``: ``per-configuration``
+        (default) or ``global``.
+        """
+        with threadpool_limits(limits=1):
+            self.shrinkage = fit_shrinkage(
+                observations,
+                self.grid,
+                self.features,
+                groups=groups,
+                gate=self.gate,
+                dense_width=_dense_width(self.features),
+                scope=scope or "per-configuration",
+                seed=self.accuracy.seed,
+            )
+        return self.shrinkage
+
     def use_profile(self, profile: BackendProfile | None) -> None:
         """Estimate latency from a profile measured on the backend in use."""
         self.cost = self.cost.with_profile(profile)
@@ -95,8 +120,20 @@ class Router:
         """Predicted accuracy and cost of every configuration on ``question``."""
         return self._predict_rows(self.features.transform([question]))
 
+    def predict_accuracy(self, questions: Sequence[str]) -> Matrix:
+        """Predicted accuracies (questions x configurations): the predictor's, shrunk when the router has weights."""
+        return self._accuracy_rows(self.features.transform(questions))
+
+    def _accuracy_rows(self, rows: Matrix) -> Matrix:
+        model = self.accuracy.predict_rows(rows)
+        if self.shrinkage is None:
+            return model
+        if self.prior is None:
+            raise ConfigurationError("the router is not fitted; train it or load a router file")
+        return blend(model, self.prior.accuracy, self.shrinkage)
+
     def _predict_rows(self, rows: Matrix) -> tuple[list[float], list[CostEstimate]]:
-        accuracies = self.accuracy.predict_rows(rows)[0]
+        accuracies = self._accuracy_rows(rows)[0]
         return [float(a) for a in accuracies], self.cost.predict_rows(rows)[0]
 
     def out_of_domain(self, question: str) -> str | None:
@@ -239,6 +276,7 @@ class Router:
             "profile": None if profile is None else profile_json(profile),
             "gate": dataclasses.asdict(self.gate),
             "fallback": self.fallback,
+            "shrinkage": None if self.shrinkage is None else self.shrinkage.to_json([c.label for c in self.grid]),
             "meta": self.meta,
         }
         arrays = {**self.accuracy.to_arrays(), **self.cost.to_arrays(), **self.domain.to_arrays()}
@@ -285,6 +323,7 @@ class Router:
             router.cost.load_arrays(arrays)
             router.domain = Domain.from_arrays(arrays, extractor.dim, router.gate)
             router.prior = Prior.from_arrays(arrays, len(saved_grid))
+            router.shrinkage = Shrinkage.from_json(meta.get("shrinkage"), meta["grid"], str(path))
         except ConfigurationError as exc:
             raise ConfigurationError(f"router file {path} is damaged: {exc}; retrain it") from exc
         router.meta = dict(meta.get("meta") or {})
