@@ -15,6 +15,8 @@ from typing import Any
 LOSO = "benchmarks/results/router_loso"
 LOSO_HIDDEN = "benchmarks/results/router_loso_hidden"
 HIDDEN = "benchmarks/results/router_hidden"
+POOLED = "benchmarks/results/router_pooled"
+LOSO_POOLED = "benchmarks/results/router_loso_pooled"
 GOAL_FACTORS = ("2", "4", "8")
 ORACLE_GOAL = 0.9
 
@@ -201,13 +203,16 @@ def _own_lambdas(src: Any) -> str:
 
 
 def features(src: Any) -> str:
-    """Text against hidden-state features: calibration, in-distribution share of the oracle, LOSO gain."""
+    """Text against hidden-state features (in-process and from a vLLM pooling deployment): calibration,
+    in-distribution share of the oracle, LOSO gain."""
     rows = [
         "| features | held-out Brier (features-blind) | in-dist. router / oracle at 2x / 4x / 8x tokens "
         "| LOSO router - best static at 2x / 4x / 8x tokens |",
         "| --- | --- | --- | --- |",
     ]
-    for report, loso in ((src.report, LOSO), (src.json(f"{HIDDEN}/report.json"), LOSO_HIDDEN)):
+    pairs = ((src.report, LOSO), (src.json(f"{HIDDEN}/report.json"), LOSO_HIDDEN))
+    pairs += ((src.json(f"{POOLED}/report.json"), LOSO_POOLED),)
+    for report, loso in pairs:
         c, by = report["calibration"], report["matched"]["tokens"]["by_factor"]
         held_out = _pooled(src, loso)["tokens"]["by_factor"]
         name = src.json(f"{loso}/report.json")["features"]

@@ -16,10 +16,12 @@ if [ "$STAGE" = all ]; then
   $BIN/pytest tests/unit_tests -q --disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,localhost
 fi
 
-echo "== starting the vLLM CPU server"
+echo "== starting the vLLM CPU server, and the same model as a pooling deployment (router features)"
+trap 'scripts/vllm-cpu.sh stop; scripts/vllm-cpu.sh stop-pooling' EXIT
 scripts/vllm-cpu.sh start
-trap 'scripts/vllm-cpu.sh stop' EXIT
+scripts/vllm-cpu.sh start-pooling
 export ADAPTIVE_TTC_VLLM_URL="$(scripts/vllm-cpu.sh url)" ADAPTIVE_TTC_VLLM_MODEL="$(scripts/vllm-cpu.sh model)"
+export ADAPTIVE_TTC_VLLM_POOLING_URL="$(scripts/vllm-cpu.sh url-pooling)"
 export ADAPTIVE_TTC_REQUIRE_VLLM=1
 echo "== integration tests (vLLM at $ADAPTIVE_TTC_VLLM_URL, embedded model in-process)"
 $BIN/pytest tests/integration_tests -q

@@ -6,13 +6,26 @@
 #   scripts/vllm-cpu.sh status   exit 0 when the server answers
 #   scripts/vllm-cpu.sh url      print the server's base URL
 #   scripts/vllm-cpu.sh model    print the served model name
+#   scripts/vllm-cpu.sh start-pooling|stop-pooling|status-pooling|url-pooling
+#                                the same model as a pooling deployment (mean-pooled last hidden states over
+#                                /v1/embeddings), for routers trained with `--features pooled`
 #
-# Settings (environment): ADAPTIVE_TTC_VLLM_PORT (8765), ADAPTIVE_TTC_VLLM_VENV (.venv-vllm),
+# Settings (environment): ADAPTIVE_TTC_VLLM_PORT (8765), ADAPTIVE_TTC_VLLM_POOLING_PORT (8766),
+# ADAPTIVE_TTC_VLLM_VENV (.venv-vllm),
 # ADAPTIVE_TTC_VLLM_STARTUP_S (600), VLLM_CPU_KVCACHE_SPACE (2, in GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+COMMAND="${1:-}"
 PORT="${ADAPTIVE_TTC_VLLM_PORT:-8765}"
+SERVE_ARGS=(--enable-prefix-caching --enable-auto-tool-choice --tool-call-parser hermes --enable-prompt-tokens-details)
+KV_GIB="${VLLM_CPU_KVCACHE_SPACE:-2}"
+if [[ "$COMMAND" == *-pooling ]]; then
+  COMMAND="${COMMAND%-pooling}"
+  PORT="${ADAPTIVE_TTC_VLLM_POOLING_PORT:-8766}"
+  SERVE_ARGS=(--runner pooling --convert embed --pooler-config '{"seq_pooling_type": "MEAN", "use_activation": false}')
+  KV_GIB="${VLLM_CPU_KVCACHE_SPACE:-1}"
+fi
 VENV="${ADAPTIVE_TTC_VLLM_VENV:-.venv-vllm}"
 STARTUP_S="${ADAPTIVE_TTC_VLLM_STARTUP_S:-600}"
 NAME="SmolLM2-135M-Instruct"
@@ -42,11 +55,10 @@ start() {
   local model_dir
   model_dir="$("$PROJECT_PY" -m adaptive_ttc.backends.transformers)"
   echo "starting vLLM on $URL serving $model_dir as $NAME" >&2
-  VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+  VLLM_CPU_KVCACHE_SPACE="$KV_GIB" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model_dir" --served-model-name "$NAME" --dtype bfloat16 --max-model-len 2048 \
-      --enforce-eager --host 127.0.0.1 --port "$PORT" --enable-prefix-caching \
-      --enable-auto-tool-choice --tool-call-parser hermes --enable-prompt-tokens-details \
+      --enforce-eager --host 127.0.0.1 --port "$PORT" "${SERVE_ARGS[@]}" \
       >"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"
   local waited=0
@@ -74,11 +86,12 @@ stop() {
   rm -f "$PIDFILE"
 }
 
-case "${1:-}" in
+case "$COMMAND" in
   start) start ;;
   stop) stop ;;
   status) ready ;;
   url) echo "$URL" ;;
   model) echo "$NAME" ;;
-  *) echo "usage: $0 start|stop|status|url|model" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|url|model (or start-pooling|stop-pooling|status-pooling|url-pooling)" >&2
+     exit 2 ;;
 esac

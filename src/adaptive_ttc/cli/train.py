@@ -18,7 +18,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     tr.add_argument("--test-fraction", type=float, default=0.4, help="share of questions held out")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and of the resampling")
     tr.add_argument("--resamples", type=int, default=30, help="bootstrap subsets per best-of-N label")
-    tr.add_argument("--features", default="text-256", help="text-<width> or hidden-packaged (the embedded model)")
+    tr.add_argument(
+        "--features",
+        default="text-256",
+        help="text-<width>, hidden-packaged (the embedded model) or pooled (vLLM pooling: $ADAPTIVE_TTC_POOLING_URL)",
+    )
     tr.add_argument(
         "--prune",
         action="store_true",

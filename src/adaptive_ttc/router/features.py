@@ -85,10 +85,15 @@ class TextFeatures:
 
 
 def make_features(name: str) -> FeatureExtractor:
-    """The extractor a saved router names: ``text-256`` (and other widths) or ``hidden-packaged[-LAYER]``."""
+    """The extractor a saved router names: ``text-256`` (and other widths), ``hidden-packaged[-LAYER]`` (the
+    packaged model in-process) or ``pooled`` (a vLLM pooling deployment of the policy model, ``router.pooled``)."""
     match = re.fullmatch(r"text-(\d+)", name)
     if match is not None:
         return TextFeatures(int(match[1]))
+    if name == "pooled":
+        from adaptive_ttc.router.pooled import PooledStateFeatures  # noqa: PLC0415 - only for pooled routers
+
+        return PooledStateFeatures()
     hidden = re.fullmatch(r"hidden-packaged(?:-(-?\d+))?", name)
     if hidden is not None:
         from adaptive_ttc.router.hidden import HiddenStateFeatures  # noqa: PLC0415 - needs the embedded extra
@@ -97,5 +102,5 @@ def make_features(name: str) -> FeatureExtractor:
     from adaptive_ttc.errors import ConfigurationError  # noqa: PLC0415 - error path only
 
     raise ConfigurationError(
-        f"unknown feature extractor {name!r}; this version knows text-<width> and hidden-packaged[-<layer>]"
+        f"unknown feature extractor {name!r}; this version knows text-<width>, hidden-packaged[-<layer>] and pooled"
     )
