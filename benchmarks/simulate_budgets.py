@@ -103,8 +103,8 @@ from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import BackendTimeoutError, BudgetExhausted
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.cost import CostEstimate
-from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.features import Matrix
+from adaptive_ttc.router.observations import Observation
 from adaptive_ttc.router.policy import Decision, Lambdas, choose
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import prune_grid, store_spend_curve
