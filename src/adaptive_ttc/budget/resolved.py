@@ -58,7 +58,7 @@ __all__ = ["SAFETY", "ResolvedPacing"]
 SAFETY = 0.85
 """Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
 CORRECTION_WEIGHT = 0.2
-"""Weight of the newest call in ``LatencyCorrection``'s average (its exponential moving average of log ratios)."""
+"""Weight of the newest call in ``LatencyCorrection``'s exponential average of log ratios (mirrors ``stages._EWMA``)."""
 _MIN_UNKNOWN_CALLS = 4
 _RUNS_KEPT = 256
 
@@ -254,10 +254,11 @@ def _trusted(factor: float, curve: SpendCurve) -> float:
     """``factor`` moved towards 1 by its noise band: ``log f -> sign(log f) * max(0, |log f| - band)``.
 
     The correction averages log(observed / predicted) exponentially (weight ``w = CORRECTION_WEIGHT``); on an
-    idle backend it wanders with the router's own latency errors, whose spread the curve gives:
-    ``sigma = log(greedy upper / greedy mean) / 1.645``. The average's spread is ``sigma * sqrt(w / (2 - w))``,
-    and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) * sqrt(w / (2 - w))``. A load that slows
-    every call by more than that is still followed (less the band); noise within it is not.
+    idle backend it wanders with the router's own latency errors, whose spread the curve gives roughly:
+    ``sigma ~ log(greedy upper / greedy mean) / 1.645`` (the upper estimates are 95% ones). The average's spread
+    is ``sigma * sqrt(w / (2 - w))``, and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) *
+    sqrt(w / (2 - w))``. A load that slows every call by more than that is still followed (less the band); noise
+    within it is not.
     """
     if factor <= 0 or not math.isfinite(factor):
         return 1.0
