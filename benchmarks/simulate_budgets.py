@@ -103,8 +103,9 @@ from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import BackendTimeoutError, BudgetExhausted
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.cost import CostEstimate
+from adaptive_ttc.router.features import Matrix
 from adaptive_ttc.router.observations import Observation
-from adaptive_ttc.router.policy import Lambdas, choose
+from adaptive_ttc.router.policy import Decision, Lambdas, choose
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import prune_grid, store_spend_curve
 from adaptive_ttc.strategies.steps import question_of
@@ -407,20 +408,26 @@ def virtual_time(clock: VirtualClock) -> Iterator[None]:
 
 
 class MemoRouter(Router):
-    """A router whose predictions are memoized per question text (a pure function of it), so the engine's
+    """A router whose predictions are memoized per feature row (a pure function of it), so the engine's
     re-planning while it waits for reserved tokens costs no CPU here; every decision is unchanged. Counts
-    the decisions asked of it (``Router.decide`` predicts once per decision)."""
+    the decisions asked of it (``Router.decide``)."""
 
     def __init__(self, grid: Sequence[Configuration]) -> None:
         super().__init__(grid)
-        self._memo: dict[str, tuple[list[float], list[CostEstimate]]] = {}
+        self._memo: dict[bytes, tuple[list[float], list[CostEstimate]]] = {}
         self.decisions = 0
 
-    def predict(self, question: str) -> tuple[list[float], list[CostEstimate]]:
+    def decide(self, question: str, **kwargs: Any) -> Decision | None:
         self.decisions += 1
-        if question not in self._memo:
-            self._memo[question] = super().predict(question)
-        return self._memo[question]
+        return super().decide(question, **kwargs)
+
+    def _predict_rows(self, rows: Matrix) -> tuple[list[float], list[CostEstimate]]:
+        if len(rows) != 1:
+            return super()._predict_rows(rows)
+        key = rows.tobytes()
+        if key not in self._memo:
+            self._memo[key] = super()._predict_rows(rows)
+        return self._memo[key]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,11 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   by default; a run goes into it at ``finish`` or once its ledger is gone.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
   predicted latency of recent calls, by the backend load they were priced under: the calls in flight in every
-  run this object prices; shared by those runs): rooms are divided by it.
+  run this object prices; shared by those runs), less its noise band: ``log f`` moves towards 0 by
+  ``log(greedy upper / greedy mean) * sqrt(w / (2 - w))`` (``w`` the correction's averaging weight: 1.645 times
+  the spread the average has when only the router's own errors move it), so an idle backend's noise is not
+  followed and a real slowdown is, less the band. Rooms are divided by it; the time reserve is multiplied by it
+  only when it is above 1 (a backend faster than its profile is not counted on for the stages to come).
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
@@ -53,6 +57,8 @@ __all__ = ["SAFETY", "ResolvedPacing"]
 
 SAFETY = 0.85
 """Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
+CORRECTION_WEIGHT = 0.2
+"""Weight of the newest call in ``LatencyCorrection``'s exponential average of log ratios (mirrors ``stages._EWMA``)."""
 _MIN_UNKNOWN_CALLS = 4
 _RUNS_KEPT = 256
 
@@ -131,7 +137,7 @@ class ResolvedPacing:
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
         load = self._backend_load(run, s)
-        curve, factor = self.curve, self.latency.factor(load)
+        curve, factor = self.curve, self._factor(load)
         started = s.finished + s.in_flight
         run.started = max(run.started, started + 1)
         others = load - s.in_flight
@@ -156,6 +162,10 @@ class ResolvedPacing:
         allowance = dataclasses.replace(allowance, latency_factor=factor)
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
+
+    def _factor(self, load: int) -> float:
+        """The latency correction at ``load``, less its noise band (see ``_trusted``)."""
+        return _trusted(self.latency.factor(load), self.curve)
 
     def _should_wait(self, s: LedgerSnapshot, factor: float, horizon: _Horizon) -> bool:
         """Wait for calls in flight to hand back reserved tokens rather than run truncated, when the time left
@@ -198,7 +208,7 @@ class ResolvedPacing:
             run.opened_at = started
             return None, None
         stages = horizon.stages
-        keep = (stages - 1) * curve.greedy_seconds * factor
+        keep = (stages - 1) * curve.greedy_seconds * max(1.0, factor)  # the reserve never counts on a fast backend
         room = max(left_s - keep, min(left_s, greedy_s))
         run.open(now, room)
         run.opened_at = started
@@ -238,6 +248,24 @@ def _sum_upper(count: float, mean: float, upper: float) -> float:
     Adding each call's own upper estimate would reserve far more than ``count`` calls need together.
     """
     return 0.0 if count <= 0 else count * mean + max(0.0, upper - mean) * math.sqrt(count)
+
+
+def _trusted(factor: float, curve: SpendCurve) -> float:
+    """``factor`` moved towards 1 by its noise band: ``log f -> sign(log f) * max(0, |log f| - band)``.
+
+    The correction averages log(observed / predicted) exponentially (weight ``w = CORRECTION_WEIGHT``); on an
+    idle backend it wanders with the router's own latency errors, whose spread the curve gives roughly:
+    ``sigma ~ log(greedy upper / greedy mean) / 1.645`` (the upper estimates are 95% ones). The average's spread
+    is ``sigma * sqrt(w / (2 - w))``, and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) *
+    sqrt(w / (2 - w))``. A load that slows every call by more than that is still followed (less the band); noise
+    within it is not.
+    """
+    if factor <= 0 or not math.isfinite(factor):
+        return 1.0
+    spread = math.log(max(curve.greedy_seconds_upper, 1e-9) / max(curve.greedy_seconds, 1e-9))
+    band = max(0.0, spread) * math.sqrt(CORRECTION_WEIGHT / (2.0 - CORRECTION_WEIGHT))
+    value = math.log(factor)
+    return math.exp(math.copysign(max(0.0, abs(value) - band), value))
 
 
 def _run_key(snapshot: LedgerSnapshot) -> int:
