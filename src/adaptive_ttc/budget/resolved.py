@@ -22,9 +22,10 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   this run's cap over earlier runs' median cap per call, else ``mean(K - started | K > started)``); else, with a
   deadline, the observed call rate times the time left; else ``max(4, started)``. The prior is kept in memory
   by default; a run goes into it at ``finish`` or once its ledger is gone.
-- **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
-  predicted latency of recent calls, by the backend load they were priced under: the calls in flight in every
-  run this object prices; shared by those runs): rooms are divided by it.
+- **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` at the backend load
+  now (the other calls in flight in every run this object prices): observed / predicted latency as a line in
+  the load, learned from every finished call under the mean load while it ran (``latency.py``; shared by those
+  runs): rooms are divided by it.
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
@@ -124,19 +125,17 @@ class ResolvedPacing:
         over = [key for key, run in self._runs.items() if run.owner is not None and run.owner() is None]
         for key in over:
             run = self._runs.pop(key)
+            self.latency.abandon((key, i) for i in range(run.seen, run.started))
             if run.started and self.prior is not None:
                 self.prior.record(run.started, max(1, run.stages), run.cap)
 
     # -- internals ------------------------------------------------------------------------------------------
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
-        load = self._backend_load(run, s)
-        curve, factor = self.curve, self.latency.factor(load)
         started = s.finished + s.in_flight
+        load = self.latency.begin((_run_key(s), started))  # the other calls in flight on the backend now
+        curve, factor = self.curve, self.latency.factor(load)
         run.started = max(run.started, started + 1)
-        others = load - s.in_flight
-        run.loads.extend([others] * (started + 1 - len(run.loads)))
-        run.loads[started] = others
         horizon = self._horizon(run, s, started)
         if self._should_wait(s, factor, horizon):
             return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
@@ -216,20 +215,13 @@ class ResolvedPacing:
         return run
 
     def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
-        """Feed the latency correction with the run's calls finished since the last look, each under the backend
-        load it met: the other runs' calls in flight when it was priced, plus this run's in flight now."""
+        """End the run's calls finished since the last look in the latency correction, which learns from those
+        with an estimate (the k-th record ends the k-th call priced: exact for calls made one after another)."""
         records = s.calls
         for index, record in enumerate(records[run.seen :], start=run.seen):
-            predicted = _predicted_latency(record.decision, record.configuration)
-            load = (run.loads[index] if index < len(run.loads) else 0) + s.in_flight
-            if predicted is not None and not record.failed:
-                self.latency.observe(predicted, record.latency_s, load)
+            predicted = None if record.failed else _predicted_latency(record.decision, record.configuration)
+            self.latency.end((_run_key(s), index), predicted, record.latency_s)
         run.seen = len(records)
-
-    def _backend_load(self, run: StageClock, s: LedgerSnapshot) -> int:
-        """Calls in flight now across the runs this object prices: this run's, plus the others' as last seen."""
-        others = sum(max(0, r.started - r.seen) for r in self._runs.values() if r is not run)
-        return s.in_flight + others
 
 
 def _sum_upper(count: float, mean: float, upper: float) -> float:

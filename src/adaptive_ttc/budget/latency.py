@@ -1,0 +1,157 @@
+"""``LatencyCorrection``: how much slower than its idle profile the backend runs, as a line in its load.
+
+Profiles are measured on an idle server; under load every latency estimate is optimistic. The correction learns
+``ratio = observed / predicted`` latency as a straight line in the backend's load ``x`` (the other calls in
+flight): ``ratio(x) = a + b x`` with ``b >= 0``. One object is shared by every run a pacing object prices (and may
+be shared between pacing objects on the same backend), so every call that comes back teaches all of them.
+
+- **Load of a finished call**: the mean number of other calls in flight while it ran, from the start and end of
+  every call the object was told about (``begin`` / ``end``). The first call of a burst started alone but ran
+  beside the whole burst, and counts it.
+- **Load of a call being priced**: the other calls in flight now (``begin`` returns it).
+- **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
+  measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
+  explain, e.g. another process's traffic on the server, is followed); plus one observation's worth at
+  ``(0, 1)``: the idle profile is right on an idle backend. Observations at one load level therefore extrapolate
+  along the line through them and the idle point, so a call priced at a load never seen gets a factor.
+  A negative slope (noise) is refitted as flat: more load never makes the backend faster.
+- Before any observation the factor is 1.0. Nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+
+__all__ = ["HALF_LIFE", "LatencyCorrection"]
+
+HALF_LIFE = 50.0
+"""Observations after which an observation weighs half as much in the fit."""
+_FLOOR = 0.25
+_STALE = 10.0  # a call open this many times longer than the slowest one seen is taken as lost (never ended)
+
+
+class LatencyCorrection:
+    """Observed / predicted latency as a line in the backend load, fitted online; shared by runs (module doc).
+
+    Args:
+        half_life: observations after which one weighs half as much (``HALF_LIFE``).
+        clock: seconds, for the start and end of calls (``time.monotonic``).
+    """
+
+    def __init__(self, *, half_life: float = HALF_LIFE, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._decay = 0.5 ** (1.0 / half_life)
+        self._lock = threading.Lock()
+        self._sums = [0.0] * 6  # decayed sums of: 1, w, w x, w x^2, w y, w x y
+        self._open: dict[Hashable, float] = {}
+        self._closed: list[tuple[float, float]] = []
+        self._slowest = 0.0
+        self.observed = 0
+        """Calls learned from so far."""
+
+    @property
+    def in_flight(self) -> int:
+        """Calls begun and not yet ended."""
+        return len(self._open)
+
+    def begin(self, call: Hashable) -> int:
+        """A call goes to the backend now (again, if ``call`` was already open); returns the other calls in flight."""
+        with self._lock:
+            now = self._clock()
+            self._drop_stale(now)
+            self._open.pop(call, None)
+            self._open[call] = now
+            return len(self._open) - 1
+
+    def end(self, call: Hashable, predicted_s: float | None, observed_s: float) -> None:
+        """``call`` came back after ``observed_s``; learn from it (``predicted_s``: its estimate, ``None``: none).
+
+        A call never begun is learned under the load now.
+        """
+        with self._lock:
+            start = self._open.pop(call, None)
+            if start is None:
+                load: float = len(self._open)
+            else:
+                end = start + max(0.0, observed_s)
+                load = self._mean_load(start, end)
+                self._closed.append((start, end))
+                self._prune()
+            if predicted_s is not None:
+                self._learn(predicted_s, observed_s, load)
+
+    def abandon(self, calls: Iterable[Hashable]) -> None:
+        """These calls will never be ended (their run is over): they ran until now at the latest."""
+        with self._lock:
+            now = self._clock()
+            for call in calls:
+                start = self._open.pop(call, None)
+                if start is not None:
+                    self._closed.append((start, now))
+            self._prune()
+
+    def observe(self, predicted_s: float, observed_s: float, load: float) -> None:
+        """Learn from one call: predicted and observed seconds, and the mean other calls in flight while it ran."""
+        with self._lock:
+            self._learn(predicted_s, observed_s, load)
+
+    def factor(self, load: float | None = None) -> float:
+        """What to multiply a latency estimate by at ``load`` other calls in flight (``None``: the calls in flight
+        now); 1.0 before any observation."""
+        with self._lock:
+            x = float(len(self._open) if load is None else max(0.0, load))
+            fit = self._fit()
+            return 1.0 if fit is None else max(_FLOOR, fit[0] + fit[1] * x)
+
+    def line(self) -> tuple[float, float] | None:
+        """The fitted ``(a, b)`` of ``ratio = a + b * load``; ``None`` before any observation."""
+        with self._lock:
+            return self._fit()
+
+    # -- internals (under the lock) ---------------------------------------------------------------------------
+
+    def _learn(self, predicted_s: float, observed_s: float, load: float) -> None:
+        if not (predicted_s > 0 and observed_s > 0 and math.isfinite(predicted_s + observed_s + load)):
+            return
+        x, y = max(0.0, load), observed_s / predicted_s
+        w = 1.0 / (y * y)
+        terms = (1.0, w, w * x, w * x * x, w * y, w * x * y)
+        self._sums = [s * self._decay + v for s, v in zip(self._sums, terms, strict=True)]
+        self._slowest = max(self._slowest, observed_s)
+        self.observed += 1
+
+    def _fit(self) -> tuple[float, float] | None:
+        count, sw, swx, swxx, swy, swxy = self._sums
+        if count <= 0:
+            return None
+        prior = sw / count  # one observation's worth at (load 0, ratio 1)
+        sw, swy = sw + prior, swy + prior
+        det = sw * swxx - swx * swx
+        if det > 1e-12 * sw * max(swxx, 1e-12):
+            slope = (sw * swxy - swx * swy) / det
+            if slope >= 0:
+                return (swy - slope * swx) / sw, slope
+        return swy / sw, 0.0
+
+    def _mean_load(self, start: float, end: float) -> float:
+        """Mean number of other calls in flight over ``[start, end]`` (calls still open ran through ``end``)."""
+        if end <= start:
+            return float(sum(1 for s in self._open.values() if s <= start))
+        overlap = sum(max(0.0, min(e, end) - max(s, start)) for s, e in self._closed)
+        overlap += sum(max(0.0, end - max(s, start)) for s in self._open.values())
+        return overlap / (end - start)
+
+    def _prune(self) -> None:
+        """Forget ended calls that cannot overlap any call still open."""
+        oldest = min(self._open.values(), default=math.inf)
+        self._closed = [(s, e) for s, e in self._closed if e >= oldest]
+
+    def _drop_stale(self, now: float) -> None:
+        if self._slowest > 0:
+            limit = now - _STALE * self._slowest
+            for call in [c for c, s in self._open.items() if s < limit]:
+                del self._open[call]
+            self._prune()
