@@ -11,10 +11,14 @@ What it does, against a real OpenAI-compatible server (the vLLM CPU server in th
    here is about time.
 2. **Idle**: ``--idle-workflows`` workflows of ``--calls`` calls, one workflow at a time.
 3. **Loaded**: a probe round of ``--workflows`` concurrent workflows running greedy only (no deadline) measures
-   how long a greedy workflow takes under that load; the measured round then runs ``--workflows`` concurrent
+   how long a greedy workflow takes under that load; two measured rounds then each run ``--workflows`` concurrent
    workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns online), each
    workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so greedy fits).
-   Idle workflows get ``--deadline-slack`` x the slowest idle greedy workflow the same way.
+   "loaded, cold": the correction starts empty, as in a fresh process, so the first call of every workflow is
+   priced before anything came back. "loaded, warmed": the correction starts from what it learned of the probe's
+   calls (the benchmark tells it each probe call through its public ``begin`` / ``end``, as an application
+   would for traffic the pacing does not price), as in a process that served earlier traffic; it learns on
+   from there. Idle workflows get ``--deadline-slack`` x the slowest idle greedy workflow the same way.
 
 Every call goes through ``AdaptiveChatModel`` inside its own ``adaptive_ttc.budget``. Per call: the router's
 latency estimate of the configuration it ran (the uncorrected estimate; a call that degraded to greedy, or a
@@ -40,6 +44,7 @@ from typing import Any
 
 import adaptive_ttc
 from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, OpenAICompatibleBackend
+from adaptive_ttc.budget.latency import LatencyCorrection
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.observations import Observation
@@ -69,6 +74,7 @@ class Phase:
     deadline_s: float | None = None
     misses: int = 0
     errors: list[str] = field(default_factory=list)
+    line: tuple[float, float] | None = None
 
     def summary(self) -> dict[str, Any]:
         def mape(column: int, *, learned_only: bool = False) -> float | None:
@@ -91,6 +97,7 @@ class Phase:
             "deadline_misses": self.misses,
             "configurations": {c: self.configurations.count(c) for c in sorted(set(self.configurations))},
             "slowest_workflow_s": max(self.workflow_s, default=None),
+            "correction_line": None if self.line is None else {"a": self.line[0], "b": self.line[1]},
             "errors": self.errors[:5],
             "error_count": len(self.errors),
         }
@@ -136,18 +143,25 @@ async def workflow(
     deadline: float | None,
     out: Phase,
     router: Router | None = None,
+    teach: LatencyCorrection | None = None,
 ) -> None:
-    """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss."""
+    """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss.
+
+    ``teach``: a correction told about every call (``begin`` / ``end`` with the router's estimate)."""
     start = time.perf_counter()
     with adaptive_ttc.budget(tokens=100_000, seconds=deadline, expected_calls=calls) as scope:
         for call in range(calls):
             text = question(1000 + index * calls + call)
             learned = 0 if pacing is None else pacing.latency.observed
             before = len(scope.report().calls)
+            if teach is not None:
+                teach.begin((index, call))
             try:
                 message = await llm.ainvoke(text)
             except AdaptiveTTCError as exc:
                 out.errors.append(f"{type(exc).__name__}: {exc}")
+                if teach is not None:
+                    teach.abandon([(index, call)])
                 continue
             allowance = message.response_metadata["adaptive_ttc"].get("allowance") or {}
             factor = float(allowance.get("latency_factor", 1.0))  # what the pacing multiplied estimates by
@@ -158,6 +172,8 @@ async def workflow(
                 predicted = _estimate(record.decision, record.configuration, router, text, llm.max_tokens)
                 if predicted is not None:
                     out.estimates.append((predicted, predicted * factor, record.latency_s, float(learned > 0)))
+                if teach is not None:
+                    teach.end((index, call), predicted, record.latency_s)
     out.workflow_s.append(time.perf_counter() - start)
     out.misses += scope.report().deadline_missed
 
@@ -182,15 +198,20 @@ async def run_phase(
     deadline: float | None,
     concurrent: bool,
     router: Router | None = None,
+    teach: LatencyCorrection | None = None,
 ) -> Phase:
     phase = Phase(name, deadline_s=deadline)
+    runs = [
+        workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router, teach=teach)
+        for i in range(count)
+    ]
     if concurrent:
-        await asyncio.gather(
-            *(workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router) for i in range(count))
-        )
+        await asyncio.gather(*runs)
     else:
-        for i in range(count):
-            await workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router)
+        for run in runs:
+            await run
+    if pacing is not None:
+        phase.line = pacing.latency.line()
     return phase
 
 
@@ -213,8 +234,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         idle_deadline = args.deadline_slack * max(idle_probe.workflow_s)
         idle = await run_phase(
-            "idle", routed, pacing, args.idle_workflows, calls=args.calls, deadline=idle_deadline, concurrent=False
+            "idle",
+            routed,
+            pacing,
+            args.idle_workflows,
+            calls=args.calls,
+            deadline=idle_deadline,
+            concurrent=False,
+            router=router,
         )
+        warm = LatencyCorrection()
         probe = await run_phase(
             "loaded greedy probe",
             greedy,
@@ -224,12 +253,24 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             deadline=None,
             concurrent=True,
             router=router,
+            teach=warm,
         )
         loaded_deadline = args.deadline_slack * max(probe.workflow_s)
-        pacing.latency = type(pacing.latency)()  # the loaded round learns from scratch, as a fresh process would
-        loaded = await run_phase(
-            "loaded", routed, pacing, args.workflows, calls=args.calls, deadline=loaded_deadline, concurrent=True
-        )
+        loaded = []
+        for name, correction in (("loaded, cold", LatencyCorrection()), ("loaded, warmed", warm)):
+            pacing.latency = correction
+            loaded.append(
+                await run_phase(
+                    name,
+                    routed,
+                    pacing,
+                    args.workflows,
+                    calls=args.calls,
+                    deadline=loaded_deadline,
+                    concurrent=True,
+                    router=router,
+                )
+            )
         for model in (greedy, routed):
             model._resources.portal.call(backends[1 if model is greedy else 2].aclose())
             model.close()
@@ -238,7 +279,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "latency_estimates",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "phases": [p.summary() for p in (idle_probe, idle, probe, loaded)],
+        "phases": [p.summary() for p in (idle_probe, idle, probe, *loaded)],
         "wall_s": round(time.perf_counter() - started, 1),
     }
 

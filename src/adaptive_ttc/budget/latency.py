@@ -11,9 +11,11 @@ be shared between pacing objects on the same backend), so every call that comes 
 - **Load of a call being priced**: the other calls in flight now (``begin`` returns it).
 - **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
   measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
-  explain, e.g. another process's traffic on the server, is followed); plus one observation's worth at
-  ``(0, 1)``: the idle profile is right on an idle backend. Observations at one load level therefore extrapolate
-  along the line through them and the idle point, so a call priced at a load never seen gets a factor.
+  explain, e.g. another process's traffic on the server, is followed); plus the point ``(0, 1)`` with a tenth of
+  the observations' weight (at least one observation's): the idle profile is right on an idle backend.
+  Observations at one load level therefore extrapolate along the line through them and the idle point, so a
+  call priced at a load never seen gets a factor; observations bunched at nearly one load cannot tilt the line
+  far from the idle point.
   A negative slope (noise) is refitted as flat: more load never makes the backend faster.
 - Before any observation the factor is 1.0. Nothing is persisted.
 """
@@ -29,6 +31,7 @@ __all__ = ["HALF_LIFE", "LatencyCorrection"]
 
 HALF_LIFE = 50.0
 """Observations after which an observation weighs half as much in the fit."""
+_ANCHOR = 0.1  # share of the observations' weight the idle point (0, 1) has, at least one observation's
 _FLOOR = 0.25
 _STALE = 10.0  # a call open this many times longer than the slowest one seen is taken as lost (never ended)
 
@@ -127,7 +130,7 @@ class LatencyCorrection:
         count, sw, swx, swxx, swy, swxy = self._sums
         if count <= 0:
             return None
-        prior = sw / count  # one observation's worth at (load 0, ratio 1)
+        prior = sw / count * max(1.0, _ANCHOR * count)  # observations' worth at (load 0, ratio 1)
         sw, swy = sw + prior, swy + prior
         det = sw * swxx - swx * swx
         if det > 1e-12 * sw * max(swxx, 1e-12):

@@ -51,8 +51,9 @@ def test_the_line_follows_the_observations_not_the_prior() -> None:
         correction.observe(1.0, 2.0, load=0)  # another process slows the server even at no load of ours
         correction.observe(1.0, 4.0, load=10)
     a, b = correction.line() or (0.0, 0.0)
-    assert a == pytest.approx(2.0, rel=0.05)
-    assert b == pytest.approx(0.2, rel=0.1)
+    assert a == pytest.approx(2.0, rel=0.1)  # the idle point pulls it a little
+    assert b == pytest.approx(0.2, rel=0.15)
+    assert correction.factor(10) == pytest.approx(4.0, rel=0.05)
     assert correction.factor(20) == pytest.approx(6.0, rel=0.1)
 
 
