@@ -39,10 +39,13 @@ import dataclasses
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adaptive_ttc.budget.ledger import Ledger
 from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
+from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
 from adaptive_ttc.errors import ConfigurationError
@@ -215,12 +218,20 @@ class ResolvedPacing:
         return run
 
     def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
-        """End the run's calls finished since the last look in the latency correction, which learns from those
-        with an estimate (the k-th record ends the k-th call priced: exact for calls made one after another)."""
-        records = s.calls
+        """End in the latency correction the calls finished since the last look: this run's, and the other runs'
+        with calls open whose ledgers are in this process (a cheap read), so it learns as calls come back."""
+        self._end_calls(_run_key(s), run, s.calls)
+        for key, other in self._runs.items():
+            ledger = other.owner() if other is not run and other.owner and other.started > other.seen else None
+            if isinstance(ledger, Ledger):
+                self._end_calls(key, other, ledger.calls)
+
+    def _end_calls(self, key: int, run: StageClock, records: Sequence[CallRecord]) -> None:
+        """The correction learns from those with an estimate (the k-th record ends the k-th call priced: exact
+        for calls made one after another)."""
         for index, record in enumerate(records[run.seen :], start=run.seen):
             predicted = None if record.failed else _predicted_latency(record.decision, record.configuration)
-            self.latency.end((_run_key(s), index), predicted, record.latency_s)
+            self.latency.end((key, index), predicted, record.latency_s)
         run.seen = len(records)
 
 

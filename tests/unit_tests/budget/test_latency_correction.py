@@ -135,8 +135,8 @@ def test_a_call_begun_again_is_one_call() -> None:
     assert correction.in_flight == 1
 
 
-def test_pacing_learns_from_a_burst_and_prices_the_next_calls_under_its_load(router: Router) -> None:
-    """Runs priced by one ResolvedPacing share the correction: a burst of first calls, then second calls."""
+def test_pacing_learns_from_a_burst_and_prices_the_next_calls_by_their_load(router: Router) -> None:
+    """Runs priced by one ResolvedPacing share the correction: it learns from every run's calls that came back."""
     clock = Clock()
     pacing = ResolvedPacing.for_router(router)
     pacing.latency = LatencyCorrection(clock=clock)
@@ -147,19 +147,19 @@ def test_pacing_learns_from_a_burst_and_prices_the_next_calls_under_its_load(rou
     reservations = [ledger.reserve(100) for ledger in ledgers]
     assert pacing.latency.in_flight == 8
     clock.now = 3.0
-    predicted = 1.0
-    for ledger, reservation in zip(ledgers, reservations, strict=True):
-        decision = {"predictions": [{"configuration": "greedy", "latency_s": predicted}]}
+    decision = {"predictions": [{"configuration": "greedy", "latency_s": 1.0}]}
+    for ledger, reservation in zip(ledgers, reservations, strict=True):  # 3x the estimate, beside 7 others
         ledger.charge(reservation, Usage(output_tokens=30), 3.0, configuration="greedy", decision=decision)
-    second = pacing.price(ledgers[0].snapshot(), Lambdas())  # learns run 0's call: 3x under 7 others
-    assert pacing.latency.observed == 1
-    assert second.allowance is not None
-    # priced with the 7 other runs' first calls still open (their records not seen yet): ratio 3 at load 7
-    assert second.allowance.latency_factor == pytest.approx(3.0, rel=0.01)
-    for ledger in ledgers[1:]:
-        pacing.price(ledger.snapshot(), Lambdas())
-    assert pacing.latency.observed == 8
-    assert pacing.latency.in_flight == 8  # the second calls
+    factors = []
+    for ledger in ledgers:  # second calls, one more in flight each time
+        prices = pacing.price(ledger.snapshot(), Lambdas())
+        assert pacing.latency.observed == 8  # every run's first call, learned at the first price after they ended
+        assert prices.allowance is not None
+        factors.append(prices.allowance.latency_factor)
+        ledger.reserve(100)
+    assert factors[0] == pytest.approx(1.0, rel=0.05)  # nothing else in flight: the idle profile
+    assert factors == sorted(factors)
+    assert factors[7] == pytest.approx(3.0, rel=0.05)  # 7 others in flight, as the first calls had
 
 
 def test_a_run_that_is_gone_leaves_the_load(router: Router) -> None:
