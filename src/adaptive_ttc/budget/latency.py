@@ -1,14 +1,16 @@
 """``LatencyCorrection``: how much slower than its idle profile the backend runs, as a line in its load.
 
 Profiles are measured on an idle server; under load every latency estimate is optimistic. The correction learns
-``ratio = observed / predicted`` latency as a straight line in the backend's load ``x`` (the other calls in
-flight): ``ratio(x) = a + b x`` with ``b >= 0``. One object is shared by every run a pacing object prices (and may
-be shared between pacing objects on the same backend), so every call that comes back teaches all of them.
+``ratio = observed / predicted`` latency as a straight line in the backend's load ``x`` (the other sequences in
+flight: a best-of-4 request decodes 4): ``ratio(x) = a + b x`` with ``b >= 0``. One object is shared by every
+run a pacing object prices (and may be shared between pacing objects on the same backend), so every call that
+comes back teaches all of them.
 
-- **Load of a finished call**: the mean number of other calls in flight while it ran, from the start and end of
-  every call the object was told about (``begin`` / ``end``). The first call of a burst started alone but ran
-  beside the whole burst, and counts it.
-- **Load of a call being priced**: the other calls in flight now (``begin`` returns it).
+- **Load of a finished call**: the mean number of other sequences in flight while it ran, from the start, end and
+  sequences of every call the object was told about (``begin`` / ``end``). The first call of a burst started
+  alone but ran beside the whole burst, and counts it. A call not back yet counts the mean sequences per call of
+  recent calls (its configuration is chosen after it is priced).
+- **Load of a call being priced**: the other sequences in flight now (``begin`` returns it).
 - **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
   measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
   explain, e.g. another process's traffic on the server, is followed); plus the point ``(0, 1)`` with a tenth of
@@ -50,7 +52,8 @@ class LatencyCorrection:
         self._lock = threading.Lock()
         self._sums = [0.0] * 6  # decayed sums of: 1, w, w x, w x^2, w y, w x y
         self._open: dict[Hashable, float] = {}
-        self._closed: list[tuple[float, float]] = []
+        self._closed: list[tuple[float, float, float]] = []  # start, end, sequences
+        self._per_call = [0.0, 0.0]  # decayed sums of calls ended and of their sequences
         self._slowest = 0.0
         self.observed = 0
         """Calls learned from so far."""
@@ -60,29 +63,43 @@ class LatencyCorrection:
         """Calls begun and not yet ended."""
         return len(self._open)
 
-    def begin(self, call: Hashable) -> int:
-        """A call goes to the backend now (again, if ``call`` was already open); returns the other calls in flight."""
+    @property
+    def sequences_per_call(self) -> float:
+        """Mean sequences per call of recent calls (1.0 before any came back): what a call in flight counts."""
+        calls, sequences = self._per_call
+        return 1.0 if calls <= 0 else sequences / calls
+
+    def load(self) -> float:
+        """The sequences in flight now (the calls begun and not ended, at ``sequences_per_call`` each)."""
+        with self._lock:
+            return len(self._open) * self.sequences_per_call
+
+    def begin(self, call: Hashable) -> float:
+        """A call goes to the backend now (again, if ``call`` was already open); returns the load it meets: the
+        other sequences in flight."""
         with self._lock:
             now = self._clock()
             self._drop_stale(now)
             self._open.pop(call, None)
             self._open[call] = now
-            return len(self._open) - 1
+            return (len(self._open) - 1) * self.sequences_per_call
 
-    def end(self, call: Hashable, predicted_s: float | None, observed_s: float) -> None:
+    def end(self, call: Hashable, predicted_s: float | None, observed_s: float, *, sequences: float = 1.0) -> None:
         """``call`` came back after ``observed_s``; learn from it (``predicted_s``: its estimate, ``None``: none).
 
-        A call never begun is learned under the load now.
+        ``sequences``: what it decoded at once (``n`` of best-of-``n``). A call never begun is learned under the
+        load now.
         """
         with self._lock:
             start = self._open.pop(call, None)
             if start is None:
-                load: float = len(self._open)
+                load = len(self._open) * self.sequences_per_call
             else:
                 end = start + max(0.0, observed_s)
                 load = self._mean_load(start, end)
-                self._closed.append((start, end))
+                self._closed.append((start, end, sequences))
                 self._prune()
+            self._per_call = [self._per_call[0] * self._decay + 1.0, self._per_call[1] * self._decay + sequences]
             if predicted_s is not None:
                 self._learn(predicted_s, observed_s, load)
 
@@ -93,19 +110,20 @@ class LatencyCorrection:
             for call in calls:
                 start = self._open.pop(call, None)
                 if start is not None:
-                    self._closed.append((start, now))
+                    self._closed.append((start, now, self.sequences_per_call))
             self._prune()
 
     def observe(self, predicted_s: float, observed_s: float, load: float) -> None:
-        """Learn from one call: predicted and observed seconds, and the mean other calls in flight while it ran."""
+        """Learn from one call: predicted and observed seconds, and the mean other sequences in flight while it
+        ran."""
         with self._lock:
             self._learn(predicted_s, observed_s, load)
 
     def factor(self, load: float | None = None) -> float:
-        """What to multiply a latency estimate by at ``load`` other calls in flight (``None``: the calls in flight
-        now); 1.0 before any observation."""
+        """What to multiply a latency estimate by at ``load`` other sequences in flight (``None``: ``load()``);
+        1.0 before any observation."""
         with self._lock:
-            x = float(len(self._open) if load is None else max(0.0, load))
+            x = len(self._open) * self.sequences_per_call if load is None else max(0.0, load)
             fit = self._fit()
             return 1.0 if fit is None else max(_FLOOR, fit[0] + fit[1] * x)
 
@@ -140,17 +158,18 @@ class LatencyCorrection:
         return swy / sw, 0.0
 
     def _mean_load(self, start: float, end: float) -> float:
-        """Mean number of other calls in flight over ``[start, end]`` (calls still open ran through ``end``)."""
+        """Mean other sequences in flight over ``[start, end]`` (calls still open ran through ``end``)."""
+        each = self.sequences_per_call
         if end <= start:
-            return float(sum(1 for s in self._open.values() if s <= start))
-        overlap = sum(max(0.0, min(e, end) - max(s, start)) for s, e in self._closed)
-        overlap += sum(max(0.0, end - max(s, start)) for s in self._open.values())
+            return each * sum(1 for s in self._open.values() if s <= start)
+        overlap = sum(n * max(0.0, min(e, end) - max(s, start)) for s, e, n in self._closed)
+        overlap += each * sum(max(0.0, end - max(s, start)) for s in self._open.values())
         return overlap / (end - start)
 
     def _prune(self) -> None:
         """Forget ended calls that cannot overlap any call still open."""
         oldest = min(self._open.values(), default=math.inf)
-        self._closed = [(s, e) for s, e in self._closed if e >= oldest]
+        self._closed = [c for c in self._closed if c[1] >= oldest]
 
     def _drop_stale(self, now: float) -> None:
         if self._slowest > 0:

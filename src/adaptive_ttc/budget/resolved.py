@@ -23,9 +23,9 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   deadline, the observed call rate times the time left; else ``max(4, started)``. The prior is kept in memory
   by default; a run goes into it at ``finish`` or once its ledger is gone.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` at the backend load
-  now (the other calls in flight in every run this object prices): observed / predicted latency as a line in
-  the load, learned from every finished call under the mean load while it ran (``latency.py``; shared by those
-  runs): rooms are divided by it.
+  now (the other sequences in flight in every run this object prices): observed / predicted latency as a line
+  in the load, learned from every finished call under the mean load while it ran (``latency.py``; shared by
+  those runs): rooms are divided by it.
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
@@ -36,6 +36,7 @@ training data says more tokens buy nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -48,7 +49,8 @@ from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
 from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
-from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.errors import AdaptiveTTCError, ConfigurationError
+from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import META_KEY, SpendCurve
@@ -136,7 +138,7 @@ class ResolvedPacing:
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
         started = s.finished + s.in_flight
-        load = self.latency.begin((_run_key(s), started))  # the other calls in flight on the backend now
+        load = self.latency.begin((_run_key(s), started))  # the other sequences in flight on the backend now
         curve, factor = self.curve, self.latency.factor(load)
         run.started = max(run.started, started + 1)
         horizon = self._horizon(run, s, started)
@@ -231,7 +233,7 @@ class ResolvedPacing:
         for calls made one after another)."""
         for index, record in enumerate(records[run.seen :], start=run.seen):
             predicted = None if record.failed else _predicted_latency(record.decision, record.configuration)
-            self.latency.end((key, index), predicted, record.latency_s)
+            self.latency.end((key, index), predicted, record.latency_s, sequences=_sequences(record.configuration))
         run.seen = len(records)
 
 
@@ -260,6 +262,15 @@ def _ratio(run: StageClock, s: LedgerSnapshot, curve: SpendCurve) -> float:
     planned = sum(run.planned_tokens[: s.finished])
     prior = curve.greedy_tokens
     return (s.spent + prior) / (planned + prior) if s.finished else 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _sequences(label: str) -> int:
+    """Sequences a call of configuration ``label`` decodes at once (1 for a label that is not a configuration)."""
+    try:
+        return Configuration.parse(label).samples
+    except AdaptiveTTCError:
+        return 1
 
 
 def _predicted_latency(decision: dict[str, Any], configuration: str) -> float | None:

@@ -117,6 +117,34 @@ def test_ended_calls_count_only_while_they_ran() -> None:
     assert correction.factor(0.25) == pytest.approx(2.0, rel=0.01)
 
 
+def test_the_load_counts_sequences() -> None:
+    """A best-of-4 call decodes 4 sequences beside a call; calls not back yet count the mean of recent calls."""
+    clock = Clock()
+    correction = LatencyCorrection(clock=clock)
+    assert correction.sequences_per_call == 1.0
+    correction.begin("greedy")
+    correction.begin("best-of-4")
+    clock.now = 1.0
+    correction.end("best-of-4", predicted_s=None, observed_s=1.0, sequences=4)
+    assert correction.sequences_per_call == 4.0
+    clock.now = 2.0
+    correction.end("greedy", predicted_s=1.0, observed_s=2.0, sequences=1)  # 4 other sequences for half its life
+    assert correction.factor(2.0) == pytest.approx(2.0, rel=0.01)
+    assert 1.0 < correction.sequences_per_call < 4.0
+    assert correction.begin("a") == 0.0
+    assert correction.begin("b") == pytest.approx(correction.sequences_per_call)
+    assert correction.load() == pytest.approx(2 * correction.sequences_per_call)
+
+
+def test_pacing_reads_the_sequences_from_the_configuration(router: Router) -> None:
+    pacing = ResolvedPacing.for_router(router)
+    ledger = WorkflowBudget(tokens=100_000).open()
+    pacing.price(ledger.snapshot(), Lambdas())
+    ledger.charge(ledger.reserve(500), Usage(output_tokens=120), 1.0, configuration="bon-majority-4")
+    pacing.price(ledger.snapshot(), Lambdas())
+    assert pacing.latency.sequences_per_call == 4.0
+
+
 def test_abandoned_calls_leave_the_load() -> None:
     clock = Clock()
     correction = LatencyCorrection(clock=clock)
