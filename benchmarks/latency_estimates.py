@@ -75,6 +75,7 @@ class Phase:
     misses: int = 0
     errors: list[str] = field(default_factory=list)
     line: tuple[float, float] | None = None
+    trace: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         def mape(column: int, *, learned_only: bool = False) -> float | None:
@@ -172,6 +173,10 @@ async def workflow(
                 predicted = _estimate(record.decision, record.configuration, router, text, llm.max_tokens)
                 if predicted is not None:
                     out.estimates.append((predicted, predicted * factor, record.latency_s, float(learned > 0)))
+                out.trace.append(
+                    {"workflow": index, "call": call, "configuration": record.configuration, "estimate": predicted}
+                    | {"factor": factor, "observed": record.latency_s, "learned": learned, "started": record.started_s}
+                )
                 if teach is not None:
                     teach.end((index, call), predicted, record.latency_s)
     out.workflow_s.append(time.perf_counter() - start)
@@ -280,6 +285,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "latency_estimates",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "phases": [p.summary() for p in (idle_probe, idle, probe, *loaded)],
+        "trace": {p.name: p.trace for p in (idle_probe, idle, probe, *loaded)},
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
@@ -317,6 +323,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per answer (small: CPU server)")
     parser.add_argument("--deadline-slack", type=float, default=1.5, help="deadline = this x the slowest greedy run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency_estimates.json")
+    parser.add_argument("--trace", type=Path, help="also write every call (estimate, factor, observed) here")
     return parser.parse_args(argv)
 
 
@@ -325,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = asyncio.run(measure(args))
     print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    trace = result.pop("trace")
+    if args.trace is not None:
+        args.trace.write_text(json.dumps(trace))
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out} in {result['wall_s']} s")
 
