@@ -9,7 +9,8 @@ comes back teaches all of them.
 - **Load of a finished call**: the mean number of other sequences in flight while it ran, from the start, end and
   sequences of every call the object was told about (``begin`` / ``end``). The first call of a burst started
   alone but ran beside the whole burst, and counts it. A call not back yet counts the mean sequences per call of
-  recent calls (its configuration is chosen after it is priced).
+  recent calls (its configuration is chosen after it is priced; half-life ``MIX_HALF_LIFE`` calls, short, since
+  the mix of configurations moves with the prices).
 - **Load of a call being priced**: the other sequences in flight now (``begin`` returns it).
 - **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
   measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
@@ -29,10 +30,12 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 
-__all__ = ["HALF_LIFE", "LatencyCorrection"]
+__all__ = ["HALF_LIFE", "MIX_HALF_LIFE", "LatencyCorrection"]
 
 HALF_LIFE = 50.0
 """Observations after which an observation weighs half as much in the fit."""
+MIX_HALF_LIFE = 8.0
+"""Calls after which a call's sequences weigh half as much in the mean sequences per call."""
 _ANCHOR = 0.1  # share of the observations' weight the idle point (0, 1) has, at least one observation's
 _FLOOR = 0.25
 _STALE = 10.0  # a call open this many times longer than the slowest one seen is taken as lost (never ended)
@@ -49,6 +52,7 @@ class LatencyCorrection:
     def __init__(self, *, half_life: float = HALF_LIFE, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._decay = 0.5 ** (1.0 / half_life)
+        self._mix_decay = 0.5 ** (1.0 / MIX_HALF_LIFE)
         self._lock = threading.Lock()
         self._sums = [0.0] * 6  # decayed sums of: 1, w, w x, w x^2, w y, w x y
         self._open: dict[Hashable, float] = {}
@@ -99,7 +103,8 @@ class LatencyCorrection:
                 load = self._mean_load(start, end)
                 self._closed.append((start, end, sequences))
                 self._prune()
-            self._per_call = [self._per_call[0] * self._decay + 1.0, self._per_call[1] * self._decay + sequences]
+            calls, total = self._per_call
+            self._per_call = [calls * self._mix_decay + 1.0, total * self._mix_decay + sequences]
             if predicted_s is not None:
                 self._learn(predicted_s, observed_s, load)
 

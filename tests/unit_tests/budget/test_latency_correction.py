@@ -136,6 +136,16 @@ def test_the_load_counts_sequences() -> None:
     assert correction.load() == pytest.approx(2 * correction.sequences_per_call)
 
 
+def test_the_mix_of_sequences_follows_recent_calls() -> None:
+    """After a long greedy phase, a few best-of-2 calls move the sequences a call in flight counts."""
+    correction = LatencyCorrection()
+    for i in range(100):
+        correction.end(("greedy", i), None, 1.0, sequences=1)
+    for i in range(8):
+        correction.end(("best-of-2", i), None, 1.0, sequences=2)
+    assert correction.sequences_per_call > 1.5
+
+
 def test_pacing_reads_the_sequences_from_the_configuration(router: Router) -> None:
     pacing = ResolvedPacing.for_router(router)
     ledger = WorkflowBudget(tokens=100_000).open()
