@@ -76,6 +76,7 @@ class Phase:
     errors: list[str] = field(default_factory=list)
     line: tuple[float, float] | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
+    repeats: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         def mape(column: int, *, learned_only: bool = False) -> float | None:
@@ -99,6 +100,7 @@ class Phase:
             "configurations": {c: self.configurations.count(c) for c in sorted(set(self.configurations))},
             "slowest_workflow_s": max(self.workflow_s, default=None),
             "correction_line": None if self.line is None else {"a": self.line[0], "b": self.line[1]},
+            "repeats": self.repeats,
             "errors": self.errors[:5],
             "error_count": len(self.errors),
         }
@@ -220,6 +222,64 @@ async def run_phase(
     return phase
 
 
+def merged(parts: Sequence[Phase]) -> Phase:
+    """One phase from its repeats: every call and workflow pooled; each repeat's figures kept in ``repeats``."""
+    deadlines = [p.deadline_s for p in parts if p.deadline_s is not None]
+    out = Phase(parts[0].name, deadline_s=statistics.fmean(deadlines) if deadlines else None, line=parts[-1].line)
+    keep = ("mape_uncorrected", "mape_corrected", "calls_after_first_observation")
+    keep += ("mape_uncorrected_after_first_observation", "mape_corrected_after_first_observation")
+    for repeat, part in enumerate(parts):
+        out.estimates += part.estimates
+        out.configurations += part.configurations
+        out.workflow_s += part.workflow_s
+        out.misses += part.misses
+        out.errors += part.errors
+        out.trace += [row | {"repeat": repeat} for row in part.trace]
+        summary = part.summary()
+        out.repeats.append({k: summary[k] for k in (*keep, "deadline_s", "deadline_misses", "error_count")})
+    return out
+
+
+async def loaded_rounds(
+    args: argparse.Namespace, router: Router, greedy: AdaptiveChatModel, routed: AdaptiveChatModel
+) -> list[Phase]:
+    """``--repeats`` times: the greedy probe under load, then the cold and the warmed rounds (module doc)."""
+    pacing = routed.pacing
+    if not isinstance(pacing, ResolvedPacing):
+        raise TypeError("the routed model needs a ResolvedPacing")
+    rounds: list[list[Phase]] = [[], [], []]
+    for _ in range(args.repeats):
+        warm = LatencyCorrection()
+        probe = await run_phase(
+            "loaded greedy probe",
+            greedy,
+            None,
+            args.workflows,
+            calls=args.calls,
+            deadline=None,
+            concurrent=True,
+            router=router,
+            teach=warm,
+        )
+        rounds[0].append(probe)
+        deadline = args.deadline_slack * max(probe.workflow_s)
+        for i, (name, correction) in enumerate((("loaded, cold", LatencyCorrection()), ("loaded, warmed", warm))):
+            pacing.latency = correction
+            rounds[i + 1].append(
+                await run_phase(
+                    name,
+                    routed,
+                    pacing,
+                    args.workflows,
+                    calls=args.calls,
+                    deadline=deadline,
+                    concurrent=True,
+                    router=router,
+                )
+            )
+    return [merged(parts) for parts in rounds]
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
 
@@ -248,34 +308,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             concurrent=False,
             router=router,
         )
-        warm = LatencyCorrection()
-        probe = await run_phase(
-            "loaded greedy probe",
-            greedy,
-            None,
-            args.workflows,
-            calls=args.calls,
-            deadline=None,
-            concurrent=True,
-            router=router,
-            teach=warm,
-        )
-        loaded_deadline = args.deadline_slack * max(probe.workflow_s)
-        loaded = []
-        for name, correction in (("loaded, cold", LatencyCorrection()), ("loaded, warmed", warm)):
-            pacing.latency = correction
-            loaded.append(
-                await run_phase(
-                    name,
-                    routed,
-                    pacing,
-                    args.workflows,
-                    calls=args.calls,
-                    deadline=loaded_deadline,
-                    concurrent=True,
-                    router=router,
-                )
-            )
+        loaded = await loaded_rounds(args, router, greedy, routed)
         for model in (greedy, routed):
             model._resources.portal.call(backends[1 if model is greedy else 2].aclose())
             model.close()
@@ -284,8 +317,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "latency_estimates",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "phases": [p.summary() for p in (idle_probe, idle, probe, *loaded)],
-        "trace": {p.name: p.trace for p in (idle_probe, idle, probe, *loaded)},
+        "phases": [p.summary() for p in (idle_probe, idle, *loaded)],
+        "trace": {p.name: p.trace for p in (idle_probe, idle, *loaded)},
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
@@ -296,10 +329,15 @@ def render(result: dict[str, Any]) -> str:
     def cell(value: Any, fmt: str) -> str:
         return "-" if value is None else fmt.format(value)
 
+    def per_repeat(p: dict[str, Any], key: str) -> str:
+        repeats = p.get("repeats") or []
+        return "-" if len(repeats) < 2 else ", ".join(cell(r[key], "{:.0%}") for r in repeats)
+
     lines = [
         "| phase | workflows | calls | mean observed s | MAPE uncorrected | MAPE corrected "
-        "| calls priced after a first observation: MAPE uncorrected / corrected | deadline s | misses |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| calls priced after a first observation: MAPE uncorrected / corrected "
+        "| per repeat: MAPE corrected; after a first observation | deadline s | misses | calls failed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in result["phases"]:
         lines.append(
@@ -307,7 +345,9 @@ def render(result: dict[str, Any]) -> str:
             f"| {cell(p['mape_uncorrected'], '{:.0%}')} | {cell(p['mape_corrected'], '{:.0%}')} "
             f"| {p['calls_after_first_observation']}: {cell(p['mape_uncorrected_after_first_observation'], '{:.0%}')}"
             f" / {cell(p['mape_corrected_after_first_observation'], '{:.0%}')} "
-            f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} |"
+            f"| {per_repeat(p, 'mape_corrected')}; {per_repeat(p, 'mape_corrected_after_first_observation')} "
+            f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} "
+            f"| {p.get('error_count', 0)} |"
         )
     return "\n".join(lines)
 
@@ -319,6 +359,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workflows", type=int, default=32, help="concurrent workflows of the loaded phase")
     parser.add_argument("--idle-workflows", type=int, default=8, help="workflows of the idle phase, one at a time")
     parser.add_argument("--calls", type=int, default=3, help="calls per workflow")
+    parser.add_argument("--repeats", type=int, default=3, help="loaded rounds (probe, cold, warmed), pooled")
     parser.add_argument("--train-questions", type=int, default=16, help="questions of the idle profile")
     parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per answer (small: CPU server)")
     parser.add_argument("--deadline-slack", type=float, default=1.5, help="deadline = this x the slowest greedy run")
