@@ -11,14 +11,17 @@ What it does, against a real OpenAI-compatible server (the vLLM CPU server in th
    here is about time.
 2. **Idle**: ``--idle-workflows`` workflows of ``--calls`` calls, one workflow at a time.
 3. **Loaded**: a probe round of ``--workflows`` concurrent workflows running greedy only (no deadline) measures
-   how long a greedy workflow takes under that load; two measured rounds then each run ``--workflows`` concurrent
-   workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns online), each
-   workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so greedy fits).
-   "loaded, cold": the correction starts empty, as in a fresh process, so the first call of every workflow is
-   priced before anything came back. "loaded, warmed": the correction starts from what it learned of the probe's
-   calls (the benchmark tells it each probe call through its public ``begin`` / ``end``, as an application
-   would for traffic the pacing does not price), as in a process that served earlier traffic; it learns on
-   from there. Idle workflows get ``--deadline-slack`` x the slowest idle greedy workflow the same way.
+   how long a greedy workflow takes under that load; three measured rounds then each run ``--workflows``
+   concurrent workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns
+   online), each workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so
+   greedy fits). "loaded, cold": the correction starts empty, as in a fresh process, so the first call of every
+   workflow is priced before anything came back. "loaded, cold, previous correction (baseline)": the same with
+   the correction as it was before (``BucketCorrection`` below), side by side under the same server
+   conditions. "loaded, warmed": the correction starts from what it learned of the probe's calls (the
+   benchmark tells it each probe call through its public ``begin`` / ``end``, as an application would for
+   traffic the pacing does not price), as in a process that served earlier traffic; it learns on from there.
+   The probe and the three rounds are repeated ``--repeats`` times and pooled. Idle workflows get
+   ``--deadline-slack`` x the slowest idle greedy workflow the same way.
 
 Every call goes through ``AdaptiveChatModel`` inside its own ``adaptive_ttc.budget``. Per call: the router's
 latency estimate of the configuration it ran (the uncorrected estimate; a call that degraded to greedy, or a
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -55,6 +59,43 @@ from adaptive_ttc.types import GenerationRequest, Message
 GRID = ("greedy", "bon-majority-2")
 SYNTHETIC_CORRECT = {"greedy": 0.5, "bon-majority-2": 0.6}
 TEMPERATURE = 0.7
+
+
+class BucketCorrection(LatencyCorrection):
+    """The correction as it was before this benchmark's rework, kept here as a side-by-side baseline: an
+    exponential average (weight 0.2) of ``log(observed / predicted)`` per bucket of the calls in flight when a
+    call started (edges 1, 2, 4, ..., 64; an empty bucket takes the nearest one). It rides on the same
+    ``begin`` / ``end`` bookkeeping, ignores the sequence load the pacing passes and learns from no line."""
+
+    EDGES = (1, 2, 4, 8, 16, 32, 64)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log_ratio: dict[int, float] = {}
+        self._started_under: dict[Any, int] = {}
+        self._last = 0
+
+    def begin(self, call: Any) -> float:
+        load = super().begin(call)
+        self._last = self._started_under[call] = self.in_flight - 1
+        return load
+
+    def end(self, call: Any, predicted_s: float | None, observed_s: float, *, sequences: float = 1.0) -> None:
+        under = self._started_under.pop(call, self.in_flight)
+        super().end(call, None, observed_s, sequences=sequences)
+        if predicted_s is not None and predicted_s > 0 and observed_s > 0:
+            bucket, value = self._bucket(under), math.log(observed_s / predicted_s)
+            old = self._log_ratio.get(bucket)
+            self._log_ratio[bucket] = value if old is None else 0.8 * old + 0.2 * value
+            self.observed += 1
+
+    def factor(self, load: float | None = None) -> float:
+        bucket = self._bucket(self._last)
+        keys = sorted(self._log_ratio, key=lambda k: (abs(k - bucket), k))
+        return 1.0 if not keys else math.exp(self._log_ratio[keys[0]])
+
+    def _bucket(self, in_flight: int) -> int:
+        return next((i for i, edge in enumerate(self.EDGES) if in_flight < edge), len(self.EDGES))
 
 
 def question(index: int) -> str:
@@ -247,7 +288,7 @@ async def loaded_rounds(
     pacing = routed.pacing
     if not isinstance(pacing, ResolvedPacing):
         raise TypeError("the routed model needs a ResolvedPacing")
-    rounds: list[list[Phase]] = [[], [], []]
+    rounds: list[list[Phase]] = [[], [], [], []]
     for _ in range(args.repeats):
         warm = LatencyCorrection()
         probe = await run_phase(
@@ -263,7 +304,12 @@ async def loaded_rounds(
         )
         rounds[0].append(probe)
         deadline = args.deadline_slack * max(probe.workflow_s)
-        for i, (name, correction) in enumerate((("loaded, cold", LatencyCorrection()), ("loaded, warmed", warm))):
+        corrections = (
+            ("loaded, cold", LatencyCorrection()),
+            ("loaded, cold, previous correction (baseline)", BucketCorrection()),
+            ("loaded, warmed", warm),
+        )
+        for i, (name, correction) in enumerate(corrections):
             pacing.latency = correction
             rounds[i + 1].append(
                 await run_phase(
