@@ -89,7 +89,7 @@ class BucketCorrection(LatencyCorrection):
             self._log_ratio[bucket] = value if old is None else 0.8 * old + 0.2 * value
             self.observed += 1
 
-    def factor(self, load: float | None = None) -> float:
+    def factor(self, in_flight: float | None = None) -> float:
         bucket = self._bucket(self._last)
         keys = sorted(self._log_ratio, key=lambda k: (abs(k - bucket), k))
         return 1.0 if not keys else math.exp(self._log_ratio[keys[0]])
@@ -267,7 +267,7 @@ def merged(parts: Sequence[Phase]) -> Phase:
     """One phase from its repeats: every call and workflow pooled; each repeat's figures kept in ``repeats``."""
     deadlines = [p.deadline_s for p in parts if p.deadline_s is not None]
     out = Phase(parts[0].name, deadline_s=statistics.fmean(deadlines) if deadlines else None, line=parts[-1].line)
-    keep = ("mape_uncorrected", "mape_corrected", "calls_after_first_observation")
+    keep: tuple[str, ...] = ("mape_uncorrected", "mape_corrected", "calls_after_first_observation")
     keep += ("mape_uncorrected_after_first_observation", "mape_corrected_after_first_observation")
     for repeat, part in enumerate(parts):
         out.estimates += part.estimates

@@ -14,11 +14,12 @@ comes back teaches all of them.
 - **Load of a call being priced**: the other sequences in flight now (``begin`` returns it).
 - **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
   measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
-  explain, e.g. another process's traffic on the server, is followed); plus the point ``(0, 1)`` with a tenth of
-  the observations' weight (at least one observation's): the idle profile is right on an idle backend.
-  Observations at one load level therefore extrapolate along the line through them and the idle point, so a
-  call priced at a load never seen gets a factor; observations bunched at nearly one load cannot tilt the line
-  far from the idle point.
+  explain, e.g. another process's traffic on the server, is followed). The line goes through the observations'
+  weighted mean; its slope is shrunk towards the line through the idle point ``(0, 1)`` (the idle profile is
+  right on an idle backend) as much as one point there with a tenth of the observations' weight would. So
+  observations at one load level extrapolate along the line through them and the idle point, a call priced
+  at a load never seen gets a factor, observations bunched at nearly one load cannot tilt the line far from
+  the idle point, and observations all at no load give their own mean.
   A negative slope (noise) is refitted as flat: more load never makes the backend faster.
 - Before any observation the factor is 1.0. Nothing is persisted.
 """
@@ -36,7 +37,7 @@ HALF_LIFE = 50.0
 """Observations after which an observation weighs half as much in the fit."""
 MIX_HALF_LIFE = 8.0
 """Calls after which a call's sequences weigh half as much in the mean sequences per call."""
-_ANCHOR = 0.1  # share of the observations' weight the idle point (0, 1) has, at least one observation's
+_ANCHOR = 0.1  # the idle point (0, 1) pulls the slope as a tenth of the observations' weight would
 _FLOOR = 0.25
 _STALE = 10.0  # a call open this many times longer than the slowest one seen is taken as lost (never ended)
 
@@ -51,8 +52,8 @@ class LatencyCorrection:
 
     def __init__(self, *, half_life: float = HALF_LIFE, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._decay = 0.5 ** (1.0 / half_life)
-        self._mix_decay = 0.5 ** (1.0 / MIX_HALF_LIFE)
+        self._decay: float = 0.5 ** (1.0 / half_life)
+        self._mix_decay: float = 0.5 ** (1.0 / MIX_HALF_LIFE)
         self._lock = threading.Lock()
         self._sums = [0.0] * 6  # decayed sums of: 1, w, w x, w x^2, w y, w x y
         self._open: dict[Hashable, float] = {}
@@ -61,6 +62,12 @@ class LatencyCorrection:
         self._slowest = 0.0
         self.observed = 0
         """Calls learned from so far."""
+
+    @property
+    def averaging_weight(self) -> float:
+        """Weight of the newest observation in the fit, ``1 - 0.5 ** (1 / half_life)``: from noise alone, the fitted
+        ratio at the observations' load spreads about ``sigma * sqrt(w / (2 - w))`` (``sigma``: one call's)."""
+        return 1.0 - self._decay
 
     @property
     def in_flight(self) -> int:
@@ -118,17 +125,17 @@ class LatencyCorrection:
                     self._closed.append((start, now, self.sequences_per_call))
             self._prune()
 
-    def observe(self, predicted_s: float, observed_s: float, load: float) -> None:
+    def observe(self, predicted_s: float, observed_s: float, in_flight: float) -> None:
         """Learn from one call: predicted and observed seconds, and the mean other sequences in flight while it
         ran."""
         with self._lock:
-            self._learn(predicted_s, observed_s, load)
+            self._learn(predicted_s, observed_s, in_flight)
 
-    def factor(self, load: float | None = None) -> float:
-        """What to multiply a latency estimate by at ``load`` other sequences in flight (``None``: ``load()``);
+    def factor(self, in_flight: float | None = None) -> float:
+        """What to multiply a latency estimate by at ``in_flight`` other sequences in flight (``None``: ``load()``);
         1.0 before any observation."""
         with self._lock:
-            x = len(self._open) * self.sequences_per_call if load is None else max(0.0, load)
+            x = len(self._open) * self.sequences_per_call if in_flight is None else max(0.0, in_flight)
             fit = self._fit()
             return 1.0 if fit is None else max(_FLOOR, fit[0] + fit[1] * x)
 
@@ -150,17 +157,20 @@ class LatencyCorrection:
         self.observed += 1
 
     def _fit(self) -> tuple[float, float] | None:
+        """The weighted least-squares line through the observations' weighted mean ``(x0, y0)``, its slope shrunk
+        towards the line through the idle point: ``b = (Sxy + k b0) / (Sxx + k)`` with ``b0 = (y0 - 1) / x0`` and
+        ``k = _ANCHOR * weight * x0**2`` (what one point at ``(0, 1)`` with a tenth of the weight would add).
+        The fit at the observations' own load is theirs alone; with no spread in load, ``b = b0``."""
         count, sw, swx, swxx, swy, swxy = self._sums
-        if count <= 0:
+        if count <= 0 or sw <= 0:
             return None
-        prior = sw / count * max(1.0, _ANCHOR * count)  # observations' worth at (load 0, ratio 1)
-        sw, swy = sw + prior, swy + prior
-        det = sw * swxx - swx * swx
-        if det > 1e-12 * sw * max(swxx, 1e-12):
-            slope = (sw * swxy - swx * swy) / det
-            if slope >= 0:
-                return (swy - slope * swx) / sw, slope
-        return swy / sw, 0.0
+        x0, y0 = swx / sw, swy / sw
+        sxx, sxy = max(0.0, swxx - sw * x0 * x0), swxy - sw * x0 * y0
+        k = _ANCHOR * sw * x0 * x0
+        anchored = (y0 - 1.0) / x0 if x0 > 0 else 0.0
+        slope = (sxy + k * anchored) / (sxx + k) if sxx + k > 1e-12 * sw else 0.0
+        slope = max(0.0, slope)  # more load never makes the backend faster
+        return y0 - slope * x0, slope
 
     def _mean_load(self, start: float, end: float) -> float:
         """Mean other sequences in flight over ``[start, end]`` (calls still open ran through ``end``)."""

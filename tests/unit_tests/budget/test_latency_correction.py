@@ -38,7 +38,7 @@ def test_factor_is_one_before_any_observation() -> None:
 def test_one_load_level_extrapolates_through_the_idle_point() -> None:
     correction = LatencyCorrection()
     for _ in range(30):
-        correction.observe(1.0, 3.0, load=8)
+        correction.observe(1.0, 3.0, in_flight=8)
     assert correction.factor(8) == pytest.approx(3.0, rel=0.01)
     assert correction.factor(0) == pytest.approx(1.0, rel=0.01)  # idle: the profile is right
     assert correction.factor(16) == pytest.approx(5.0, rel=0.01)  # a load never seen: along the line
@@ -48,8 +48,8 @@ def test_one_load_level_extrapolates_through_the_idle_point() -> None:
 def test_the_line_follows_the_observations_not_the_prior() -> None:
     correction = LatencyCorrection()
     for _ in range(40):
-        correction.observe(1.0, 2.0, load=0)  # another process slows the server even at no load of ours
-        correction.observe(1.0, 4.0, load=10)
+        correction.observe(1.0, 2.0, in_flight=0)  # another process slows the server even at no load of ours
+        correction.observe(1.0, 4.0, in_flight=10)
     a, b = correction.line() or (0.0, 0.0)
     assert a == pytest.approx(2.0, rel=0.1)  # the idle point pulls it a little
     assert b == pytest.approx(0.2, rel=0.15)
@@ -57,11 +57,26 @@ def test_the_line_follows_the_observations_not_the_prior() -> None:
     assert correction.factor(20) == pytest.approx(6.0, rel=0.1)
 
 
+def test_observations_at_no_load_give_their_own_mean() -> None:
+    """A backend slower than its profile even at no load (another process's traffic): the idle point does not
+    pull the factor back towards 1 where the observations are."""
+    correction = LatencyCorrection()
+    for _ in range(30):
+        correction.observe(1.0, 3.0, in_flight=0)
+    assert correction.factor(0) == pytest.approx(3.0, rel=1e-6)
+    assert correction.line() == pytest.approx((3.0, 0.0))
+
+
+def test_averaging_weight_follows_the_half_life() -> None:
+    assert LatencyCorrection(half_life=1).averaging_weight == pytest.approx(0.5)
+    assert LatencyCorrection().averaging_weight == pytest.approx(1 - 0.5 ** (1 / 50))
+
+
 def test_more_load_never_makes_the_backend_faster() -> None:
     correction = LatencyCorrection()
     for _ in range(20):
-        correction.observe(1.0, 3.0, load=0)
-        correction.observe(1.0, 2.0, load=10)
+        correction.observe(1.0, 3.0, in_flight=0)
+        correction.observe(1.0, 2.0, in_flight=10)
     assert correction.line() is not None
     assert correction.factor(40) >= correction.factor(0) - 1e-9
     assert (correction.line() or (0.0, -1.0))[1] == 0.0
@@ -70,17 +85,17 @@ def test_more_load_never_makes_the_backend_faster() -> None:
 def test_recent_observations_weigh_more() -> None:
     correction = LatencyCorrection(half_life=10)
     for _ in range(50):
-        correction.observe(1.0, 4.0, load=10)
+        correction.observe(1.0, 4.0, in_flight=10)
     for _ in range(50):
-        correction.observe(1.0, 2.0, load=10)
+        correction.observe(1.0, 2.0, in_flight=10)
     assert correction.factor(10) == pytest.approx(2.0, rel=0.05)
 
 
 def test_bad_observations_are_ignored() -> None:
     correction = LatencyCorrection()
-    correction.observe(0.0, 1.0, load=1)
-    correction.observe(1.0, float("nan"), load=1)
-    correction.observe(1.0, -1.0, load=1)
+    correction.observe(0.0, 1.0, in_flight=1)
+    correction.observe(1.0, float("nan"), in_flight=1)
+    correction.observe(1.0, -1.0, in_flight=1)
     assert correction.observed == 0
     assert correction.factor(1) == 1.0
 

@@ -187,8 +187,8 @@ def test_time_estimates_follow_the_load_of_every_run(router: Router) -> None:
     def trained_pacing() -> ResolvedPacing:
         pacing = ResolvedPacing.for_router(router)
         for _ in range(30):
-            pacing.latency.observe(1.0, 3.0, load=1)  # 3x slower with one other call on the backend
-            pacing.latency.observe(1.0, 1.0, load=0)
+            pacing.latency.observe(1.0, 3.0, in_flight=1)  # 3x slower with one other call on the backend
+            pacing.latency.observe(1.0, 1.0, in_flight=0)
         return pacing
 
     idle = trained_pacing().price(budget.open(lambda: 0.0).snapshot(), Lambdas())
