@@ -11,10 +11,17 @@ What it does, against a real OpenAI-compatible server (the vLLM CPU server in th
    here is about time.
 2. **Idle**: ``--idle-workflows`` workflows of ``--calls`` calls, one workflow at a time.
 3. **Loaded**: a probe round of ``--workflows`` concurrent workflows running greedy only (no deadline) measures
-   how long a greedy workflow takes under that load; the measured round then runs ``--workflows`` concurrent
-   workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns online), each
-   workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so greedy fits).
-   Idle workflows get ``--deadline-slack`` x the slowest idle greedy workflow the same way.
+   how long a greedy workflow takes under that load; three measured rounds then each run ``--workflows``
+   concurrent workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns
+   online), each workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so
+   greedy fits). "loaded, cold": the correction starts empty, as in a fresh process, so the first call of every
+   workflow is priced before anything came back. "loaded, cold, previous correction (baseline)": the same with
+   the correction as it was before (``BucketCorrection`` below), side by side under the same server
+   conditions. "loaded, warmed": the correction starts from what it learned of the probe's calls (the
+   benchmark tells it each probe call through its public ``begin`` / ``end``, as an application would for
+   traffic the pacing does not price), as in a process that served earlier traffic; it learns on from there.
+   The probe and the three rounds are repeated ``--repeats`` times and pooled. Idle workflows get
+   ``--deadline-slack`` x the slowest idle greedy workflow the same way.
 
 Every call goes through ``AdaptiveChatModel`` inside its own ``adaptive_ttc.budget``. Per call: the router's
 latency estimate of the configuration it ran (the uncorrected estimate; a call that degraded to greedy, or a
@@ -31,6 +38,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -40,6 +48,7 @@ from typing import Any
 
 import adaptive_ttc
 from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, OpenAICompatibleBackend
+from adaptive_ttc.budget.latency import LatencyCorrection
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.observations import Observation
@@ -50,6 +59,43 @@ from adaptive_ttc.types import GenerationRequest, Message
 GRID = ("greedy", "bon-majority-2")
 SYNTHETIC_CORRECT = {"greedy": 0.5, "bon-majority-2": 0.6}
 TEMPERATURE = 0.7
+
+
+class BucketCorrection(LatencyCorrection):
+    """The correction as it was before this benchmark's rework, kept here as a side-by-side baseline: an
+    exponential average (weight 0.2) of ``log(observed / predicted)`` per bucket of the calls in flight when a
+    call started (edges 1, 2, 4, ..., 64; an empty bucket takes the nearest one). It rides on the same
+    ``begin`` / ``end`` bookkeeping, ignores the sequence load the pacing passes and learns from no line."""
+
+    EDGES = (1, 2, 4, 8, 16, 32, 64)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log_ratio: dict[int, float] = {}
+        self._started_under: dict[Any, int] = {}
+        self._last = 0
+
+    def begin(self, call: Any) -> float:
+        load = super().begin(call)
+        self._last = self._started_under[call] = self.in_flight - 1
+        return load
+
+    def end(self, call: Any, predicted_s: float | None, observed_s: float, *, sequences: float = 1.0) -> None:
+        under = self._started_under.pop(call, self.in_flight)
+        super().end(call, None, observed_s, sequences=sequences)
+        if predicted_s is not None and predicted_s > 0 and observed_s > 0:
+            bucket, value = self._bucket(under), math.log(observed_s / predicted_s)
+            old = self._log_ratio.get(bucket)
+            self._log_ratio[bucket] = value if old is None else 0.8 * old + 0.2 * value
+            self.observed += 1
+
+    def factor(self, in_flight: float | None = None) -> float:
+        bucket = self._bucket(self._last)
+        keys = sorted(self._log_ratio, key=lambda k: (abs(k - bucket), k))
+        return 1.0 if not keys else math.exp(self._log_ratio[keys[0]])
+
+    def _bucket(self, in_flight: int) -> int:
+        return next((i for i, edge in enumerate(self.EDGES) if in_flight < edge), len(self.EDGES))
 
 
 def question(index: int) -> str:
@@ -69,6 +115,9 @@ class Phase:
     deadline_s: float | None = None
     misses: int = 0
     errors: list[str] = field(default_factory=list)
+    line: tuple[float, float] | None = None
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    repeats: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         def mape(column: int, *, learned_only: bool = False) -> float | None:
@@ -91,6 +140,8 @@ class Phase:
             "deadline_misses": self.misses,
             "configurations": {c: self.configurations.count(c) for c in sorted(set(self.configurations))},
             "slowest_workflow_s": max(self.workflow_s, default=None),
+            "correction_line": None if self.line is None else {"a": self.line[0], "b": self.line[1]},
+            "repeats": self.repeats,
             "errors": self.errors[:5],
             "error_count": len(self.errors),
         }
@@ -136,18 +187,25 @@ async def workflow(
     deadline: float | None,
     out: Phase,
     router: Router | None = None,
+    teach: LatencyCorrection | None = None,
 ) -> None:
-    """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss."""
+    """One workflow of ``calls`` calls in its own budget; records every call's estimates and the miss.
+
+    ``teach``: a correction told about every call (``begin`` / ``end`` with the router's estimate)."""
     start = time.perf_counter()
     with adaptive_ttc.budget(tokens=100_000, seconds=deadline, expected_calls=calls) as scope:
         for call in range(calls):
             text = question(1000 + index * calls + call)
             learned = 0 if pacing is None else pacing.latency.observed
             before = len(scope.report().calls)
+            if teach is not None:
+                teach.begin((index, call))
             try:
                 message = await llm.ainvoke(text)
             except AdaptiveTTCError as exc:
                 out.errors.append(f"{type(exc).__name__}: {exc}")
+                if teach is not None:
+                    teach.abandon([(index, call)])
                 continue
             allowance = message.response_metadata["adaptive_ttc"].get("allowance") or {}
             factor = float(allowance.get("latency_factor", 1.0))  # what the pacing multiplied estimates by
@@ -158,6 +216,12 @@ async def workflow(
                 predicted = _estimate(record.decision, record.configuration, router, text, llm.max_tokens)
                 if predicted is not None:
                     out.estimates.append((predicted, predicted * factor, record.latency_s, float(learned > 0)))
+                out.trace.append(
+                    {"workflow": index, "call": call, "configuration": record.configuration, "estimate": predicted}
+                    | {"factor": factor, "observed": record.latency_s, "learned": learned, "started": record.started_s}
+                )
+                if teach is not None:
+                    teach.end((index, call), predicted, record.latency_s)
     out.workflow_s.append(time.perf_counter() - start)
     out.misses += scope.report().deadline_missed
 
@@ -182,16 +246,84 @@ async def run_phase(
     deadline: float | None,
     concurrent: bool,
     router: Router | None = None,
+    teach: LatencyCorrection | None = None,
 ) -> Phase:
     phase = Phase(name, deadline_s=deadline)
+    runs = [
+        workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router, teach=teach)
+        for i in range(count)
+    ]
     if concurrent:
-        await asyncio.gather(
-            *(workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router) for i in range(count))
-        )
+        await asyncio.gather(*runs)
     else:
-        for i in range(count):
-            await workflow(llm, pacing, i, calls=calls, deadline=deadline, out=phase, router=router)
+        for run in runs:
+            await run
+    if pacing is not None:
+        phase.line = pacing.latency.line()
     return phase
+
+
+def merged(parts: Sequence[Phase]) -> Phase:
+    """One phase from its repeats: every call and workflow pooled; each repeat's figures kept in ``repeats``."""
+    deadlines = [p.deadline_s for p in parts if p.deadline_s is not None]
+    out = Phase(parts[0].name, deadline_s=statistics.fmean(deadlines) if deadlines else None, line=parts[-1].line)
+    keep: tuple[str, ...] = ("mape_uncorrected", "mape_corrected", "calls_after_first_observation")
+    keep += ("mape_uncorrected_after_first_observation", "mape_corrected_after_first_observation")
+    for repeat, part in enumerate(parts):
+        out.estimates += part.estimates
+        out.configurations += part.configurations
+        out.workflow_s += part.workflow_s
+        out.misses += part.misses
+        out.errors += part.errors
+        out.trace += [row | {"repeat": repeat} for row in part.trace]
+        summary = part.summary()
+        out.repeats.append({k: summary[k] for k in (*keep, "deadline_s", "deadline_misses", "error_count")})
+    return out
+
+
+async def loaded_rounds(
+    args: argparse.Namespace, router: Router, greedy: AdaptiveChatModel, routed: AdaptiveChatModel
+) -> list[Phase]:
+    """``--repeats`` times: the greedy probe under load, then the cold and the warmed rounds (module doc)."""
+    pacing = routed.pacing
+    if not isinstance(pacing, ResolvedPacing):
+        raise TypeError("the routed model needs a ResolvedPacing")
+    rounds: list[list[Phase]] = [[], [], [], []]
+    for _ in range(args.repeats):
+        warm = LatencyCorrection()
+        probe = await run_phase(
+            "loaded greedy probe",
+            greedy,
+            None,
+            args.workflows,
+            calls=args.calls,
+            deadline=None,
+            concurrent=True,
+            router=router,
+            teach=warm,
+        )
+        rounds[0].append(probe)
+        deadline = args.deadline_slack * max(probe.workflow_s)
+        corrections = (
+            ("loaded, cold", LatencyCorrection()),
+            ("loaded, cold, previous correction (baseline)", BucketCorrection()),
+            ("loaded, warmed", warm),
+        )
+        for i, (name, correction) in enumerate(corrections):
+            pacing.latency = correction
+            rounds[i + 1].append(
+                await run_phase(
+                    name,
+                    routed,
+                    pacing,
+                    args.workflows,
+                    calls=args.calls,
+                    deadline=deadline,
+                    concurrent=True,
+                    router=router,
+                )
+            )
+    return [merged(parts) for parts in rounds]
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,23 +345,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         idle_deadline = args.deadline_slack * max(idle_probe.workflow_s)
         idle = await run_phase(
-            "idle", routed, pacing, args.idle_workflows, calls=args.calls, deadline=idle_deadline, concurrent=False
-        )
-        probe = await run_phase(
-            "loaded greedy probe",
-            greedy,
-            None,
-            args.workflows,
+            "idle",
+            routed,
+            pacing,
+            args.idle_workflows,
             calls=args.calls,
-            deadline=None,
-            concurrent=True,
+            deadline=idle_deadline,
+            concurrent=False,
             router=router,
         )
-        loaded_deadline = args.deadline_slack * max(probe.workflow_s)
-        pacing.latency = type(pacing.latency)()  # the loaded round learns from scratch, as a fresh process would
-        loaded = await run_phase(
-            "loaded", routed, pacing, args.workflows, calls=args.calls, deadline=loaded_deadline, concurrent=True
-        )
+        loaded = await loaded_rounds(args, router, greedy, routed)
         for model in (greedy, routed):
             model._resources.portal.call(backends[1 if model is greedy else 2].aclose())
             model.close()
@@ -238,7 +363,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "latency_estimates",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "phases": [p.summary() for p in (idle_probe, idle, probe, loaded)],
+        "phases": [p.summary() for p in (idle_probe, idle, *loaded)],
+        "trace": {p.name: p.trace for p in (idle_probe, idle, *loaded)},
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
@@ -249,10 +375,15 @@ def render(result: dict[str, Any]) -> str:
     def cell(value: Any, fmt: str) -> str:
         return "-" if value is None else fmt.format(value)
 
+    def per_repeat(p: dict[str, Any], key: str) -> str:
+        repeats = p.get("repeats") or []
+        return "-" if len(repeats) < 2 else ", ".join(cell(r[key], "{:.0%}") for r in repeats)
+
     lines = [
         "| phase | workflows | calls | mean observed s | MAPE uncorrected | MAPE corrected "
-        "| calls priced after a first observation: MAPE uncorrected / corrected | deadline s | misses |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| calls priced after a first observation: MAPE uncorrected / corrected "
+        "| per repeat: MAPE corrected; after a first observation | deadline s | misses | calls failed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in result["phases"]:
         lines.append(
@@ -260,7 +391,9 @@ def render(result: dict[str, Any]) -> str:
             f"| {cell(p['mape_uncorrected'], '{:.0%}')} | {cell(p['mape_corrected'], '{:.0%}')} "
             f"| {p['calls_after_first_observation']}: {cell(p['mape_uncorrected_after_first_observation'], '{:.0%}')}"
             f" / {cell(p['mape_corrected_after_first_observation'], '{:.0%}')} "
-            f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} |"
+            f"| {per_repeat(p, 'mape_corrected')}; {per_repeat(p, 'mape_corrected_after_first_observation')} "
+            f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} "
+            f"| {p.get('error_count', 0)} |"
         )
     return "\n".join(lines)
 
@@ -272,10 +405,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workflows", type=int, default=32, help="concurrent workflows of the loaded phase")
     parser.add_argument("--idle-workflows", type=int, default=8, help="workflows of the idle phase, one at a time")
     parser.add_argument("--calls", type=int, default=3, help="calls per workflow")
+    parser.add_argument("--repeats", type=int, default=3, help="loaded rounds (probe, cold, warmed), pooled")
     parser.add_argument("--train-questions", type=int, default=16, help="questions of the idle profile")
     parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per answer (small: CPU server)")
     parser.add_argument("--deadline-slack", type=float, default=1.5, help="deadline = this x the slowest greedy run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency_estimates.json")
+    parser.add_argument("--trace", type=Path, help="also write every call (estimate, factor, observed) here")
     return parser.parse_args(argv)
 
 
@@ -284,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = asyncio.run(measure(args))
     print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    trace = result.pop("trace")
+    if args.trace is not None:
+        args.trace.write_text(json.dumps(trace))
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out} in {result['wall_s']} s")
 

@@ -22,13 +22,14 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   this run's cap over earlier runs' median cap per call, else ``mean(K - started | K > started)``); else, with a
   deadline, the observed call rate times the time left; else ``max(4, started)``. The prior is kept in memory
   by default; a run goes into it at ``finish`` or once its ledger is gone.
-- **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` (observed /
-  predicted latency of recent calls, by the backend load they were priced under: the calls in flight in every
-  run this object prices; shared by those runs), less its noise band: ``log f`` moves towards 0 by
-  ``log(greedy upper / greedy mean) * sqrt(w / (2 - w))`` (``w`` the correction's averaging weight: 1.645 times
-  the spread the average has when only the router's own errors move it), so an idle backend's noise is not
-  followed and a real slowdown is, less the band. Rooms are divided by it; the time reserve is multiplied by it
-  only when it is above 1 (a backend faster than its profile is not counted on for the stages to come).
+- **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` at the backend load
+  now (the other sequences in flight in every run this object prices): observed / predicted latency as a line
+  in the load, learned from every finished call under the mean load while it ran (``latency.py``; shared by
+  those runs), less its noise band: ``log f`` moves towards 0 by ``log(greedy upper / greedy mean) *
+  sqrt(w / (2 - w))`` (``w`` the correction's averaging weight: 1.645 times the spread the fit has when only the
+  router's own errors move it), so an idle backend's noise is not followed and a real slowdown is, less the
+  band. Rooms are divided by it; the time reserve is multiplied by it only when it is above 1 (a backend faster
+  than its profile is not counted on for the stages to come).
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
@@ -39,16 +40,21 @@ training data says more tokens buy nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adaptive_ttc.budget.ledger import Ledger
 from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
+from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
-from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.errors import AdaptiveTTCError, ConfigurationError
+from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import META_KEY, SpendCurve
@@ -57,8 +63,6 @@ __all__ = ["SAFETY", "ResolvedPacing"]
 
 SAFETY = 0.85
 """Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
-CORRECTION_WEIGHT = 0.2
-"""Weight of the newest call in ``LatencyCorrection``'s exponential average of log ratios (mirrors ``stages._EWMA``)."""
 _MIN_UNKNOWN_CALLS = 4
 _RUNS_KEPT = 256
 
@@ -130,19 +134,17 @@ class ResolvedPacing:
         over = [key for key, run in self._runs.items() if run.owner is not None and run.owner() is None]
         for key in over:
             run = self._runs.pop(key)
+            self.latency.abandon((key, i) for i in range(run.seen, run.started))
             if run.started and self.prior is not None:
                 self.prior.record(run.started, max(1, run.stages), run.cap)
 
     # -- internals ------------------------------------------------------------------------------------------
 
     def _price(self, run: StageClock, s: LedgerSnapshot, base: Lambdas) -> CallPrices:
-        load = self._backend_load(run, s)
-        curve, factor = self.curve, self._factor(load)
         started = s.finished + s.in_flight
+        load = self.latency.begin((_run_key(s), started))  # the other sequences in flight on the backend now
+        curve, factor = self.curve, self._factor(load)
         run.started = max(run.started, started + 1)
-        others = load - s.in_flight
-        run.loads.extend([others] * (started + 1 - len(run.loads)))
-        run.loads[started] = others
         horizon = self._horizon(run, s, started)
         if self._should_wait(s, factor, horizon):
             return CallPrices(base, 0, 0.0, None, s.seconds_left, None)
@@ -163,9 +165,9 @@ class ResolvedPacing:
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
 
-    def _factor(self, load: int) -> float:
+    def _factor(self, load: float) -> float:
         """The latency correction at ``load``, less its noise band (see ``_trusted``)."""
-        return _trusted(self.latency.factor(load), self.curve)
+        return _trusted(self.latency.factor(load), self.curve, self.latency.averaging_weight)
 
     def _should_wait(self, s: LedgerSnapshot, factor: float, horizon: _Horizon) -> bool:
         """Wait for calls in flight to hand back reserved tokens rather than run truncated, when the time left
@@ -226,20 +228,21 @@ class ResolvedPacing:
         return run
 
     def _learn(self, run: StageClock, s: LedgerSnapshot) -> None:
-        """Feed the latency correction with the run's calls finished since the last look, each under the backend
-        load it met: the other runs' calls in flight when it was priced, plus this run's in flight now."""
-        records = s.calls
-        for index, record in enumerate(records[run.seen :], start=run.seen):
-            predicted = _predicted_latency(record.decision, record.configuration)
-            load = (run.loads[index] if index < len(run.loads) else 0) + s.in_flight
-            if predicted is not None and not record.failed:
-                self.latency.observe(predicted, record.latency_s, load)
-        run.seen = len(records)
+        """End in the latency correction the calls finished since the last look: this run's, and the other runs'
+        with calls open whose ledgers are in this process (a cheap read), so it learns as calls come back."""
+        self._end_calls(_run_key(s), run, s.calls)
+        for key, other in self._runs.items():
+            ledger = other.owner() if other is not run and other.owner and other.started > other.seen else None
+            if isinstance(ledger, Ledger):
+                self._end_calls(key, other, ledger.calls)
 
-    def _backend_load(self, run: StageClock, s: LedgerSnapshot) -> int:
-        """Calls in flight now across the runs this object prices: this run's, plus the others' as last seen."""
-        others = sum(max(0, r.started - r.seen) for r in self._runs.values() if r is not run)
-        return s.in_flight + others
+    def _end_calls(self, key: int, run: StageClock, records: Sequence[CallRecord]) -> None:
+        """The correction learns from those with an estimate (the k-th record ends the k-th call priced: exact
+        for calls made one after another)."""
+        for index, record in enumerate(records[run.seen :], start=run.seen):
+            predicted = None if record.failed else _predicted_latency(record.decision, record.configuration)
+            self.latency.end((key, index), predicted, record.latency_s, sequences=_sequences(record.configuration))
+        run.seen = len(records)
 
 
 def _sum_upper(count: float, mean: float, upper: float) -> float:
@@ -250,10 +253,10 @@ def _sum_upper(count: float, mean: float, upper: float) -> float:
     return 0.0 if count <= 0 else count * mean + max(0.0, upper - mean) * math.sqrt(count)
 
 
-def _trusted(factor: float, curve: SpendCurve) -> float:
+def _trusted(factor: float, curve: SpendCurve, weight: float) -> float:
     """``factor`` moved towards 1 by its noise band: ``log f -> sign(log f) * max(0, |log f| - band)``.
 
-    The correction averages log(observed / predicted) exponentially (weight ``w = CORRECTION_WEIGHT``); on an
+    The correction fits observed / predicted latency with forgetting (``w``: the newest call's weight); on an
     idle backend it wanders with the router's own latency errors, whose spread the curve gives roughly:
     ``sigma ~ log(greedy upper / greedy mean) / 1.645`` (the upper estimates are 95% ones). The average's spread
     is ``sigma * sqrt(w / (2 - w))``, and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) *
@@ -263,7 +266,7 @@ def _trusted(factor: float, curve: SpendCurve) -> float:
     if factor <= 0 or not math.isfinite(factor):
         return 1.0
     spread = math.log(max(curve.greedy_seconds_upper, 1e-9) / max(curve.greedy_seconds, 1e-9))
-    band = max(0.0, spread) * math.sqrt(CORRECTION_WEIGHT / (2.0 - CORRECTION_WEIGHT))
+    band = max(0.0, spread) * math.sqrt(weight / (2.0 - weight))
     value = math.log(factor)
     return math.exp(math.copysign(max(0.0, abs(value) - band), value))
 
@@ -285,6 +288,15 @@ def _ratio(run: StageClock, s: LedgerSnapshot, curve: SpendCurve) -> float:
     planned = sum(run.planned_tokens[: s.finished])
     prior = curve.greedy_tokens
     return (s.spent + prior) / (planned + prior) if s.finished else 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _sequences(label: str) -> int:
+    """Sequences a call of configuration ``label`` decodes at once (1 for a label that is not a configuration)."""
+    try:
+        return Configuration.parse(label).samples
+    except AdaptiveTTCError:
+        return 1
 
 
 def _predicted_latency(decision: dict[str, Any], configuration: str) -> float | None:

@@ -9,26 +9,24 @@
   their stage's time is not over joins that stage and may use its time to its end: parallel calls (LangGraph
   branches, ``Send`` fan-out) share the stage's time rather than each getting a slice of it. Otherwise the call
   opens a new stage, whose time is the seconds left divided by the stages left.
-- ``LatencyCorrection``: the observed / predicted latency of recent calls, by how many calls were in flight on
-  the backend when they started (an exponential moving average of the log ratio per bucket). Profiles are
-  measured on an idle server; under load every estimate is optimistic, and this ratio is what it is off by.
+- ``LatencyCorrection`` (``latency.py``, re-exported here): observed / predicted latency as a line in the backend
+  load, fitted online from every call that comes back.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from adaptive_ttc.budget.latency import LatencyCorrection
 
 __all__ = ["LatencyCorrection", "StageClock", "WorkflowPrior"]
 
 PRIOR_RUNS = 50
 """Earlier runs a prior keeps (the most recent)."""
-_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-_EWMA = 0.2
 
 
 class WorkflowPrior:
@@ -90,9 +88,8 @@ class StageClock:
 
     ``planned_*``: what the spend curve expected of each call at its prices, by start order; ``seen``: records
     already learned from; ``opened_at``: the started-call count at which the current stage opened (a re-plan
-    of the same call does not open another); ``started``: calls priced so far; ``loads``: the other runs'
-    calls in flight when each was priced; ``owner``: a weak reference to the run's ledger (dead once the run
-    is over).
+    of the same call does not open another); ``started``: calls priced so far; ``owner``: a weak reference to the
+    run's ledger (dead once the run is over).
     """
 
     stages: int = 0
@@ -104,7 +101,6 @@ class StageClock:
     seen: int = 0
     opened_at: int = -1
     started: int = 0
-    loads: list[int] = field(default_factory=list)
     cap: int | None = None
     owner: Callable[[], object | None] | None = None
 
@@ -117,56 +113,3 @@ class StageClock:
         self.stages += 1
         self.start_s = now
         self.end_s = None if seconds is None else now + seconds
-
-
-class LatencyCorrection:
-    """Observed / predicted latency by backend load (calls in flight), learned online; shared by runs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._log_ratio: dict[int, float] = {}
-        self._overall: float | None = None
-        self.in_flight = 0
-        self.observed = 0
-        """Calls learned from so far."""
-
-    def started(self) -> int:
-        """Count a call going to the backend; returns how many were in flight before it."""
-        with self._lock:
-            self.in_flight += 1
-            return self.in_flight - 1
-
-    def finished(self) -> None:
-        """Count a call back from the backend."""
-        with self._lock:
-            self.in_flight = max(0, self.in_flight - 1)
-
-    def observe(self, predicted_s: float, observed_s: float, in_flight: int) -> None:
-        """Learn from one call: predicted and observed seconds, and calls in flight when it started."""
-        if predicted_s <= 0 or observed_s <= 0 or not math.isfinite(predicted_s + observed_s):
-            return
-        value = math.log(observed_s / predicted_s)
-        bucket = _bucket(in_flight)
-        with self._lock:
-            self.observed += 1
-            old = self._log_ratio.get(bucket)
-            self._log_ratio[bucket] = value if old is None else (1 - _EWMA) * old + _EWMA * value
-            self._overall = value if self._overall is None else (1 - _EWMA) * self._overall + _EWMA * value
-
-    def factor(self, in_flight: int | None = None) -> float:
-        """What to multiply the next call's latency estimates by (1.0 before any observation)."""
-        with self._lock:
-            bucket = _bucket(self.in_flight if in_flight is None else in_flight)
-            known = self._log_ratio.get(bucket)
-            if known is None:
-                known = _nearest(self._log_ratio, bucket, self._overall)
-            return 1.0 if known is None else math.exp(known)
-
-
-def _bucket(in_flight: int) -> int:
-    return next((i for i, edge in enumerate(_BUCKETS) if in_flight < edge), len(_BUCKETS))
-
-
-def _nearest(values: dict[int, float], bucket: int, default: float | None) -> float | None:
-    keys: Sequence[int] = sorted(values, key=lambda k: (abs(k - bucket), k))
-    return values[keys[0]] if keys else default

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from adaptive_ttc.budget import WorkflowBudget
-from adaptive_ttc.budget.resolved import CORRECTION_WEIGHT, ResolvedPacing
+from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from tests.unit_tests.budget.test_pacing_stages import trained_router
@@ -24,7 +24,8 @@ def band(pacing: ResolvedPacing) -> float:
     """The noise band of the correction (log scale), from the curve's greedy spread."""
     curve = pacing.curve
     spread = math.log(curve.greedy_seconds_upper / curve.greedy_seconds)
-    return spread * math.sqrt(CORRECTION_WEIGHT / (2 - CORRECTION_WEIGHT))
+    weight = pacing.latency.averaging_weight
+    return spread * math.sqrt(weight / (2 - weight))
 
 
 def observed(router: Router, ratio: float) -> ResolvedPacing:

@@ -14,7 +14,7 @@ from langgraph.types import Send
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import DefaultPacing, Ledger, PacingPolicy, WorkflowBudget
 from adaptive_ttc.budget.resolved import ResolvedPacing
-from adaptive_ttc.budget.stages import LatencyCorrection, WorkflowPrior
+from adaptive_ttc.budget.stages import WorkflowPrior
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.configs import parse_grid
@@ -162,19 +162,6 @@ def test_a_call_waits_for_reserved_tokens_rather_than_run_truncated(router: Rout
     after = pacing.price(ledger.snapshot(), Lambdas())
     assert after.tokens is not None
     assert after.tokens > greedy_upper
-
-
-def test_latency_correction_learns_the_slowdown() -> None:
-    correction = LatencyCorrection()
-    assert correction.factor(0) == 1.0
-    for _ in range(30):
-        correction.observe(1.0, 3.0, in_flight=8)
-    assert correction.factor(8) == pytest.approx(3.0, rel=0.01)
-    assert correction.factor(0) == pytest.approx(3.0, rel=0.01)  # nearest bucket until idle calls are seen
-    for _ in range(30):
-        correction.observe(1.0, 1.0, in_flight=0)
-    assert correction.factor(0) == pytest.approx(1.0, rel=0.01)
-    assert correction.factor(8) == pytest.approx(3.0, rel=0.01)
 
 
 def test_a_run_whose_ledger_is_gone_goes_into_the_prior(router: Router) -> None:

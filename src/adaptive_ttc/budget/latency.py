@@ -1,0 +1,194 @@
+"""``LatencyCorrection``: how much slower than its idle profile the backend runs, as a line in its load.
+
+Profiles are measured on an idle server; under load every latency estimate is optimistic. The correction learns
+``ratio = observed / predicted`` latency as a straight line in the backend's load ``x`` (the other sequences in
+flight: a best-of-4 request decodes 4): ``ratio(x) = a + b x`` with ``b >= 0``. One object is shared by every
+run a pacing object prices (and may be shared between pacing objects on the same backend), so every call that
+comes back teaches all of them.
+
+- **Load of a finished call**: the mean number of other sequences in flight while it ran, from the start, end and
+  sequences of every call the object was told about (``begin`` / ``end``). The first call of a burst started
+  alone but ran beside the whole burst, and counts it. A call not back yet counts the mean sequences per call of
+  recent calls (its configuration is chosen after it is priced; half-life ``MIX_HALF_LIFE`` calls, short, since
+  the mix of configurations moves with the prices).
+- **Load of a call being priced**: the other sequences in flight now (``begin`` returns it).
+- **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
+  measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
+  explain, e.g. another process's traffic on the server, is followed). The line goes through the observations'
+  weighted mean; its slope is shrunk towards the line through the idle point ``(0, 1)`` (the idle profile is
+  right on an idle backend) as much as one point there with a tenth of the observations' weight would. So
+  observations at one load level extrapolate along the line through them and the idle point, a call priced
+  at a load never seen gets a factor, observations bunched at nearly one load cannot tilt the line far from
+  the idle point, and observations all at no load give their own mean.
+  A negative slope (noise) is refitted as flat: more load never makes the backend faster.
+- Before any observation the factor is 1.0. Nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+
+__all__ = ["HALF_LIFE", "MIX_HALF_LIFE", "LatencyCorrection"]
+
+HALF_LIFE = 50.0
+"""Observations after which an observation weighs half as much in the fit."""
+MIX_HALF_LIFE = 8.0
+"""Calls after which a call's sequences weigh half as much in the mean sequences per call."""
+_ANCHOR = 0.1  # the idle point (0, 1) pulls the slope as a tenth of the observations' weight would
+_FLOOR = 0.25
+_STALE = 10.0  # a call open this many times longer than the slowest one seen is taken as lost (never ended)
+
+
+class LatencyCorrection:
+    """Observed / predicted latency as a line in the backend load, fitted online; shared by runs (module doc).
+
+    Args:
+        half_life: observations after which one weighs half as much (``HALF_LIFE``).
+        clock: seconds, for the start and end of calls (``time.monotonic``).
+    """
+
+    def __init__(self, *, half_life: float = HALF_LIFE, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._decay: float = 0.5 ** (1.0 / half_life)
+        self._mix_decay: float = 0.5 ** (1.0 / MIX_HALF_LIFE)
+        self._lock = threading.Lock()
+        self._sums = [0.0] * 6  # decayed sums of: 1, w, w x, w x^2, w y, w x y
+        self._open: dict[Hashable, float] = {}
+        self._closed: list[tuple[float, float, float]] = []  # start, end, sequences
+        self._per_call = [0.0, 0.0]  # decayed sums of calls ended and of their sequences
+        self._slowest = 0.0
+        self.observed = 0
+        """Calls learned from so far."""
+
+    @property
+    def averaging_weight(self) -> float:
+        """Weight of the newest observation in the fit, ``1 - 0.5 ** (1 / half_life)``: from noise alone, the fitted
+        ratio at the observations' load spreads about ``sigma * sqrt(w / (2 - w))`` (``sigma``: one call's)."""
+        return 1.0 - self._decay
+
+    @property
+    def in_flight(self) -> int:
+        """Calls begun and not yet ended."""
+        return len(self._open)
+
+    @property
+    def sequences_per_call(self) -> float:
+        """Mean sequences per call of recent calls (1.0 before any came back): what a call in flight counts."""
+        calls, sequences = self._per_call
+        return 1.0 if calls <= 0 else sequences / calls
+
+    def load(self) -> float:
+        """The sequences in flight now (the calls begun and not ended, at ``sequences_per_call`` each)."""
+        with self._lock:
+            return len(self._open) * self.sequences_per_call
+
+    def begin(self, call: Hashable) -> float:
+        """A call goes to the backend now (again, if ``call`` was already open); returns the load it meets: the
+        other sequences in flight."""
+        with self._lock:
+            now = self._clock()
+            self._drop_stale(now)
+            self._open.pop(call, None)
+            self._open[call] = now
+            return (len(self._open) - 1) * self.sequences_per_call
+
+    def end(self, call: Hashable, predicted_s: float | None, observed_s: float, *, sequences: float = 1.0) -> None:
+        """``call`` came back after ``observed_s``; learn from it (``predicted_s``: its estimate, ``None``: none).
+
+        ``sequences``: what it decoded at once (``n`` of best-of-``n``). A call never begun is learned under the
+        load now.
+        """
+        with self._lock:
+            start = self._open.pop(call, None)
+            if start is None:
+                load = len(self._open) * self.sequences_per_call
+            else:
+                end = start + max(0.0, observed_s)
+                load = self._mean_load(start, end)
+                self._closed.append((start, end, sequences))
+                self._prune()
+            calls, total = self._per_call
+            self._per_call = [calls * self._mix_decay + 1.0, total * self._mix_decay + sequences]
+            if predicted_s is not None:
+                self._learn(predicted_s, observed_s, load)
+
+    def abandon(self, calls: Iterable[Hashable]) -> None:
+        """These calls will never be ended (their run is over): they ran until now at the latest."""
+        with self._lock:
+            now = self._clock()
+            for call in calls:
+                start = self._open.pop(call, None)
+                if start is not None:
+                    self._closed.append((start, now, self.sequences_per_call))
+            self._prune()
+
+    def observe(self, predicted_s: float, observed_s: float, in_flight: float) -> None:
+        """Learn from one call: predicted and observed seconds, and the mean other sequences in flight while it
+        ran."""
+        with self._lock:
+            self._learn(predicted_s, observed_s, in_flight)
+
+    def factor(self, in_flight: float | None = None) -> float:
+        """What to multiply a latency estimate by at ``in_flight`` other sequences in flight (``None``: ``load()``);
+        1.0 before any observation."""
+        with self._lock:
+            x = len(self._open) * self.sequences_per_call if in_flight is None else max(0.0, in_flight)
+            fit = self._fit()
+            return 1.0 if fit is None else max(_FLOOR, fit[0] + fit[1] * x)
+
+    def line(self) -> tuple[float, float] | None:
+        """The fitted ``(a, b)`` of ``ratio = a + b * load``; ``None`` before any observation."""
+        with self._lock:
+            return self._fit()
+
+    # -- internals (under the lock) ---------------------------------------------------------------------------
+
+    def _learn(self, predicted_s: float, observed_s: float, load: float) -> None:
+        if not (predicted_s > 0 and observed_s > 0 and math.isfinite(predicted_s + observed_s + load)):
+            return
+        x, y = max(0.0, load), observed_s / predicted_s
+        w = 1.0 / (y * y)
+        terms = (1.0, w, w * x, w * x * x, w * y, w * x * y)
+        self._sums = [s * self._decay + v for s, v in zip(self._sums, terms, strict=True)]
+        self._slowest = max(self._slowest, observed_s)
+        self.observed += 1
+
+    def _fit(self) -> tuple[float, float] | None:
+        """The weighted least-squares line through the observations' weighted mean ``(x0, y0)``, its slope shrunk
+        towards the line through the idle point: ``b = (Sxy + k b0) / (Sxx + k)`` with ``b0 = (y0 - 1) / x0`` and
+        ``k = _ANCHOR * weight * x0**2`` (what one point at ``(0, 1)`` with a tenth of the weight would add).
+        The fit at the observations' own load is theirs alone; with no spread in load, ``b = b0``."""
+        count, sw, swx, swxx, swy, swxy = self._sums
+        if count <= 0 or sw <= 0:
+            return None
+        x0, y0 = swx / sw, swy / sw
+        sxx, sxy = max(0.0, swxx - sw * x0 * x0), swxy - sw * x0 * y0
+        k = _ANCHOR * sw * x0 * x0
+        anchored = (y0 - 1.0) / x0 if x0 > 0 else 0.0
+        slope = (sxy + k * anchored) / (sxx + k) if sxx + k > 1e-12 * sw else 0.0
+        slope = max(0.0, slope)  # more load never makes the backend faster
+        return y0 - slope * x0, slope
+
+    def _mean_load(self, start: float, end: float) -> float:
+        """Mean other sequences in flight over ``[start, end]`` (calls still open ran through ``end``)."""
+        each = self.sequences_per_call
+        if end <= start:
+            return each * sum(1 for s in self._open.values() if s <= start)
+        overlap = sum(n * max(0.0, min(e, end) - max(s, start)) for s, e, n in self._closed)
+        overlap += each * sum(max(0.0, end - max(s, start)) for s in self._open.values())
+        return overlap / (end - start)
+
+    def _prune(self) -> None:
+        """Forget ended calls that cannot overlap any call still open."""
+        oldest = min(self._open.values(), default=math.inf)
+        self._closed = [c for c in self._closed if c[1] >= oldest]
+
+    def _drop_stale(self, now: float) -> None:
+        if self._slowest > 0:
+            limit = now - _STALE * self._slowest
+            for call in [c for c, s in self._open.items() if s < limit]:
+                del self._open[call]
+            self._prune()
