@@ -12,15 +12,26 @@ from adaptive_ttc import OpenAICompatibleBackend
 from adaptive_ttc.backends.base import Backend
 
 
+def _server_url(variable: str, start: str) -> str:
+    """``$variable``; a skip without it (a failure under ``ADAPTIVE_TTC_REQUIRE_VLLM``, as in ``make test``)."""
+    url = os.environ.get(variable)
+    if not url:
+        if os.environ.get("ADAPTIVE_TTC_REQUIRE_VLLM"):
+            pytest.fail(f"ADAPTIVE_TTC_REQUIRE_VLLM is set but {variable} is not")
+        pytest.skip(f"no server: run `scripts/vllm-cpu.sh {start}` and set {variable}")
+    return url
+
+
 @pytest.fixture(scope="session")
 def vllm_url() -> str:
     """The running vLLM server's base URL (``scripts/vllm-cpu.sh start`` starts one; ``make test`` does)."""
-    url = os.environ.get("ADAPTIVE_TTC_VLLM_URL")
-    if not url:
-        if os.environ.get("ADAPTIVE_TTC_REQUIRE_VLLM"):
-            pytest.fail("ADAPTIVE_TTC_REQUIRE_VLLM is set but ADAPTIVE_TTC_VLLM_URL is not")
-        pytest.skip("no vLLM server: run `scripts/vllm-cpu.sh start` and set ADAPTIVE_TTC_VLLM_URL")
-    return url
+    return _server_url("ADAPTIVE_TTC_VLLM_URL", "start")
+
+
+@pytest.fixture(scope="session")
+def pooling_url() -> str:
+    """The same model's pooling deployment (``scripts/vllm-cpu.sh start-pooling``; ``make test`` starts it)."""
+    return _server_url("ADAPTIVE_TTC_VLLM_POOLING_URL", "start-pooling")
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,6 @@ from adaptive_ttc.router.hidden import HiddenStateFeatures
 from adaptive_ttc.router.pooled import ENV_POOLING_URL, PooledStateFeatures
 from adaptive_ttc.router.router import Router
 from tests.unit_tests.router.test_router import GRID, synthetic_log
-
-
-@pytest.fixture(scope="module")
-def pooling_url() -> str:
-    url = os.environ.get("ADAPTIVE_TTC_VLLM_POOLING_URL")
-    if not url:
-        if os.environ.get("ADAPTIVE_TTC_REQUIRE_VLLM"):
-            pytest.fail("ADAPTIVE_TTC_REQUIRE_VLLM is set but ADAPTIVE_TTC_VLLM_POOLING_URL is not")
-        pytest.skip(
-            "no pooling deployment: run `scripts/vllm-cpu.sh start-pooling` and set ADAPTIVE_TTC_VLLM_POOLING_URL"
-        )
-    return url
 
 
 def test_pooled_states_are_the_models_last_hidden_states(pooling_url: str) -> None:
