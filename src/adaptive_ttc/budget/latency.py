@@ -62,12 +62,22 @@ class LatencyCorrection:
         self._slowest = 0.0
         self.observed = 0
         """Calls learned from so far."""
+        self._squares = 0.0  # decayed sum of squared observation weights (for the effective count)
 
     @property
     def averaging_weight(self) -> float:
         """Weight of the newest observation in the fit, ``1 - 0.5 ** (1 / half_life)``: from noise alone, the fitted
         ratio at the observations' load spreads about ``sigma * sqrt(w / (2 - w))`` (``sigma``: one call's)."""
         return 1.0 - self._decay
+
+    @property
+    def effective_observations(self) -> float:
+        """How many equally weighted observations the fit is worth: ``(sum d^i)**2 / sum d^(2i)`` over the
+        forgetting weights ``d^i``; the number of observations at first, ``(2 - w) / w`` in the long run. From noise
+        alone the fitted ratio spreads about ``sigma / sqrt(effective_observations)``; 0 before any observation."""
+        with self._lock:
+            count = self._sums[0]
+            return 0.0 if self._squares <= 0 else count * count / self._squares
 
     @property
     def in_flight(self) -> int:
@@ -153,6 +163,7 @@ class LatencyCorrection:
         w = 1.0 / (y * y)
         terms = (1.0, w, w * x, w * x * x, w * y, w * x * y)
         self._sums = [s * self._decay + v for s, v in zip(self._sums, terms, strict=True)]
+        self._squares = self._squares * self._decay * self._decay + 1.0
         self._slowest = max(self._slowest, observed_s)
         self.observed += 1
 

@@ -25,9 +25,9 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` at the backend load
   now (the other sequences in flight in every run this object prices): observed / predicted latency as a line
   in the load, learned from every finished call under the mean load while it ran (``latency.py``; shared by
-  those runs), less its noise band: ``log f`` moves towards 0 by ``log(greedy upper / greedy mean) *
-  sqrt(w / (2 - w))`` (``w`` the correction's averaging weight: 1.645 times the spread the fit has when only the
-  router's own errors move it), so an idle backend's noise is not followed and a real slowdown is, less the
+  those runs), less its noise band: ``log f`` moves towards 0 by ``log(greedy upper / greedy mean) / sqrt(n)``
+  (``n`` the fit's effective number of observations: 1.645 times the spread the fit has when only the router's
+  own errors move it), so an idle backend's noise is not followed and a real slowdown is, less the
   band. Rooms are divided by it; the time reserve is multiplied by it only when it is above 1 (a backend faster
   than its profile is not counted on for the stages to come).
 
@@ -167,7 +167,7 @@ class ResolvedPacing:
 
     def _factor(self, load: float) -> float:
         """The latency correction at ``load``, less its noise band (see ``_trusted``)."""
-        return _trusted(self.latency.factor(load), self.curve, self.latency.averaging_weight)
+        return _trusted(self.latency.factor(load), self.curve, self.latency.effective_observations)
 
     def _should_wait(self, s: LedgerSnapshot, factor: float, horizon: _Horizon) -> bool:
         """Wait for calls in flight to hand back reserved tokens rather than run truncated, when the time left
@@ -253,20 +253,20 @@ def _sum_upper(count: float, mean: float, upper: float) -> float:
     return 0.0 if count <= 0 else count * mean + max(0.0, upper - mean) * math.sqrt(count)
 
 
-def _trusted(factor: float, curve: SpendCurve, weight: float) -> float:
+def _trusted(factor: float, curve: SpendCurve, observations: float) -> float:
     """``factor`` moved towards 1 by its noise band: ``log f -> sign(log f) * max(0, |log f| - band)``.
 
-    The correction fits observed / predicted latency with forgetting (``w``: the newest call's weight); on an
-    idle backend it wanders with the router's own latency errors, whose spread the curve gives roughly:
-    ``sigma ~ log(greedy upper / greedy mean) / 1.645`` (the upper estimates are 95% ones). The average's spread
-    is ``sigma * sqrt(w / (2 - w))``, and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) *
-    sqrt(w / (2 - w))``. A load that slows every call by more than that is still followed (less the band); noise
-    within it is not.
+    The correction fits observed / predicted latency with forgetting; on an idle backend it wanders with the
+    router's own latency errors, whose spread the curve gives roughly: ``sigma ~ log(greedy upper / greedy mean)
+    / 1.645`` (the upper estimates are 95% ones). The fit's spread is ``sigma / sqrt(n)``, ``n`` its effective
+    number of observations (``LatencyCorrection.effective_observations``: few at first, ``(2 - w) / w`` in the
+    long run), and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) / sqrt(n)``. A load that slows
+    every call by more than that is still followed (less the band); noise within it is not.
     """
     if factor <= 0 or not math.isfinite(factor):
         return 1.0
     spread = math.log(max(curve.greedy_seconds_upper, 1e-9) / max(curve.greedy_seconds, 1e-9))
-    band = max(0.0, spread) * math.sqrt(weight / (2.0 - weight))
+    band = max(0.0, spread) / math.sqrt(max(1.0, observations))
     value = math.log(factor)
     return math.exp(math.copysign(max(0.0, abs(value) - band), value))
 

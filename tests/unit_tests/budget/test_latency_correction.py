@@ -228,3 +228,15 @@ def test_a_run_that_is_gone_leaves_the_load(router: Router) -> None:
     gc.collect()
     pacing.price(budget.open(clock).snapshot(), Lambdas())
     assert pacing.latency.in_flight == 1  # only the new run's call
+
+
+def test_effective_observations_count_the_first_calls_and_level_off_with_forgetting() -> None:
+    correction = LatencyCorrection(half_life=10.0)
+    assert correction.effective_observations == 0.0
+    for _ in range(3):
+        correction.observe(1.0, 2.0, in_flight=0)
+    assert correction.effective_observations == pytest.approx(3.0, rel=0.05)
+    for _ in range(500):
+        correction.observe(1.0, 2.0, in_flight=0)
+    w = correction.averaging_weight
+    assert correction.effective_observations == pytest.approx((2 - w) / w, rel=1e-3)

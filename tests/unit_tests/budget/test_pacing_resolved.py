@@ -24,8 +24,7 @@ def band(pacing: ResolvedPacing) -> float:
     """The noise band of the correction (log scale), from the curve's greedy spread."""
     curve = pacing.curve
     spread = math.log(curve.greedy_seconds_upper / curve.greedy_seconds)
-    weight = pacing.latency.averaging_weight
-    return spread * math.sqrt(weight / (2 - weight))
+    return spread / math.sqrt(max(1.0, pacing.latency.effective_observations))
 
 
 def observed(router: Router, ratio: float) -> ResolvedPacing:
@@ -46,8 +45,9 @@ def first_call(pacing: ResolvedPacing) -> tuple[float, float]:
 
 def test_correction_within_its_noise_band_is_not_followed(router: Router) -> None:
     fresh = ResolvedPacing.for_router(router)
-    assert band(fresh) > 0
-    inside = observed(router, math.exp(0.9 * band(fresh)))
+    width = band(observed(router, 1.0))  # the band after the 30 observations every pacing below learns from
+    assert 0 < width < band(fresh)  # more observations, a narrower band
+    inside = observed(router, math.exp(0.9 * width))
     assert first_call(inside) == pytest.approx(first_call(fresh))
 
 
@@ -55,7 +55,7 @@ def test_a_slowdown_beyond_the_band_is_followed_less_the_band(router: Router) ->
     fresh = ResolvedPacing.for_router(router)
     slow = observed(router, 3.0)
     room, factor = first_call(slow)
-    assert factor == pytest.approx(3.0 / math.exp(band(fresh)), rel=1e-3)
+    assert factor == pytest.approx(3.0 / math.exp(band(slow)), rel=1e-3)
     assert room < first_call(fresh)[0] / 2
 
 
