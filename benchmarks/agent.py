@@ -4,8 +4,9 @@ Each policy runs the demo's agent (planner, two solvers in parallel via ``Send``
 problems (``adaptive_ttc.demo.problems``), each problem under the same workflow budget (tokens and seconds).
 Policies: ``adaptive`` (the packaged router), and the fixed ``greedy``, ``bon-majority-4`` and
 ``escalate-2-4``. Each finished (policy, problem) is appended to a JSONL file at once, so an interrupted run
-resumes where it stopped. The summary (``--out``) has, per policy, accuracy, tokens and calls; the share of the
-adaptive policy's calls that are not greedy; and paired bootstrap intervals over the problems every policy
+resumes where it stopped. The summary (``--out``) has, per policy, accuracy, tokens and calls; the share of
+calls whose configuration is not greedy, and the share that ran beyond one greedy answer (an escalation that
+stopped at its greedy stage did not); and paired bootstrap intervals over the problems every policy
 finished: accuracy difference adaptive minus each policy, and adaptive's tokens as a ratio of each policy's.
 
     PYTHONPATH=src python benchmarks/agent.py --url http://127.0.0.1:8765/v1 --model SmolLM2-135M-Instruct \\
@@ -62,12 +63,14 @@ def summarize(
     out: dict[str, Any] = {"problems_paired": len(common), "policies": {}, "paired": {}}
     for policy, own in by_policy.items():
         configurations = [c for r in own.values() for c in r["configurations"]]
+        beyond = sum(_beyond_greedy(r) for r in own.values())
         out["policies"][policy] = {
             "problems": len(own),
             "accuracy": round(float(np.mean([r["correct"] for r in own.values()])), 4),
             "mean_tokens": round(float(np.mean([r["tokens"] for r in own.values()])), 1),
             "calls": len(configurations),
             "non_greedy_share": round(sum(c != "greedy" for c in configurations) / max(1, len(configurations)), 4),
+            "beyond_greedy_share": round(beyond / max(1, len(configurations)), 4),
             "stopped": sum(bool(r.get("stopped")) for r in own.values()),
         }
     if reference not in by_policy or not common:
@@ -91,12 +94,23 @@ def summarize(
     return out
 
 
+def _beyond_greedy(row: dict[str, Any]) -> int:
+    """Calls of a row that ran more than one greedy answer: not greedy, and not an escalation that stopped at
+    its greedy stage (a decision not to stay greedy that then cost what greedy costs)."""
+    stages = row.get("escalation") or [None] * len(row["configurations"])
+    return sum(
+        c != "greedy" and not (e and e.get("stage") == "greedy")
+        for c, e in zip(row["configurations"], stages, strict=True)
+    )
+
+
 def goals(summary: dict[str, Any], reference: str = "adaptive") -> dict[str, bool | None]:
     """The issue's goals for the adaptive policy (``None`` where a policy it compares with did not run)."""
     paired = summary["paired"]
     greedy, best_of_4 = paired.get("greedy"), paired.get("bon-majority-4")
     return {
         "non_greedy_at_least_20pct": summary["policies"][reference]["non_greedy_share"] >= 0.2,
+        "beyond_greedy_at_least_20pct": summary["policies"][reference]["beyond_greedy_share"] >= 0.2,
         "accuracy_at_least_greedy": None if greedy is None else greedy["accuracy_difference"] >= 0,
         "accuracy_not_below_best_of_4": None if best_of_4 is None else best_of_4["accuracy_difference_95"][1] >= 0,
         "tokens_at_most_60pct_of_best_of_4": None if best_of_4 is None else best_of_4["tokens_ratio"] <= 0.6,
@@ -106,13 +120,15 @@ def goals(summary: dict[str, Any], reference: str = "adaptive") -> dict[str, boo
 def markdown(summary: dict[str, Any]) -> str:
     """The summary as the tables of benchmarks/README.md's "Agent benchmark" section."""
     lines = [
-        "| policy | problems | accuracy | mean tokens / problem | calls | not greedy | runs cut by the budget |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | problems | accuracy | mean tokens / problem | calls | not greedy | ran beyond greedy "
+        "| runs cut by the budget |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, p in summary["policies"].items():
         lines.append(
             f"| {name} | {p['problems']} | {p['accuracy']:.3f} | {p['mean_tokens']:.0f} | {p['calls']} "
-            f"| {p['non_greedy_share']:.0%} | {p['stopped']} |"
+            f"| {p['non_greedy_share']:.0%} | {p.get('beyond_greedy_share', p['non_greedy_share']):.0%} "
+            f"| {p['stopped']} |"
         )
     lines += [
         "",
@@ -201,19 +217,26 @@ async def main(argv: Sequence[str] | None = None) -> None:
     ids = {p.id for p in problems}
     rows = [r for r in read_rows(args.rows) if r["policy"] in policies and r["id"] in ids]
     summary = summarize(rows)
-    summary["setup"] = {
-        "model": args.model,
-        "budget_tokens": args.budget_tokens,
-        "budget_seconds": args.budget_seconds,
-        "max_tokens": args.max_tokens,
-        "problems": len(problems),
-        "concurrency": args.concurrency,
-    }
+    if args.summarize_only and args.out.exists():  # the run's setup, not this command's defaults
+        summary["setup"] = json.loads(args.out.read_text()).get("setup")
+    else:
+        summary["setup"] = _setup(args, len(problems))
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.markdown:
         sys.stdout.write(markdown(summary))
     else:
         json.dump(summary, sys.stdout, indent=2)
+
+
+def _setup(args: argparse.Namespace, problems: int) -> dict[str, Any]:
+    return {
+        "model": args.model,
+        "budget_tokens": args.budget_tokens,
+        "budget_seconds": args.budget_seconds,
+        "max_tokens": args.max_tokens,
+        "problems": problems,
+        "concurrency": args.concurrency,
+    }
 
 
 if __name__ == "__main__":

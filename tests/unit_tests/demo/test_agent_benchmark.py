@@ -56,8 +56,25 @@ async def test_rows_from_the_demo_agent_feed_the_summary() -> None:
     assert summary["problems_paired"] == 2
     assert summary["policies"]["adaptive"]["non_greedy_share"] == 1.0
     assert summary["policies"]["greedy"]["non_greedy_share"] == 0.0
+    assert summary["policies"]["adaptive"]["beyond_greedy_share"] == 1.0
+    assert summary["policies"]["greedy"]["beyond_greedy_share"] == 0.0
     assert summary["paired"]["greedy"]["accuracy_difference"] == 0.0
     assert summary["paired"]["greedy"]["tokens_ratio"] > 1.0  # four samples per call cost more than one
+
+
+def test_an_escalation_that_stopped_at_greedy_is_a_decision_but_not_beyond_greedy() -> None:
+    bench = _benchmark()
+    row = {
+        "policy": "adaptive",
+        "id": "p",
+        "correct": True,
+        "tokens": 10,
+        "configurations": ["escalate-2-4", "escalate-2-4", "greedy"],
+        "escalation": [{"stage": "greedy"}, {"stage": "vote"}, None],
+    }
+    figures = bench.summarize([row], resamples=10)["policies"]["adaptive"]
+    assert figures["non_greedy_share"] == pytest.approx(2 / 3, abs=1e-4)
+    assert figures["beyond_greedy_share"] == pytest.approx(1 / 3, abs=1e-4)
 
 
 def _row(policy: str, problem: int, correct: bool, tokens: int, configurations: list[str]) -> dict[str, object]:
@@ -92,12 +109,13 @@ def test_paired_bootstrap_intervals_and_goals() -> None:
     assert summary["policies"]["adaptive"]["non_greedy_share"] == 0.5
     assert summary["goals"] == {
         "non_greedy_at_least_20pct": True,
+        "beyond_greedy_at_least_20pct": True,
         "accuracy_at_least_greedy": True,
         "accuracy_not_below_best_of_4": True,
         "tokens_at_most_60pct_of_best_of_4": True,
     }
     table = bench.markdown(summary)
-    assert "| adaptive | 20 | 0.500 | 100 | 40 | 50% | 0 |" in table
+    assert "| adaptive | 20 | 0.500 | 100 | 40 | 50% | 50% | 0 |" in table
     assert "| greedy | +0.250 | [" in table
     rows = [r for r in rows if r["policy"] != "bon-majority-4"]
     assert bench.summarize(rows, resamples=50)["goals"]["tokens_at_most_60pct_of_best_of_4"] is None
