@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.feature_extraction.text import HashingVectorizer
 
-__all__ = ["FeatureExtractor", "TextFeatures", "make_features"]
+__all__ = ["FeatureExtractor", "MemoisedFeatures", "TextFeatures", "make_features"]
 
 Matrix = npt.NDArray[np.float64]
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -34,6 +34,38 @@ class FeatureExtractor(Protocol):
     def transform(self, texts: Sequence[str]) -> Matrix:
         """One row of features per text."""
         ...
+
+
+class MemoisedFeatures:
+    """Base of extractors that compute one row per distinct text with a model (``_compute``) and keep it for the
+    process, so an evaluation that refits on folds, or a router asked about a text again, computes it once.
+    Subclasses give ``name``, ``_compute`` (one row) and ``_width`` (the number of columns)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Matrix] = {}
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self._width()
+        return self._dim
+
+    def transform(self, texts: Sequence[str]) -> Matrix:
+        rows = [self._row(text) for text in texts]
+        return np.vstack(rows) if rows else np.zeros((0, self.dim))
+
+    def _row(self, text: str) -> Matrix:
+        row = self._cache.get(text)
+        if row is None:
+            row = self._cache[text] = self._compute(text)
+        return row
+
+    def _compute(self, text: str) -> Matrix:
+        raise NotImplementedError
+
+    def _width(self) -> int:
+        raise NotImplementedError
 
 
 class TextFeatures:

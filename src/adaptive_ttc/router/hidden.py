@@ -9,20 +9,19 @@ transforms are memoised per text, so an evaluation that refits on folds computes
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from adaptive_ttc.errors import ConfigurationError
-from adaptive_ttc.router.features import Matrix
+from adaptive_ttc.router.features import Matrix, MemoisedFeatures
 
 __all__ = ["HIDDEN_PACKAGED", "HiddenStateFeatures"]
 
 HIDDEN_PACKAGED = "hidden-packaged"
 
 
-class HiddenStateFeatures:
+class HiddenStateFeatures(MemoisedFeatures):
     """Mean-pooled hidden states of the packaged model at ``layer`` (default: the middle layer).
 
     Args:
@@ -30,33 +29,21 @@ class HiddenStateFeatures:
     """
 
     def __init__(self, layer: int | None = None) -> None:
+        super().__init__()
         self._layer = layer
         self._model: Any = None
         self._tokenizer: Any = None
-        self._cache: dict[str, Matrix] = {}
         self._lock = threading.Lock()
-        self._dim: int | None = None
 
     @property
     def name(self) -> str:
         return HIDDEN_PACKAGED if self._layer is None else f"{HIDDEN_PACKAGED}-{self._layer}"
 
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._load()
-        if self._dim is None:  # _load sets it or raises
-            raise ConfigurationError("the packaged model did not load")
-        return self._dim
+    def _width(self) -> int:
+        self._load()
+        return int(self._model.config.hidden_size)
 
-    def transform(self, texts: Sequence[str]) -> Matrix:
-        rows = [self._row(text) for text in texts]
-        return np.vstack(rows) if rows else np.zeros((0, self.dim))
-
-    def _row(self, text: str) -> Matrix:
-        cached = self._cache.get(text)
-        if cached is not None:
-            return cached
+    def _compute(self, text: str) -> Matrix:
         import torch  # noqa: PLC0415 - the embedded extra, only when these features are used
 
         self._load()
@@ -68,7 +55,6 @@ class HiddenStateFeatures:
             states = self._model(ids, output_hidden_states=True).hidden_states
         layer = len(states) // 2 if self._layer is None else self._layer
         row: Matrix = np.asarray(states[layer][0].float().mean(dim=0).numpy(), dtype=np.float64)
-        self._cache[text] = row
         return row
 
     def _load(self) -> None:
@@ -86,4 +72,3 @@ class HiddenStateFeatures:
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model: Any = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         self._model = model.eval()
-        self._dim = int(self._model.config.hidden_size)

@@ -18,15 +18,13 @@ prefill, as the in-process hidden state does.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import numpy as np
 
 from adaptive_ttc.errors import BackendError, ConfigurationError
-from adaptive_ttc.router.features import Matrix
+from adaptive_ttc.router.features import Matrix, MemoisedFeatures
 
 __all__ = ["ENV_POOLING_MODEL", "ENV_POOLING_URL", "POOLED", "PooledStateFeatures"]
 
@@ -35,7 +33,7 @@ ENV_POOLING_URL = "ADAPTIVE_TTC_POOLING_URL"
 ENV_POOLING_MODEL = "ADAPTIVE_TTC_POOLING_MODEL"
 
 
-class PooledStateFeatures:
+class PooledStateFeatures(MemoisedFeatures):
     """Mean-pooled last hidden states of the policy model, from a vLLM pooling server.
 
     Args:
@@ -57,6 +55,7 @@ class PooledStateFeatures:
         api_key: str | None = None,
         timeout: float = 60.0,
     ) -> None:
+        super().__init__()
         url = base_url or os.environ.get(ENV_POOLING_URL)
         if not url:
             raise ConfigurationError(
@@ -68,30 +67,15 @@ class PooledStateFeatures:
         key = api_key or os.environ.get("ADAPTIVE_TTC_API_KEY")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._timeout = timeout
-        self._cache: dict[str, Matrix] = {}
-        self._lock = threading.Lock()
-        self._dim: int | None = None
 
     @property
     def name(self) -> str:
         return POOLED
 
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._row("?")
-        if self._dim is None:  # _row sets it or raises
-            raise BackendError("the pooling server returned no vector")
-        return self._dim
+    def _width(self) -> int:
+        return int(self._row("?").size)
 
-    def transform(self, texts: Sequence[str]) -> Matrix:
-        rows = [self._row(text) for text in texts]
-        return np.vstack(rows) if rows else np.zeros((0, self.dim))
-
-    def _row(self, text: str) -> Matrix:
-        cached = self._cache.get(text)
-        if cached is not None:
-            return cached
+    def _compute(self, text: str) -> Matrix:
         body = {
             "model": self._served_model(),
             "messages": [{"role": "user", "content": text}],
@@ -108,9 +92,7 @@ class PooledStateFeatures:
                 f"the pooling server at {self.base_url} returned a vector of shape {vector.shape}, expected "
                 f"({self._dim or 'n'},): is it a pooling deployment with seq_pooling_type MEAN?"
             )
-        with self._lock:
-            self._dim = int(vector.size)
-            self._cache[text] = vector
+        self._dim = int(vector.size)
         return vector
 
     def _served_model(self) -> str:
