@@ -58,25 +58,22 @@ def _calls_key(calls: Sequence[ToolCall]) -> str | None:
     return "tools:" + "|".join(sorted(k for k in keys if k is not None))
 
 
-def answer_of(completion: Completion, request: GenerationRequest) -> str | None:
-    """The answer a completion states: canonical JSON under a ``response_format``, else the extracted answer.
+def answer_of(completion: Completion, request: GenerationRequest, *, stated: bool = False) -> str | None:
+    """The answer a completion states: canonical JSON under a ``response_format``, else the extracted answer
+    (``stated``: only an explicit statement, ``answers.stated_answer``, not a number somewhere in the text).
 
     Tool calls carry their own key (``vote_key``); a tool-calling completion's answer is its text's, if any.
     """
     if request.response_format is not None and not completion.tool_calls:
         return canonical_json(completion.text)
-    return extract_answer(completion.text)
+    return stated_answer(completion.text) if stated else extract_answer(completion.text)
 
 
 def states_answer(completion: Completion, request: GenerationRequest) -> bool:
     """Whether ``completion`` gives something a vote can be about: a tool call, or any reply where tools were
     offered (a plain-text reply is an option of its own), valid JSON under a ``response_format``, or a stated final
     answer (``answers.stated_answer``). Free-form text (a plan, a summary) states none, even with numbers in it."""
-    if completion.tool_calls or request.tools:
-        return True
-    if request.response_format is not None:
-        return canonical_json(completion.text) is not None
-    return stated_answer(completion.text) is not None
+    return bool(completion.tool_calls or request.tools) or answer_of(completion, request, stated=True) is not None
 
 
 def _is_canonical_json(answer: str) -> bool:
