@@ -148,6 +148,7 @@ class Engine:
         """
         attempts = CallAttempts()
         input_upper = await self._input_upper(request, ledger)
+        await self.planner.prepare(request)
         while True:
             try:
                 return await self._attempt(request, input_upper, ledger, node, attempts, on_text=on_text)

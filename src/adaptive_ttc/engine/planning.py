@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass
 
@@ -45,6 +46,17 @@ class Planner:
         self.router = router
         self.configuration = configuration
         self.has_scorer = has_scorer
+
+    async def prepare(self, request: GenerationRequest) -> None:
+        """Compute the request's router features in a worker thread when they wait on a model (hidden states, a
+        pooling server: ``MemoisedFeatures.blocking``), so ``plan`` finds them cached and the event loop is not
+        held for a forward pass or an HTTP request. Nothing to do for text features, a fixed configuration or
+        a call with tools (the router is not asked)."""
+        if self.router is None or self.configuration is not None or request.tools or request.response_format:
+            return
+        features = self.router.features
+        if getattr(features, "blocking", False):
+            await asyncio.to_thread(features.transform, [question_of(request)])
 
     def plan(
         self, request: GenerationRequest, input_upper: int, prices: CallPrices, budget: WorkflowBudget | None

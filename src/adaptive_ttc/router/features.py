@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -10,7 +12,10 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.feature_extraction.text import HashingVectorizer
 
-__all__ = ["FeatureExtractor", "MemoisedFeatures", "TextFeatures", "make_features"]
+__all__ = ["DEFAULT_CACHE_SIZE", "FeatureExtractor", "MemoisedFeatures", "TextFeatures", "make_features"]
+
+DEFAULT_CACHE_SIZE = 8192
+"""Rows a model-computed extractor keeps (``MemoisedFeatures``): a few times the largest evaluation log's texts."""
 
 Matrix = npt.NDArray[np.float64]
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -37,12 +42,23 @@ class FeatureExtractor(Protocol):
 
 
 class MemoisedFeatures:
-    """Base of extractors that compute one row per distinct text with a model (``_compute``) and keep it for the
-    process, so an evaluation that refits on folds, or a router asked about a text again, computes it once.
-    Subclasses give ``name``, ``_compute`` (one row) and ``_width`` (the number of columns)."""
+    """Base of extractors that compute one row per distinct text with a model (``_compute``) and keep the most
+    recent ``cache_size`` rows, so an evaluation that refits on folds, or a router asked about a text again (the
+    engine computes a call's row off the event loop first, ``prepare``), computes it once, and a long-running
+    server's memory stays bounded. Subclasses give ``name``, ``_compute`` (one row) and ``_width`` (the number
+    of columns).
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Matrix] = {}
+    Args:
+        cache_size: rows kept, least recently used dropped first.
+    """
+
+    blocking = True
+    """Computing a row waits on a model (a forward pass, an HTTP request): async callers run it in a thread."""
+
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self._cache: OrderedDict[str, Matrix] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+        self._cache_lock = threading.Lock()
         self._dim: int | None = None
 
     @property
@@ -56,9 +72,16 @@ class MemoisedFeatures:
         return np.vstack(rows) if rows else np.zeros((0, self.dim))
 
     def _row(self, text: str) -> Matrix:
-        row = self._cache.get(text)
-        if row is None:
-            row = self._cache[text] = self._compute(text)
+        with self._cache_lock:
+            row = self._cache.get(text)
+            if row is not None:
+                self._cache.move_to_end(text)
+                return row
+        row = self._compute(text)  # outside the lock: a slow model call must not hold up cached lookups
+        with self._cache_lock:
+            self._cache[text] = row
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return row
 
     def _compute(self, text: str) -> Matrix:
