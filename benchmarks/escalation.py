@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from adaptive_ttc.cli import open_backend
+from adaptive_ttc.backends.factory import open_backend
 from adaptive_ttc.eval.log import read_log
 from adaptive_ttc.eval.outcomes import log_outcomes
 from adaptive_ttc.strategies.escalate import (
@@ -111,7 +111,8 @@ def _summary(rows: list[dict[str, Any]], outcomes: dict[str, Any], configs: list
             }
     for config in configs:
         played = [replay(r, config) for r in rows]
-        out[f"{config.name} {config.measure}>={config.stop_threshold:.4g}"] = {
+        rule = " unanimous" if config.unanimous else ""
+        out[f"{config.name} {config.measure}>={config.stop_threshold:.4g}{rule}"] = {
             "accuracy": round(statistics.mean(p.accuracy for p in played), 4),
             "tokens": round(statistics.mean(p.input_tokens + p.output_tokens for p in played), 1),
             "stopped_at_greedy": round(statistics.mean(p.stages.get("greedy", 0.0) for p in played), 3),
@@ -163,7 +164,8 @@ def main() -> None:
         }
     defaults = [Escalate(2, 8, m, DEFAULT_THRESHOLDS[m]) for m in MEASURES]
     never = [Escalate(2, 8, DEFAULT_MEASURE, math.inf), Escalate(2, 4, DEFAULT_MEASURE, math.inf)]
-    report["all_questions"] = _summary(rows, outcomes, [*defaults, *never, Escalate(2, 4)])
+    unanimous = [Escalate(2, 8, DEFAULT_MEASURE, unanimous=True), Escalate(2, 4, DEFAULT_MEASURE, unanimous=True)]
+    report["all_questions"] = _summary(rows, outcomes, [*defaults, *never, Escalate(2, 4), *unanimous])
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

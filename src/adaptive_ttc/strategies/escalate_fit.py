@@ -153,7 +153,7 @@ def _draw(row: Mapping[str, Any], config: Escalate, order: list[int]) -> tuple[f
     measured = float(pool["latency_s"])
     stages = [candidates[1 : 1 + config.k], candidates[1 + config.k :]]
     keys = vote_keys(candidates[: 1 + config.k])
-    agreed = keys[0] is not None and all(key == keys[0] for key in keys[1:])
+    agreed = keys[0] is not None and config.holds(sum(key == keys[0] for key in keys[1:]), config.k)
     used = stages[:1] if agreed else stages
     chosen = 0 if agreed else select(candidates, "majority")
     outputs = [sum(c.output_tokens for c in s) for s in used]

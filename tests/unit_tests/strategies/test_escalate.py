@@ -66,7 +66,7 @@ async def test_unsure_greedy_samples_k_in_one_request_and_stops_when_they_agree(
     assert trace["stage"] == "agree"
     assert (trace["agreeing"], trace["sampled"]) == (2, 2)
     assert trace["greedy_reason"] == "mean-logprob -2.0000 < -0.05"
-    assert trace["reason"] == "all 2 samples agree with greedy"
+    assert trace["reason"] == "2 of 2 samples agree with greedy: greedy holds a majority of the votes"
     assert result.selected_index == 0
     assert result.usage == expected_usage(backend, [4, 3, 2])
     assert result.requests == 2
@@ -75,7 +75,7 @@ async def test_unsure_greedy_samples_k_in_one_request_and_stops_when_they_agree(
 async def test_disagreement_goes_to_n_and_votes_with_greedy_counted() -> None:
     samples = ["It is 6", "so 5.", "6", "6", "5", "7"]
     backend = scripted(greedy_completion("The answer is 5.", -2.0), samples)
-    result = await Escalate(k=2, n=6).run(QUESTION, backend)
+    result = await Escalate(k=2, n=6, unanimous=True).run(QUESTION, backend)
     assert [r.n for r in backend.requests] == [1, 2, 4]
     assert backend.requests[2].seed != backend.requests[1].seed  # fresh samples, not the same ones again
     trace = result.details["escalation"]
@@ -87,6 +87,30 @@ async def test_disagreement_goes_to_n_and_votes_with_greedy_counted() -> None:
     assert len(result.candidates) == 7
     assert result.usage == expected_usage(backend, [4, 3, 2, 1, 1, 1, 1])
     assert result.requests == 3
+
+
+@pytest.mark.parametrize(
+    ("k", "samples", "stops"),
+    [
+        (2, ["It is 6", "so 5."], True),  # greedy holds 2 of 3 votes
+        (2, ["It is 6", "so 7."], False),
+        (4, ["6", "5", "7", "5"], True),  # 3 of 5
+        (4, ["6", "5", "6", "7"], False),  # 2 of 5: not a majority, though the most votes
+    ],
+)
+async def test_stage_two_stops_when_greedy_holds_a_majority(k: int, samples: list[str], stops: bool) -> None:
+    more = ["8"] * 4
+    backend = scripted(greedy_completion("The answer is 5.", -2.0), [*samples, *more])
+    result = await Escalate(k=k, n=k + 4).run(QUESTION, backend)
+    trace = result.details["escalation"]
+    assert trace["stage"] == ("agree" if stops else "vote")
+    assert len(backend.requests) == (2 if stops else 3)
+    if stops:
+        assert result.selected_index == 0
+        assert trace["reason"].endswith("greedy holds a majority of the votes")
+    unanimous = scripted(greedy_completion("The answer is 5.", -2.0), [*samples, *more])
+    kept_on = await Escalate(k=k, n=k + 4, unanimous=True).run(QUESTION, unanimous)
+    assert kept_on.details["escalation"]["stage"] == "vote"  # some sample disagreed
 
 
 async def test_majority_against_greedy_wins_at_stage_three() -> None:

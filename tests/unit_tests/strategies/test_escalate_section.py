@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from adaptive_ttc.eval.graders import math_grader
 from adaptive_ttc.eval.log import read_log
 from adaptive_ttc.eval.outcomes import log_outcomes, profile_of
 from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.strategies import escalate as escalate_module
 from adaptive_ttc.strategies.best_of_n import BestOfNKind
-from adaptive_ttc.strategies.escalate import EscalateKind, EscalationSection
+from adaptive_ttc.strategies.escalate import Escalate, EscalateKind, EscalationSection
+from adaptive_ttc.strategies.escalate_fit import replay
 from adaptive_ttc.strategies.greedy import GreedyKind
 from adaptive_ttc.strategies.log_sections import ReplayContext
 from tests.unit_tests.eval.test_collect import QUESTIONS, _responder
@@ -67,7 +70,11 @@ def test_escalation_is_gathered_as_greedy_and_the_pool() -> None:
 
 
 @pytest.mark.parametrize(("log", "label"), sorted(BEFORE_SECTIONS))
-def test_replay_on_the_committed_logs_is_what_it_was_before_sections(log: str, label: str) -> None:
+def test_replay_on_the_committed_logs_is_what_it_was_before_sections(
+    log: str, label: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The values were measured when stage 2 stopped only on unanimous agreement (the majority stop came later).
+    monkeypatch.setattr(escalate_module, "Escalate", functools.partial(Escalate, unanimous=True))
     generation_log = read_log(LOGS / f"{log}.jsonl.gz")
     config = Configuration.parse(label)
     context = ReplayContext(resamples=30, seed=0, profile=profile_of(generation_log))
@@ -100,3 +107,14 @@ async def test_greedy_asks_for_log_probabilities_only_where_the_backend_gives_th
     assert [(r.logprobs, r.top_logprobs) for r in greedy_requests] == [(logprobs, 5 if logprobs else 0)] * 2
     candidate = read_log(out).rows[0]["greedy"]["candidates"][0]
     assert ("confidence" in candidate) is logprobs
+
+
+def test_the_majority_stop_saves_answers_on_the_committed_log_at_the_same_accuracy() -> None:
+    log = read_log(LOGS / "mixed_smollm2.jsonl.gz")
+    rows = log.rows
+    majority = [replay(row, Escalate(2, 8), resamples=30, seed=0) for row in rows]
+    unanimous = [replay(row, Escalate(2, 8, unanimous=True), resamples=30, seed=0) for row in rows]
+    tokens = [sum(o.output_tokens for o in run) for run in (majority, unanimous)]
+    accuracy = [sum(o.accuracy for o in run) / len(rows) for run in (majority, unanimous)]
+    assert tokens[0] < 0.9 * tokens[1]
+    assert accuracy[0] > accuracy[1] - 0.01
