@@ -13,9 +13,13 @@ _DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per 
 
 
 async def measure_profile(
-    backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64
+    backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8, 16, 32), decode_tokens: int = 64
 ) -> BackendProfile:
-    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes."""
+    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes.
+
+    The batches go up to 32 sequences (one request with ``n=32``): the largest best-of-N of the default grid is
+    16, and the latency correction's prior (``budget.latency.prior_from_profile``) needs the throughput at the
+    loads concurrent workflows put on the backend."""
     tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
     await backend.generate([tiny])  # warm-up
     overhead = (await backend.generate([tiny]))[0].latency_s
