@@ -12,15 +12,18 @@ comes back teaches all of them.
   recent calls (its configuration is chosen after it is priced; half-life ``MIX_HALF_LIFE`` calls, short, since
   the mix of configurations moves with the prices).
 - **Load of a call being priced**: the other sequences in flight now (``begin`` returns it).
-- **Prior** (``prior_from_profile``): the backend profile measures the aggregate decode throughput ``tps(s)``
-  of ``s`` sequences decoded at once, so one sequence's time at ``s`` relative to alone is
-  ``r(s) = s tps(1) / tps(s)``; the prior line ``ratio(x) = 1 + b0 x`` is the least-squares line through the
-  idle point ``(0, 1)`` and the points ``(s - 1, r(s))`` (weights ``1 / r**2``, as the fit below), so its slope
-  is set by the largest batches, where the load of concurrent workflows lies. Beyond the largest measured batch
-  the line goes on (an assumption: the throughput measured there still grows); a profile that did not measure
-  at least ``PRIOR_MIN_SEQUENCES`` sequences at once, or fewer than two batch sizes beside 1, gives no prior
-  (extrapolating a nearly flat 2..8 to 60 sequences would be a guess). It covers the decode part only (prefill
-  of the calls that join is not in it), so it tends to be optimistic; observations correct it.
+- **Prior** (``prior_from_profile``): the backend profile (``measure_profile``) sends ``k`` distinct requests
+  at once (8, 16, 32) and keeps ``r(k)``, their mean observed / estimated-alone latency
+  (``BackendProfile.concurrent_ratio``): what this correction learns, at load ``k - 1``, queueing and the
+  prefill of the others included. The prior line ``ratio(x) = 1 + b0 x`` is the least-squares line through the
+  idle point ``(0, 1)`` and the points ``(k - 1, r(k))``, unweighted, so its slope is set by the largest loads:
+  a burst's first calls, priced at loads from 0 up, all run beside the whole burst. A profile without them (written
+  before) falls back on its decode throughput ``tps(s)`` by sequences decoded at once in one request: one
+  sequence's time beside ``s - 1`` others relative to alone, ``r(s) = s tps(1) / tps(s)`` (decode only, so
+  optimistic: on the vLLM CPU server ``r(32)`` is 2 where 32 requests at once take 4-5x). Beyond the largest
+  measured load the line goes on (an assumption); a profile that measured fewer than two loads, or none of at
+  least ``PRIOR_MIN_SEQUENCES`` sequences, gives no prior (extrapolating a nearly flat 2..8 to 60 sequences
+  would be a guess).
 - **Before any observation** the factor is the prior's ``1 + b0 x`` at the load of the call being priced (1.0
   without a prior): the first calls of a burst are priced knowing the calls already in flight.
 - **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
@@ -255,15 +258,21 @@ class LatencyCorrection:
 
 
 def prior_from_profile(profile: BackendProfile | None) -> tuple[float, float] | None:
-    """The prior line ``(1, b0)`` of ``ratio = 1 + b0 * load`` from a profile's decode throughput by batch size
-    (module doc); ``None`` without a profile, without a measurement of one sequence alone, with fewer than two
-    batch sizes beside it or none of at least ``PRIOR_MIN_SEQUENCES``."""
-    speeds = {} if profile is None else dict(profile.decode_tokens_per_s)
-    alone = speeds.get(1)
-    batches = [(s - 1, s * alone / v) for s, v in speeds.items() if s > 1] if alone else []
-    if len(batches) < 2 or max(x for x, _ in batches) + 1 < PRIOR_MIN_SEQUENCES:
+    """The prior line ``(1, b0)`` of ``ratio = 1 + b0 * load`` from a profile (module doc): from its requests sent
+    at once when it measured them, else from its decode throughput by batch size; ``None`` without a profile or
+    with too few points (fewer than two loads, or none of at least ``PRIOR_MIN_SEQUENCES`` sequences)."""
+    if profile is None:
         return None
-    weights = [1.0 / (r * r) for _, r in batches]
-    across = sum(w * x * (r - 1.0) for w, (x, r) in zip(weights, batches, strict=True))
-    spread = sum(w * x * x for w, (x, _) in zip(weights, batches, strict=True))
+    points = [(k - 1.0, r) for k, r in profile.concurrent_ratio.items() if k > 1]
+    if not _enough(points):
+        alone = profile.decode_tokens_per_s.get(1)
+        points = [(s - 1.0, s * alone / v) for s, v in profile.decode_tokens_per_s.items() if s > 1] if alone else []
+    if not _enough(points):
+        return None
+    across = sum(x * (r - 1.0) for x, r in points)
+    spread = sum(x * x for x, _ in points)
     return 1.0, max(0.0, across / spread)
+
+
+def _enough(points: list[tuple[float, float]]) -> bool:
+    return len(points) >= 2 and max(x for x, _ in points) + 1 >= PRIOR_MIN_SEQUENCES

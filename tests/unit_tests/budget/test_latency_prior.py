@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+
 import pytest
+
+from adaptive_ttc.backends.fake import FakeBackend, prompt_text
+from adaptive_ttc.backends.profiling import measure_profile
 
 from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.budget.latency import PRIOR_MIN_SEQUENCES, LatencyCorrection, prior_from_profile
@@ -16,8 +23,23 @@ from tests.unit_tests.budget.test_pacing_stages import trained_router
 SATURATING = {1: 30.0, 2: 45.0, 4: 85.0, 8: 160.0, 16: 240.0, 32: 300.0}
 
 
-def profile(speeds: dict[int, float]) -> BackendProfile:
-    return BackendProfile("http://server", "model", 0.05, 1000.0, speeds)
+def profile(speeds: dict[int, float], concurrent: dict[int, float] | None = None) -> BackendProfile:
+    return BackendProfile("http://server", "model", 0.05, 1000.0, speeds, concurrent_ratio=concurrent or {})
+
+
+def test_the_prior_follows_the_requests_sent_at_once() -> None:
+    """Measured requests at once (queueing and the others' prefill included) set the prior, not the decode
+    throughput."""
+    prior = prior_from_profile(profile(SATURATING, {8: 1.5, 16: 2.3, 32: 5.0}))
+    assert prior is not None
+    assert prior[0] == 1.0
+    assert 1 + prior[1] * 31 == pytest.approx(5.0, rel=0.15)
+    assert 1 + prior[1] * 31 > 1 + (prior_from_profile(profile(SATURATING)) or (1.0, 9.0))[1] * 31
+
+
+def test_too_few_requests_at_once_fall_back_on_the_decode_throughput() -> None:
+    assert prior_from_profile(profile(SATURATING, {8: 2.0})) == prior_from_profile(profile(SATURATING))
+    assert prior_from_profile(profile({1: 29.0, 8: 167.0}, {4: 1.2, 8: 1.5})) is None  # both too small
 
 
 def test_the_prior_follows_the_profiles_largest_batches() -> None:
@@ -118,3 +140,30 @@ def test_pacing_for_a_profiled_router_prices_a_burst_by_the_prior() -> None:
     assert factors[0] == pytest.approx(1.0)
     assert factors == sorted(factors)
     assert factors[7] > 1.2  # 7 others in flight
+
+
+def test_requests_at_once_survive_save_and_load_and_old_profiles_load(tmp_path: Path) -> None:
+    measured = profile(SATURATING, {8: 1.5, 32: 5.0})
+    measured.save(tmp_path / "p.json")
+    loaded = BackendProfile.load(tmp_path / "p.json")
+    assert loaded.concurrent_ratio == {8: 1.5, 32: 5.0}
+    assert prior_from_profile(loaded) == prior_from_profile(measured)
+    old = json.loads((tmp_path / "p.json").read_text())
+    del old["concurrent_ratio"]  # a profile written before the field
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert BackendProfile.load(tmp_path / "old.json").concurrent_ratio == {}
+    fields = {k: v for k, v in old.items() if k not in ("format", "version")}
+    strings = BackendProfile(**fields | {"decode_tokens_per_s": SATURATING, "concurrent_ratio": {"16": "2.5"}})
+    assert strings.concurrent_ratio == {16: 2.5}  # as a log header's JSON holds it
+    with pytest.raises(ConfigurationError, match="concurrent_ratio"):
+        profile(SATURATING, {8: -1.0})
+
+
+def test_measure_profile_sends_distinct_requests_at_once() -> None:
+    backend = FakeBackend(["one two three"])
+    measured = asyncio.run(measure_profile(backend, "fake", concurrent=(4, 16)))
+    assert set(measured.concurrent_ratio) == {4, 16}
+    assert set(measured.decode_tokens_per_s) == {1, 2, 4, 8, 16, 32}
+    assert backend.batches[-2:] == [4, 16]  # each count in one batch: sent at once
+    last = [prompt_text(r) for r in backend.requests[-16:]]
+    assert len(set(last)) == 16  # no shared prompt: each request prefills its own
