@@ -9,9 +9,10 @@ What it does, against a real OpenAI-compatible server (the vLLM CPU server in th
    observations and its spend curve stored (``train`` does the same on a generation log). Correctness labels
    are SYNTHETIC (greedy 0.5, best-of-2 0.6): they only make the router choose between the two; every figure
    here is about time. The backend is also profiled (``measure_profile``: decode throughput of 1 to 32
-   sequences in one request, and 8, 16, 32 distinct requests sent at once) for the correction's prior (``LatencyCorrection.from_profile``, what
-   ``ResolvedPacing.for_router`` builds for a router with a profile); the router's estimates stay the ones
-   fitted on the observations, as before, so the uncorrected figures are comparable with earlier runs.
+   sequences in one request, and 8, 16, 32 distinct requests sent at once) for the correction's prior
+   (``LatencyCorrection.from_profile``, what ``ResolvedPacing.for_router`` builds for a router with a
+   profile); the router's estimates stay the ones fitted on the observations, as before, so the uncorrected
+   figures are comparable with earlier runs.
 2. **Idle**: ``--idle-workflows`` workflows of ``--calls`` calls, one workflow at a time.
 3. **Loaded**: a probe round of ``--workflows`` concurrent workflows running greedy only (no deadline) measures
    how long a greedy workflow takes under that load; three measured rounds then each run ``--workflows``

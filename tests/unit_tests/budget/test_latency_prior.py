@@ -10,7 +10,6 @@ import pytest
 
 from adaptive_ttc.backends.fake import FakeBackend, prompt_text
 from adaptive_ttc.backends.profiling import measure_profile
-
 from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.budget.latency import PRIOR_MIN_SEQUENCES, LatencyCorrection, prior_from_profile
 from adaptive_ttc.budget.resolved import ResolvedPacing
