@@ -16,16 +16,18 @@ comes back teaches all of them.
   at once (8, 16, 32) and keeps ``r(k)``, their mean observed / estimated-alone latency
   (``BackendProfile.concurrent_ratio``): what this correction learns, at load ``k - 1``, queueing and the
   prefill of the others included. The prior line ``ratio(x) = 1 + b0 x`` is the least-squares line through the
-  idle point ``(0, 1)`` and the points ``(k - 1, r(k))``, unweighted, so its slope is set by the largest loads:
-  a burst's first calls, priced at loads from 0 up, all run beside the whole burst. A profile without them (written
-  before) falls back on its decode throughput ``tps(s)`` by sequences decoded at once in one request: one
+  idle point ``(0, 1)`` and the points ``(k - 1, r(k))``, unweighted, so its slope is set by the largest
+  loads: a burst's first calls, priced at loads from 0 up, all run beside the whole burst. A profile without
+  them (written before) falls back on its decode throughput ``tps(s)`` by sequences decoded at once in one request: one
   sequence's time beside ``s - 1`` others relative to alone, ``r(s) = s tps(1) / tps(s)`` (decode only, so
-  optimistic: on the vLLM CPU server ``r(32)`` is 2 where 32 requests at once take 4-5x). Beyond the largest
-  measured load the line goes on (an assumption); a profile that measured fewer than two loads, or none of at
-  least ``PRIOR_MIN_SEQUENCES`` sequences, gives no prior (extrapolating a nearly flat 2..8 to 60 sequences
-  would be a guess).
+  optimistic: on the vLLM CPU server ``r(32)`` is 2 where 32 requests at once measured 2.7x and 6.1x).
+  Beyond the largest measured load the line goes on (an assumption); a profile that measured fewer than two
+  loads, or none of at least ``PRIOR_MIN_SEQUENCES`` sequences, gives no prior (extrapolating a nearly flat
+  2..8 to 60 sequences would be a guess).
 - **Before any observation** the factor is the prior's ``1 + b0 x`` at the load of the call being priced (1.0
-  without a prior): the first calls of a burst are priced knowing the calls already in flight.
+  without a prior): the first calls of a burst are priced knowing the calls already in flight, not those that
+  begin after them (they all run beside the whole burst) nor their sequences (1 per call until one came back),
+  so they are still underestimated.
 - **Fit**: weighted least squares with weights ``1 / ratio**2`` (relative error, what a percentage error
   measures) and exponential forgetting (half-life ``HALF_LIFE`` observations: a slowdown that the load does not
   explain, e.g. another process's traffic on the server, is followed). The line goes through the observations'
