@@ -8,16 +8,22 @@ What it does, against a real OpenAI-compatible server (the vLLM CPU server in th
    best-of-2 (``n=2``), one request at a time; a ``Router`` over {greedy, bon-majority-2} is fitted on these
    observations and its spend curve stored (``train`` does the same on a generation log). Correctness labels
    are SYNTHETIC (greedy 0.5, best-of-2 0.6): they only make the router choose between the two; every figure
-   here is about time.
+   here is about time. The backend is also profiled (``measure_profile``: decode throughput of 1 to 32
+   sequences in one request, and 8, 16, 32 distinct requests sent at once) for the correction's prior
+   (``LatencyCorrection.from_profile``, what ``ResolvedPacing.for_router`` builds for a router with a
+   profile); the router's estimates stay the ones fitted on the observations, as before, so the uncorrected
+   figures are comparable with earlier runs.
 2. **Idle**: ``--idle-workflows`` workflows of ``--calls`` calls, one workflow at a time.
 3. **Loaded**: a probe round of ``--workflows`` concurrent workflows running greedy only (no deadline) measures
    how long a greedy workflow takes under that load; three measured rounds then each run ``--workflows``
    concurrent workflows with the router and one shared ``ResolvedPacing`` (its ``LatencyCorrection`` learns
    online), each workflow with a deadline of ``--deadline-slack`` x the slowest greedy workflow of the probe (so
-   greedy fits). "loaded, cold": the correction starts empty, as in a fresh process, so the first call of every
-   workflow is priced before anything came back. "loaded, cold, previous correction (baseline)": the same with
-   the correction as it was before (``BucketCorrection`` below), side by side under the same server
-   conditions. "loaded, warmed": the correction starts from what it learned of the probe's calls (the
+   greedy fits). "loaded, cold": the correction starts with no observation but the profile's prior, as in a
+   fresh process, so the first call of every workflow is priced before anything came back, by the prior at
+   the load it meets. "loaded, cold, no prior": the same without the prior (the correction before it had one).
+   "loaded, cold, previous correction (baseline)": the same with the correction as it was before its line
+   (``BucketCorrection`` below), side by side under the same server conditions. "loaded, warmed": the
+   correction (with the prior) starts from what it learned of the probe's calls (the
    benchmark tells it each probe call through its public ``begin`` / ``end``, as an application would for
    traffic the pacing does not price), as in a process that served earlier traffic; it learns on from there.
    The probe and the three rounds are repeated ``--repeats`` times and pooled. Idle workflows get
@@ -48,10 +54,12 @@ from typing import Any
 
 import adaptive_ttc
 from adaptive_ttc import AdaptiveChatModel, AdaptiveTTCError, OpenAICompatibleBackend
-from adaptive_ttc.budget.latency import LatencyCorrection
+from adaptive_ttc.backends.profiling import measure_profile
+from adaptive_ttc.budget.latency import LatencyCorrection, prior_from_profile
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.observations import Observation
+from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import store_spend_curve
 from adaptive_ttc.types import GenerationRequest, Message
@@ -147,8 +155,12 @@ class Phase:
         }
 
 
-async def profile_router(backend: OpenAICompatibleBackend, count: int, max_tokens: int) -> Router:
-    """Fit the router on idle-server observations (one request at a time) and store its spend curve."""
+async def profile_router(
+    backend: OpenAICompatibleBackend, count: int, max_tokens: int
+) -> tuple[Router, BackendProfile]:
+    """Fit the router on idle-server observations (one request at a time) and store its spend curve; measure
+    the backend's profile (for the correction's prior)."""
+    profile = await measure_profile(backend, backend.base_url)
     rows = []
     for i in range(count):
         text = question(i)
@@ -175,7 +187,7 @@ async def profile_router(backend: OpenAICompatibleBackend, count: int, max_token
             )
     router = Router(parse_grid(GRID)).fit(rows)
     store_spend_curve(router, [question(i) for i in range(count)], rows)
-    return router
+    return router, profile
 
 
 async def workflow(
@@ -282,15 +294,19 @@ def merged(parts: Sequence[Phase]) -> Phase:
 
 
 async def loaded_rounds(
-    args: argparse.Namespace, router: Router, greedy: AdaptiveChatModel, routed: AdaptiveChatModel
+    args: argparse.Namespace,
+    router: Router,
+    profile: BackendProfile,
+    greedy: AdaptiveChatModel,
+    routed: AdaptiveChatModel,
 ) -> list[Phase]:
     """``--repeats`` times: the greedy probe under load, then the cold and the warmed rounds (module doc)."""
     pacing = routed.pacing
     if not isinstance(pacing, ResolvedPacing):
         raise TypeError("the routed model needs a ResolvedPacing")
-    rounds: list[list[Phase]] = [[], [], [], []]
+    rounds: list[list[Phase]] = [[], [], [], [], []]
     for _ in range(args.repeats):
-        warm = LatencyCorrection()
+        warm = LatencyCorrection.from_profile(profile)
         probe = await run_phase(
             "loaded greedy probe",
             greedy,
@@ -305,7 +321,8 @@ async def loaded_rounds(
         rounds[0].append(probe)
         deadline = args.deadline_slack * max(probe.workflow_s)
         corrections = (
-            ("loaded, cold", LatencyCorrection()),
+            ("loaded, cold", LatencyCorrection.from_profile(profile)),
+            ("loaded, cold, no prior", LatencyCorrection()),
             ("loaded, cold, previous correction (baseline)", BucketCorrection()),
             ("loaded, warmed", warm),
         )
@@ -334,9 +351,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     backends = [backend(), backend(), backend()]
     try:
-        router = await profile_router(backends[0], args.train_questions, args.max_tokens)
+        router, profile = await profile_router(backends[0], args.train_questions, args.max_tokens)
         greedy = AdaptiveChatModel(backend=backends[1], strategy="greedy", max_tokens=args.max_tokens)
         pacing = ResolvedPacing.for_router(router)
+        pacing.latency = LatencyCorrection.from_profile(profile)  # as for_router does for a profiled router
         routed = AdaptiveChatModel(
             backend=backends[2], router=router, pacing=pacing, max_tokens=args.max_tokens, temperature=TEMPERATURE
         )
@@ -354,7 +372,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             concurrent=False,
             router=router,
         )
-        loaded = await loaded_rounds(args, router, greedy, routed)
+        loaded = await loaded_rounds(args, router, profile, greedy, routed)
         for model in (greedy, routed):
             model._resources.portal.call(backends[1 if model is greedy else 2].aclose())
             model.close()
@@ -363,6 +381,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "latency_estimates",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "profile": {
+            "decode_tokens_per_s": {str(k): v for k, v in sorted(profile.decode_tokens_per_s.items())},
+            "request_overhead_s": profile.request_overhead_s,
+            "concurrent_ratio": {str(k): v for k, v in sorted(profile.concurrent_ratio.items())},
+            "prior": prior_from_profile(profile),
+        },
         "phases": [p.summary() for p in (idle_probe, idle, *loaded)],
         "trace": {p.name: p.trace for p in (idle_probe, idle, *loaded)},
         "wall_s": round(time.perf_counter() - started, 1),
@@ -405,7 +429,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workflows", type=int, default=32, help="concurrent workflows of the loaded phase")
     parser.add_argument("--idle-workflows", type=int, default=8, help="workflows of the idle phase, one at a time")
     parser.add_argument("--calls", type=int, default=3, help="calls per workflow")
-    parser.add_argument("--repeats", type=int, default=3, help="loaded rounds (probe, cold, warmed), pooled")
+    parser.add_argument("--repeats", type=int, default=3, help="loaded rounds (probe, colds, warmed), pooled")
     parser.add_argument("--train-questions", type=int, default=16, help="questions of the idle profile")
     parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per answer (small: CPU server)")
     parser.add_argument("--deadline-slack", type=float, default=1.5, help="deadline = this x the slowest greedy run")

@@ -1,6 +1,10 @@
-"""Measure a backend's speed (overhead, prefill, decode at several batch sizes) into a ``BackendProfile``."""
+"""Measure a backend's speed (overhead, prefill, decode at several batch sizes, requests at once) into a
+``BackendProfile``."""
 
 from __future__ import annotations
+
+import dataclasses
+import statistics
 
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.router.profile import BackendProfile
@@ -13,9 +17,20 @@ _DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per 
 
 
 async def measure_profile(
-    backend: Backend, label: str, *, sequences: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 64
+    backend: Backend,
+    label: str,
+    *,
+    sequences: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+    concurrent: tuple[int, ...] = (8, 16, 32),
+    decode_tokens: int = 64,
 ) -> BackendProfile:
-    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes."""
+    """Measure a backend: overhead (1 token), prefill (a long prompt, 1 token), decode at several batch sizes
+    (``sequences``: one request with ``n`` of each), then ``concurrent``: that many distinct requests sent at once.
+
+    The batches go up to 32 sequences: the largest best-of-N of the default grid is 16, and the latency
+    correction's prior (``budget.latency.prior_from_profile``) needs the backend at the loads concurrent
+    workflows put on it; the requests sent at once measure that whole (queueing, the prefill of the others),
+    not only the decode throughput."""
     tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
     await backend.generate([tiny])  # warm-up
     overhead = (await backend.generate([tiny]))[0].latency_s
@@ -34,10 +49,30 @@ async def measure_profile(
         longest = max(c.output_tokens for c in result.completions)
         decode_s = max(1e-6, result.latency_s - overhead)
         speeds[n] = longest * n / decode_s
-    return BackendProfile(
+    profile = BackendProfile(
         backend=label,
         model=backend.model,
         request_overhead_s=overhead,
         prefill_tokens_per_s=prefill,
         decode_tokens_per_s=speeds,
+    )
+    ratios = {k: await _concurrent_ratio(backend, profile, k, decode_tokens) for k in concurrent}
+    return dataclasses.replace(profile, concurrent_ratio=ratios)
+
+
+async def _concurrent_ratio(backend: Backend, profile: BackendProfile, count: int, decode_tokens: int) -> float:
+    """Mean observed / estimated-alone latency of ``count`` distinct requests (no shared prefix) sent at once."""
+    requests = [
+        GenerationRequest(messages=(Message("user", f"{i}. {_DECODE_PROMPT}"),), max_tokens=decode_tokens)
+        for i in range(count)
+    ]
+    results = await backend.generate(requests)
+    return statistics.fmean(
+        r.latency_s
+        / profile.latency(
+            input_tokens=r.usage.input_tokens,
+            longest_tokens=max(c.output_tokens for c in r.completions),
+            sequences=1,
+        )
+        for r in results
     )

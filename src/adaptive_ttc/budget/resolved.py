@@ -106,7 +106,8 @@ class ResolvedPacing:
                 "this router has no spend curve (router.meta['spend_curve']); retrain it with `adaptive-ttc train` "
                 "or call adaptive_ttc.router.spend.store_spend_curve(router, training_questions)"
             )
-        return ResolvedPacing(SpendCurve.from_dict(data), prior=prior)
+        latency = LatencyCorrection.from_profile(router.cost.profile)  # the profile's load prior, if any
+        return ResolvedPacing(SpendCurve.from_dict(data), prior=prior, latency=latency)
 
     def price(self, snapshot: LedgerSnapshot, base: Lambdas) -> CallPrices:
         """The prices and rooms of the next call (the rules in the module docstring)."""

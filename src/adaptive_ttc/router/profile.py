@@ -34,6 +34,10 @@ class BackendProfile:
         decode_tokens_per_s: total generated tokens per second, by the number of sequences decoded at once.
         step_overhead_s: extra time per beam-search step beyond its request (scoring and bookkeeping).
         scorer_s_per_item: scorer time per scored item (0 for reward-free scorers).
+        concurrent_ratio: by ``k``, the mean over ``k`` requests sent at once of observed / estimated latency
+            (each estimated by this profile as if alone): how much a request slows beside ``k - 1`` others
+            (the latency correction's prior, ``budget.latency.prior_from_profile``). Empty when not measured
+            (profiles written before it).
     """
 
     backend: str
@@ -44,8 +48,13 @@ class BackendProfile:
     step_overhead_s: float = 0.0
     scorer_s_per_item: float = 0.0
     measured_at: float = field(default_factory=time.time)
+    concurrent_ratio: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        ratios = {int(k): float(v) for k, v in self.concurrent_ratio.items()}  # JSON keys are strings
+        if any(k < 1 or not (math.isfinite(v) and v > 0) for k, v in ratios.items()):
+            raise ConfigurationError("concurrent_ratio needs request counts >= 1 and finite positive ratios")
+        object.__setattr__(self, "concurrent_ratio", ratios)
         if not self.decode_tokens_per_s or any(v <= 0 for v in self.decode_tokens_per_s.values()):
             raise ConfigurationError("decode_tokens_per_s needs at least one positive measurement")
         if self.prefill_tokens_per_s <= 0 or self.request_overhead_s < 0:
@@ -80,6 +89,7 @@ class BackendProfile:
         """Write the profile as versioned JSON."""
         data = asdict(self)
         data["decode_tokens_per_s"] = {str(k): v for k, v in self.decode_tokens_per_s.items()}
+        data["concurrent_ratio"] = {str(k): v for k, v in self.concurrent_ratio.items()}
         Path(path).write_text(json.dumps({"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **data}, indent=2))
 
     @staticmethod

@@ -76,6 +76,7 @@ def gate_limits(value: Any, path: str | Path) -> GateLimits:
 def profile_json(profile: BackendProfile) -> dict[str, Any]:
     data = dataclasses.asdict(profile)
     data["decode_tokens_per_s"] = {str(k): v for k, v in profile.decode_tokens_per_s.items()}
+    data["concurrent_ratio"] = {str(k): v for k, v in profile.concurrent_ratio.items()}
     return data
 
 
