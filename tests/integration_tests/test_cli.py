@@ -90,5 +90,13 @@ def test_profile_command(vllm_url: str, vllm_model: str, tmp_path: Path) -> None
 
     profile = BackendProfile.load(out_file)
     assert profile.prefill_tokens_per_s > 0
-    assert set(profile.decode_tokens_per_s) == {1, 2, 4, 8}
+    assert set(profile.decode_tokens_per_s) == {1, 2, 4, 8, 16, 32}
     assert profile.sequence_speed(8) < profile.sequence_speed(1) * 8
+    # Requests sent at once run slower than alone: the latency correction's prior comes from these.
+    assert set(profile.concurrent_ratio) == {8, 16, 32}
+    assert all(ratio > 1.0 for ratio in profile.concurrent_ratio.values())
+    from adaptive_ttc.budget.latency import prior_from_profile
+
+    prior = prior_from_profile(profile)
+    assert prior is not None
+    assert prior[1] > 0
