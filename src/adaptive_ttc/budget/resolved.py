@@ -40,8 +40,10 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
-possible when the backend slows down faster than the correction learns), nor that the cap is spent when the
-training data says more tokens buy nothing.
+possible when the backend slows down faster than the correction learns, when a call outruns its 95% estimate,
+or when the stages to come take more than their reserve: a mean greedy latency each, for a number of stages
+estimated from earlier runs' calls per stage), nor that the cap is spent when the training data says more
+tokens buy nothing.
 """
 
 from __future__ import annotations
