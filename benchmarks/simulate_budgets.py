@@ -33,11 +33,12 @@ Policies, all at the same token cap and deadline per workflow:
   and every static configuration, paired by workflow.
 
 Time is VIRTUAL: the run uses an asyncio event loop whose clock jumps to the next timer whenever every task
-is waiting (a discrete-event simulation), and the ledger, the engine and the strategies read that clock.
-Latencies are the tabulated ones, unscaled, and the run takes only the CPU time of the engine's own work;
-results do not depend on the load of the machine and are identical from run to run for a given seed. (Real
-sleeps scaled down 100x were considered and rejected: on a shared 2-core machine a few milliseconds of event
-loop delay per call become tenths of a simulated second and turn into spurious deadline misses.)
+is waiting (a discrete-event simulation), and the ledger, the engine, the strategies and the resolved pacing's
+latency correction read that clock. Latencies are the tabulated ones, unscaled, and the run takes only the CPU
+time of the engine's own work; results do not depend on the load of the machine and are identical from run to
+run for a given seed. (Real sleeps scaled down 100x were considered and rejected: on a shared 2-core machine a few
+milliseconds of event loop delay per call become tenths of a simulated second and turn into spurious deadline
+misses.)
 
 Table (per question and configuration) -- from ``--log`` (JSONL rows like ``Observation``: question,
 configuration, correct, input_tokens, output_tokens, longest_tokens, latency_s, steps; repeated rows are
@@ -97,6 +98,7 @@ from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import FixedPacing, Ledger, WorkflowBudget
 from adaptive_ttc.budget.hindsight import Option, hindsight_ceiling
+from adaptive_ttc.budget.latency import LatencyCorrection
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.budget.stages import WorkflowPrior
 from adaptive_ttc.engine import Engine
@@ -442,12 +444,14 @@ class Policy:
     expected_calls: bool = True
     resolved: bool = False
 
-    def engine(self, backend: SimBackend, router: Router) -> Engine:
+    def engine(self, backend: SimBackend, router: Router, clock: Callable[[], float]) -> Engine:
         if self.configuration is not None:
             return Engine(backend, configuration=self.configuration)
         if self.resolved:
             prior = None if self.expected_calls else WorkflowPrior()
-            return Engine(backend, router=router, pacing=ResolvedPacing.for_router(router, prior=prior))
+            pacing = ResolvedPacing.for_router(router, prior=prior)
+            pacing.latency = LatencyCorrection(clock=clock)  # call starts and ends on the simulation's clock
+            return Engine(backend, router=router, pacing=pacing)
         return Engine(backend, router=router, lambdas=self.lambdas, pacing=None if self.pacing else FixedPacing())
 
 
@@ -632,7 +636,7 @@ class Simulation:
 
     async def run_policy(self, policy: Policy, level: Level) -> tuple[list[WorkflowOutcome], int]:
         """The policy on every workflow, and how many router decisions (plans and re-plans) it took."""
-        engine = policy.engine(SimBackend(self.table), self.router)
+        engine = policy.engine(SimBackend(self.table), self.router, self.clock)
         before = self.router.decisions
         outcomes = [await self.run_workflow(engine, policy, w, level) for w in self.workflows]
         return outcomes, self.router.decisions - before
