@@ -33,11 +33,12 @@ Policies, all at the same token cap and deadline per workflow:
   and every static configuration, paired by workflow.
 
 Time is VIRTUAL: the run uses an asyncio event loop whose clock jumps to the next timer whenever every task
-is waiting (a discrete-event simulation), and the ledger, the engine and the strategies read that clock.
-Latencies are the tabulated ones, unscaled, and the run takes only the CPU time of the engine's own work;
-results do not depend on the load of the machine and are identical from run to run for a given seed. (Real
-sleeps scaled down 100x were considered and rejected: on a shared 2-core machine a few milliseconds of event
-loop delay per call become tenths of a simulated second and turn into spurious deadline misses.)
+is waiting (a discrete-event simulation), and the ledger, the engine, the strategies and the resolved pacing's
+latency correction read that clock. Latencies are the tabulated ones, unscaled, and the run takes only the CPU
+time of the engine's own work; results do not depend on the load of the machine and are identical from run to
+run for a given seed. (Real sleeps scaled down 100x were considered and rejected: on a shared 2-core machine a few
+milliseconds of event loop delay per call become tenths of a simulated second and turn into spurious deadline
+misses.)
 
 Table (per question and configuration) -- from ``--log`` (JSONL rows like ``Observation``: question,
 configuration, correct, input_tokens, output_tokens, longest_tokens, latency_s, steps; repeated rows are
@@ -97,6 +98,7 @@ from adaptive_ttc.backends.base import BackendCapabilities
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import FixedPacing, Ledger, WorkflowBudget
 from adaptive_ttc.budget.hindsight import Option, hindsight_ceiling
+from adaptive_ttc.budget.latency import LatencyCorrection
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.budget.stages import WorkflowPrior
 from adaptive_ttc.engine import Engine
@@ -112,6 +114,7 @@ from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message, StrategyResult
 
 GRID_LABELS = ("greedy", "bon-majority-2", "bon-majority-4", "bon-majority-8", "bon-majority-16")
+FALLBACK_LABEL = GRID_LABELS[0]
 MAX_LENGTH = 900
 PREFILL_S, PREFILL_TPS, DECODE_TPS, BATCH_SLOWDOWN = 0.05, 4000.0, 60.0, 0.03
 KINDS = {"easy": 0.40, "medium": 0.35, "hard": 0.25}
@@ -441,12 +444,14 @@ class Policy:
     expected_calls: bool = True
     resolved: bool = False
 
-    def engine(self, backend: SimBackend, router: Router) -> Engine:
+    def engine(self, backend: SimBackend, router: Router, clock: Callable[[], float]) -> Engine:
         if self.configuration is not None:
             return Engine(backend, configuration=self.configuration)
         if self.resolved:
             prior = None if self.expected_calls else WorkflowPrior()
-            return Engine(backend, router=router, pacing=ResolvedPacing.for_router(router, prior=prior))
+            pacing = ResolvedPacing.for_router(router, prior=prior)
+            pacing.latency = LatencyCorrection(clock=clock)  # call starts and ends on the simulation's clock
+            return Engine(backend, router=router, pacing=pacing)
         return Engine(backend, router=router, lambdas=self.lambdas, pacing=None if self.pacing else FixedPacing())
 
 
@@ -521,6 +526,8 @@ class CallOutcome:
     truncated: bool
     parallel: bool
     waited_s: float
+    after_deadline: bool = False
+    """It returned (answered, cut at the deadline, or refused) once the workflow's deadline had passed."""
 
 
 @dataclass(frozen=True)
@@ -535,6 +542,15 @@ class WorkflowOutcome:
     @property
     def correct(self) -> float:
         return sum(c.correct for c in self.calls)
+
+    @property
+    def over_deadline(self) -> bool:
+        """A call ended after the deadline, or was cut or refused there: the workflow did not finish in time.
+
+        ``deadline_missed`` (the ledger's) counts only calls that came back after the deadline; the engine cuts
+        a call still running 0.25 s after it, and a cut call returns nothing to charge, so it is not a miss there.
+        """
+        return self.deadline_missed or any(c.after_deadline for c in self.calls)
 
 
 @dataclass(frozen=True)
@@ -581,16 +597,21 @@ class Simulation:
         """
         request = request_for(question, self.table.cells[question]["greedy"].input_tokens, self.max_tokens)
         start = self.clock.now
+
+        def late() -> bool:
+            left = ledger.seconds_left
+            return left is not None and left <= 0
+
         try:
             out = await engine.run(request, ledger=ledger)
         except BudgetExhausted:
-            return CallOutcome(0.0, "cut", False, False, parallel, self.clock.now - start)
+            return CallOutcome(0.0, "cut", False, False, parallel, self.clock.now - start, late())
         except BackendTimeoutError:  # still running at the deadline: the engine cut it (counted wrong, "late")
-            return CallOutcome(0.0, "late", False, False, parallel, self.clock.now - start)
+            return CallOutcome(0.0, "late", False, False, parallel, self.clock.now - start, True)
         correct, truncated = call_correct(self.table, question, out.result)
         waited = max(0.0, self.clock.now - start - out.result.latency_s)
         degraded = out.decision.reason == "degraded"
-        return CallOutcome(correct, out.result.strategy, degraded, truncated, parallel, waited)
+        return CallOutcome(correct, out.result.strategy, degraded, truncated, parallel, waited, late())
 
     async def run_workflow(self, engine: Engine, policy: Policy, workflow: Workflow, level: Level) -> WorkflowOutcome:
         """Run the workflow's stages on one ledger; check that the token cap held."""
@@ -615,7 +636,7 @@ class Simulation:
 
     async def run_policy(self, policy: Policy, level: Level) -> tuple[list[WorkflowOutcome], int]:
         """The policy on every workflow, and how many router decisions (plans and re-plans) it took."""
-        engine = policy.engine(SimBackend(self.table), self.router)
+        engine = policy.engine(SimBackend(self.table), self.router, self.clock)
         before = self.router.decisions
         outcomes = [await self.run_workflow(engine, policy, w, level) for w in self.workflows]
         return outcomes, self.router.decisions - before
@@ -641,6 +662,7 @@ class Simulation:
         rivals = [p.name for p in policies if not p.resolved and "(default)" not in p.name and "unknown" not in p.name]
         best_rival = max(rivals, key=lambda name: sum(o.correct for o in outcomes[name]))
         ceilings = [self.ceiling(w, level) for w in self.workflows]
+        greedy_over = [o.over_deadline for o in outcomes[f"static {FALLBACK_LABEL}"]]
         return {
             "best_rival": best_rival,
             "ceiling_accuracy": sum(ceilings) / sum(w.calls for w in self.workflows),
@@ -653,6 +675,7 @@ class Simulation:
             "policies": [
                 {
                     **summarize(name, outcomes[name], outcomes[best], self.seed),
+                    **deadline_use(outcomes[name], greedy_over),
                     **versus(outcomes[name], outcomes[best_rival], ceilings, self.seed),
                     "router_decisions": run[1],
                 }
@@ -682,6 +705,17 @@ def versus(
         "delta_vs_best_rival": sum(differences) / sum(sizes),
         "delta_rival_ci95": bootstrap_ci(differences, sizes, seed),
         "ceiling_share": sum(o.correct for o in outcomes) / sum(ceilings),
+    }
+
+
+def deadline_use(outcomes: Sequence[WorkflowOutcome], greedy_over: Sequence[bool]) -> dict[str, int]:
+    """Workflows over their deadline (``WorkflowOutcome.over_deadline``), and those of them where static greedy
+    finished in time (the goal counts only budgets greedy alone fits)."""
+    over = [o.over_deadline for o in outcomes]
+    return {
+        "over_deadline": sum(over),
+        "over_deadline_greedy_fits": sum(a and not g for a, g in zip(over, greedy_over, strict=True)),
+        "greedy_over_deadline": sum(greedy_over),
     }
 
 
@@ -730,6 +764,13 @@ def _per_call(row: dict[str, Any]) -> str:
     return f"{row['router_decisions'] / row['calls']:.1f}" if row["router_decisions"] else "-"
 
 
+def _over(row: dict[str, Any], workflows: int) -> str:
+    """Workflows over their deadline, and in brackets those of them static greedy finished in time."""
+    if row.get("time_used") is None:
+        return "-"
+    return f"{row['over_deadline']}/{workflows} ({row['over_deadline_greedy_fits']})"
+
+
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
@@ -743,7 +784,8 @@ def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
     head = (
         "| policy | accuracy [95% CI] | Δ vs best static [95% CI] | Δ vs best rival [95% CI] | of ceiling "
         "| budget used | time used | overruns "
-        "| deadline misses | degraded | cut | truncated | waited | router decisions per call "
+        "| deadline misses | over deadline (greedy fits) | degraded | cut | truncated | waited "
+        "| router decisions per call "
         "| configurations run (% of calls) |"
     )
     lines: list[str] = []
@@ -756,7 +798,7 @@ def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
             f"hindsight ceiling {level['ceiling_accuracy']:.3f}",
             "",
             head,
-            "|" + " --- |" * 15,
+            "|" + " --- |" * 16,
         ]
         for r in level["policies"]:
             mix = ", ".join(f"{_short(k)} {100 * v:.0f}" for k, v in r["mix"].items())
@@ -766,7 +808,8 @@ def render(levels: Sequence[dict[str, Any]], workflows: int) -> str:
                 f"| {r['delta_vs_best_rival']:+.3f} [{r['delta_rival_ci95'][0]:+.3f}, {r['delta_rival_ci95'][1]:+.3f}] "
                 f"| {100 * r['ceiling_share']:.0f}% | {100 * r['budget_used']:.0f}% "
                 f"| {_percent(r['time_used'])} | {r['token_overruns']} "
-                f"| {r['deadline_misses']}/{workflows} | {r['degraded']} | {r['cut']} | {r['truncated']} "
+                f"| {r['deadline_misses']}/{workflows} | {_over(r, workflows)} "
+                f"| {r['degraded']} | {r['cut']} | {r['truncated']} "
                 f"| {r['waited']} | {_per_call(r)} "
                 f"| {mix} |"
             )
@@ -778,7 +821,8 @@ def resolved_summary(runs: Sequence[dict[str, Any]]) -> str:
     """One row per (budget level, deadline setting) of the resolved pacing against the best rival and ceiling."""
     lines = [
         "| cap | deadline | ceiling | best rival (acc, cap used) | resolved K known: acc, Δ vs rival [95% CI], "
-        "of ceiling, cap used, misses | K unknown (prior): acc, Δ [95% CI], of ceiling, cap used, misses |",
+        "of ceiling, cap used, over deadline (greedy fits) | K unknown (prior): acc, Δ [95% CI], of ceiling, "
+        "cap used, over deadline (greedy fits) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
@@ -794,7 +838,7 @@ def resolved_summary(runs: Sequence[dict[str, Any]]) -> str:
             cells = []
             for name in ("router + resolved pacing, K known", "router + resolved pacing, K unknown"):
                 r = rows[name]
-                misses = "-" if r["time_used"] is None else f"{r['deadline_misses']}/{workflows}"
+                misses = "-" if r["time_used"] is None else _over(r, workflows)
                 low, high = r["delta_rival_ci95"]
                 cells.append(
                     f"{r['accuracy']:.3f}, {r['delta_vs_best_rival']:+.3f} [{low:+.3f}, {high:+.3f}], "

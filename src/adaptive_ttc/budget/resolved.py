@@ -9,7 +9,11 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
 - **Reserve.** The router may plan any configuration whose upper token estimate leaves the calls to come an upper
   estimate of what greedy answers to all of them cost: ``token_room = unreserved - keep(R - 1)`` with
   ``keep(n) = n * greedy_mean + (greedy_upper - greedy_mean) * sqrt(n)`` (the 95% upper estimate of a sum of
-  ``n`` independent calls), at least one greedy call's upper estimate. The hard room is all that is unreserved.
+  ``n`` independent calls), at least one greedy call's upper estimate. With a deadline the hard room (what the
+  call may reserve: ``n x max_tokens`` for best-of-n) is the same: a reservation that took everything
+  unreserved would leave a parallel call of the same stage nothing, and that call would wait for this one to
+  end, running the stage serially past the time it was given. Without a deadline a wait costs only time, and
+  the hard room is all that is unreserved (cutting ``max_tokens`` to the reserve would cut answers).
 - **Time by stage.** A call opens a new stage unless others are in flight and their stage's time is not over
   (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus ``(M - 1)``
   mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
@@ -28,13 +32,18 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   those runs), less its noise band: ``log f`` moves towards 0 by ``log(greedy upper / greedy mean) / sqrt(n)``
   (``n`` the fit's effective number of observations: 1.645 times the spread the fit has when only the router's
   own errors move it), so an idle backend's noise is not followed and a real slowdown is, less the
-  band. Rooms are divided by it; the time reserve is multiplied by it only when it is above 1 (a backend faster
-  than its profile is not counted on for the stages to come).
+  band; and never below 1. Rooms are divided by it and the time reserve multiplied by it. Why not below 1:
+  the correction weighs each ratio by ``1 / ratio**2``, so its level is ``E[1/y] / E[1/y**2]``, which for
+  log-normal ratios of log-spread ``s`` around ``g`` is ``g * exp(-1.5 s**2)``: about 0.65 on an idle
+  backend at the router's latency spread (0.5), which would widen every time room by half again and let calls
+  run past the deadline. The correction is there for load, which only slows a backend.
 
 Guaranteed: the token cap (reservations, ``Ledger``); a planned call's upper latency estimate (corrected) fits
 its stage's room. Not guaranteed: that a call's real latency stays under its estimate (deadline misses remain
-possible when the backend slows down faster than the correction learns), nor that the cap is spent when the
-training data says more tokens buy nothing.
+possible when the backend slows down faster than the correction learns, when a call outruns its 95% estimate,
+or when the stages to come take more than their reserve: a mean greedy latency each, for a number of stages
+estimated from earlier runs' calls per stage), nor that the cap is spent when the training data says more
+tokens buy nothing.
 """
 
 from __future__ import annotations
@@ -157,18 +166,20 @@ class ResolvedPacing:
             solved.latency if s.budget.seconds is not None else 0.0,
         )
         _remember(run, started, lambdas, curve)
-        token_room = None
+        token_room = hard = None
         if s.unreserved is not None:
             keep = _sum_upper(horizon.calls - 1, curve.greedy_tokens, curve.greedy_tokens_upper)
             token_room = max(s.unreserved - keep, min(float(s.unreserved), curve.greedy_tokens_upper))
+            # with a deadline the reserve holds for reservations too (module docstring)
+            hard = s.unreserved if s.budget.seconds is None else min(s.unreserved, math.ceil(token_room))
         allowance = _allowance(s, solved=solved, base=base, horizon=horizon, target=tokens_target, room=time_room)
-        allowance = dataclasses.replace(allowance, latency_factor=factor)
+        allowance = dataclasses.replace(allowance, tokens=hard, latency_factor=factor)
         router_time = None if time_room is None else time_room / factor
-        return CallPrices(lambdas, s.unreserved, token_room, router_time, s.seconds_left, allowance)
+        return CallPrices(lambdas, hard, token_room, router_time, s.seconds_left, allowance)
 
     def _factor(self, load: float) -> float:
-        """The latency correction at ``load``, less its noise band (see ``_trusted``)."""
-        return _trusted(self.latency.factor(load), self.curve, self.latency.effective_observations)
+        """The latency correction at ``load``, less its noise band (see ``_trusted``), never below 1 (module doc)."""
+        return max(1.0, _trusted(self.latency.factor(load), self.curve, self.latency.effective_observations))
 
     def _should_wait(self, s: LedgerSnapshot, factor: float, horizon: _Horizon) -> bool:
         """Wait for calls in flight to hand back reserved tokens rather than run truncated, when the time left
@@ -211,7 +222,7 @@ class ResolvedPacing:
             run.opened_at = started
             return None, None
         stages = horizon.stages
-        keep = (stages - 1) * curve.greedy_seconds * max(1.0, factor)  # the reserve never counts on a fast backend
+        keep = (stages - 1) * curve.greedy_seconds * factor
         room = max(left_s - keep, min(left_s, greedy_s))
         run.open(now, room)
         run.opened_at = started
