@@ -273,10 +273,13 @@ def _trusted(factor: float, curve: SpendCurve, observations: float) -> float:
     / 1.645`` (the upper estimates are 95% ones). The fit's spread is ``sigma / sqrt(n)``, ``n`` its effective
     number of observations (``LatencyCorrection.effective_observations``: few at first, ``(2 - w) / w`` in the
     long run), and ``band`` is 1.645 times that: ``log(greedy upper / greedy mean) / sqrt(n)``. A load that slows
-    every call by more than that is still followed (less the band); noise within it is not.
+    every call by more than that is still followed (less the band); noise within it is not. Before any observation
+    the factor is the profile's measured load prior (or 1.0), not a fit to the router's errors: no band.
     """
     if factor <= 0 or not math.isfinite(factor):
         return 1.0
+    if observations <= 0:
+        return factor  # no observation: 1.0, or the profile's measured prior (``latency.prior_from_profile``)
     spread = math.log(max(curve.greedy_seconds_upper, 1e-9) / max(curve.greedy_seconds, 1e-9))
     band = max(0.0, spread) / math.sqrt(max(1.0, observations))
     value = math.log(factor)

@@ -139,6 +139,10 @@ def test_pacing_for_a_profiled_router_prices_a_burst_by_the_prior() -> None:
     assert factors[0] == pytest.approx(1.0)
     assert factors == sorted(factors)
     assert factors[7] > 1.2  # 7 others in flight
+    prior = pacing.latency.prior
+    assert prior is not None
+    # The measured prior is used as it is: the noise band is for a fit to the router's own errors, not this.
+    assert factors[7] == pytest.approx(prior[0] + prior[1] * 7)
 
 
 def test_requests_at_once_survive_save_and_load_and_old_profiles_load(tmp_path: Path) -> None:
