@@ -32,7 +32,8 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   those runs), less its noise band: ``log f`` moves towards 0 by ``log(greedy upper / greedy mean) / sqrt(n)``
   (``n`` the fit's effective number of observations: 1.645 times the spread the fit has when only the router's
   own errors move it), so an idle backend's noise is not followed and a real slowdown is, less the
-  band; and never below 1. Rooms are divided by it and the time reserve multiplied by it. Why not below 1:
+  band (before any observation: the backend profile's measured load prior as it is, or 1.0 without one); and
+  never below 1. Rooms are divided by it and the time reserve multiplied by it. Why not below 1:
   the correction weighs each ratio by ``1 / ratio**2``, so its level is ``E[1/y] / E[1/y**2]``, which for
   log-normal ratios of log-spread ``s`` around ``g`` is ``g * exp(-1.5 s**2)``: about 0.65 on an idle
   backend at the router's latency spread (0.5), which would widen every time room by half again and let calls
