@@ -122,6 +122,8 @@ class Phase:
     workflow_s: list[float] = field(default_factory=list)
     deadline_s: float | None = None
     misses: int = 0
+    over_deadline: int = 0
+    """Workflows that did not finish every call in time: a call late (a miss), or cut or refused at the deadline."""
     errors: list[str] = field(default_factory=list)
     line: tuple[float, float] | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
@@ -146,6 +148,7 @@ class Phase:
             "mean_estimate_s": statistics.fmean(e[0] for e in self.estimates) if observed else None,
             "deadline_s": self.deadline_s,
             "deadline_misses": self.misses,
+            "over_deadline": self.over_deadline,
             "configurations": {c: self.configurations.count(c) for c in sorted(set(self.configurations))},
             "slowest_workflow_s": max(self.workflow_s, default=None),
             "correction_line": None if self.line is None else {"a": self.line[0], "b": self.line[1]},
@@ -205,6 +208,7 @@ async def workflow(
 
     ``teach``: a correction told about every call (``begin`` / ``end`` with the router's estimate)."""
     start = time.perf_counter()
+    lost = False
     with adaptive_ttc.budget(tokens=100_000, seconds=deadline, expected_calls=calls) as scope:
         for call in range(calls):
             text = question(1000 + index * calls + call)
@@ -216,6 +220,7 @@ async def workflow(
                 message = await llm.ainvoke(text)
             except AdaptiveTTCError as exc:
                 out.errors.append(f"{type(exc).__name__}: {exc}")
+                lost = True
                 if teach is not None:
                     teach.abandon([(index, call)])
                 continue
@@ -235,7 +240,9 @@ async def workflow(
                 if teach is not None:
                     teach.end((index, call), predicted, record.latency_s)
     out.workflow_s.append(time.perf_counter() - start)
-    out.misses += scope.report().deadline_missed
+    missed = scope.report().deadline_missed
+    out.misses += missed
+    out.over_deadline += int(missed or lost)
 
 
 def _estimate(decision: dict[str, Any], label: str, router: Router | None, text: str, max_tokens: int) -> float | None:
@@ -286,10 +293,13 @@ def merged(parts: Sequence[Phase]) -> Phase:
         out.configurations += part.configurations
         out.workflow_s += part.workflow_s
         out.misses += part.misses
+        out.over_deadline += part.over_deadline
         out.errors += part.errors
         out.trace += [row | {"repeat": repeat} for row in part.trace]
         summary = part.summary()
-        out.repeats.append({k: summary[k] for k in (*keep, "deadline_s", "deadline_misses", "error_count")})
+        out.repeats.append(
+            {k: summary[k] for k in (*keep, "deadline_s", "deadline_misses", "over_deadline", "error_count")}
+        )
     return out
 
 
@@ -406,8 +416,9 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "| phase | workflows | calls | mean observed s | MAPE uncorrected | MAPE corrected "
         "| calls priced after a first observation: MAPE uncorrected / corrected "
-        "| per repeat: MAPE corrected; after a first observation | deadline s | misses | calls failed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| per repeat: MAPE corrected; after a first observation | deadline s | misses | calls failed "
+        "| workflows over the deadline (a call late, cut or refused) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in result["phases"]:
         lines.append(
@@ -417,7 +428,7 @@ def render(result: dict[str, Any]) -> str:
             f" / {cell(p['mape_corrected_after_first_observation'], '{:.0%}')} "
             f"| {per_repeat(p, 'mape_corrected')}; {per_repeat(p, 'mape_corrected_after_first_observation')} "
             f"| {cell(p['deadline_s'], '{:.1f}')} | {p['deadline_misses']}/{p['workflows']} "
-            f"| {p.get('error_count', 0)} |"
+            f"| {p.get('error_count', 0)} | {cell(p.get('over_deadline'), '{}')}/{p['workflows']} |"
         )
     return "\n".join(lines)
 
