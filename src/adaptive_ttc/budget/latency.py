@@ -11,7 +11,11 @@ comes back teaches all of them.
   alone but ran beside the whole burst, and counts it. A call not back yet counts the mean sequences per call of
   recent calls (its configuration is chosen after it is priced; half-life ``MIX_HALF_LIFE`` calls, short, since
   the mix of configurations moves with the prices).
-- **Load of a call being priced**: the other sequences in flight now (``begin`` returns it).
+- **Load of a call being priced** (``begin`` returns it): the other sequences in flight now, or, when higher,
+  the mean load the calls that ended within the last mean call duration ran under. Workflows that run side by
+  side start their next calls in a ramp: the first of them finds few others in flight but runs beside all of
+  them, as the calls that just ended did. After a burst, a lone call is priced at the burst's load for one call
+  duration at most.
 - **Prior** (``prior_from_profile``): the backend profile (``measure_profile``) sends ``k`` distinct requests
   at once (8, 16, 32) and keeps ``r(k)``, their mean observed / estimated-alone latency
   (``BackendProfile.concurrent_ratio``): what this correction learns, at load ``k - 1``, queueing and the
@@ -48,6 +52,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
@@ -66,6 +71,7 @@ PRIOR_MIN_SEQUENCES = 16
 """The largest batch a profile must have measured for a prior to be derived from it."""
 _ANCHOR = 0.1  # the anchor line pulls the slope as one point on it with a tenth of the observations' weight
 _FLOOR = 0.25
+_RECENT = 64  # ended calls kept for the load a call being priced meets
 _STALE = 10.0  # a call open this many times longer than the slowest one seen is taken as lost (never ended)
 
 
@@ -100,6 +106,7 @@ class LatencyCorrection:
         self._sums = [0.0] * 6  # decayed sums of: 1, w, w x, w x^2, w y, w x y
         self._open: dict[Hashable, float] = {}
         self._closed: list[tuple[float, float, float]] = []  # start, end, sequences
+        self._ended: deque[tuple[float, float, float]] = deque(maxlen=_RECENT)  # end, duration, mean load
         self._per_call = [0.0, 0.0]  # decayed sums of calls ended and of their sequences
         self._slowest = 0.0
         self.observed = 0
@@ -144,13 +151,14 @@ class LatencyCorrection:
 
     def begin(self, call: Hashable) -> float:
         """A call goes to the backend now (again, if ``call`` was already open); returns the load it meets: the
-        other sequences in flight."""
+        other sequences in flight, or, when higher, the mean load the calls that ended within the last call
+        duration ran under (module doc)."""
         with self._lock:
             now = self._clock()
             self._drop_stale(now)
             self._open.pop(call, None)
             self._open[call] = now
-            return (len(self._open) - 1) * self.sequences_per_call
+            return max((len(self._open) - 1) * self.sequences_per_call, self._recent_load(now))
 
     def end(self, call: Hashable, predicted_s: float | None, observed_s: float, *, sequences: float = 1.0) -> None:
         """``call`` came back after ``observed_s``; learn from it (``predicted_s``: its estimate, ``None``: none).
@@ -166,6 +174,7 @@ class LatencyCorrection:
                 end = start + max(0.0, observed_s)
                 load = self._mean_load(start, end)
                 self._closed.append((start, end, sequences))
+                self._ended.append((end, end - start, load))
                 self._prune()
             calls, total = self._per_call
             self._per_call = [calls * self._mix_decay + 1.0, total * self._mix_decay + sequences]
@@ -236,6 +245,14 @@ class LatencyCorrection:
         slope = (sxy + k * anchored) / (sxx + k) if sxx + k > 1e-12 * sw else 0.0
         slope = max(0.0, slope)  # more load never makes the backend faster
         return y0 - slope * x0, slope
+
+    def _recent_load(self, now: float) -> float:
+        """Mean load of the calls that ended within the last mean duration of recent calls (0 when none did)."""
+        if not self._ended:
+            return 0.0
+        window = sum(d for _, d, _ in self._ended) / len(self._ended)
+        loads = [load for end, _, load in self._ended if end >= now - window]
+        return sum(loads) / len(loads) if loads else 0.0
 
     def _mean_load(self, start: float, end: float) -> float:
         """Mean other sequences in flight over ``[start, end]`` (calls still open ran through ``end``)."""

@@ -146,6 +146,11 @@ def test_the_load_counts_sequences() -> None:
     correction.end("greedy", predicted_s=1.0, observed_s=2.0, sequences=1)  # 4 other sequences for half its life
     assert correction.factor(2.0) == pytest.approx(2.0, rel=0.01)
     assert 1.0 < correction.sequences_per_call < 4.0
+    # Just after they ended, a call is priced at the load they ran under (1 and 2 other sequences); a call
+    # duration later (1.5 s on average), at what is in flight.
+    assert correction.begin("now") == pytest.approx(1.5)
+    correction.abandon(["now"])
+    clock.now = 4.0
     assert correction.begin("a") == 0.0
     assert correction.begin("b") == pytest.approx(correction.sequences_per_call)
     assert correction.load() == pytest.approx(2 * correction.sequences_per_call)
@@ -203,16 +208,25 @@ def test_pacing_learns_from_a_burst_and_prices_the_next_calls_by_their_load(rout
     decision = {"predictions": [{"configuration": "greedy", "latency_s": 1.0}]}
     for ledger, reservation in zip(ledgers, reservations, strict=True):  # 3x the estimate, beside 7 others
         ledger.charge(reservation, Usage(output_tokens=30), 3.0, configuration="greedy", decision=decision)
-    factors = []
+    factors, seconds = [], []
     for ledger in ledgers:  # second calls, one more in flight each time
         prices = pacing.price(ledger.snapshot(), Lambdas())
         assert pacing.latency.observed == 8  # every run's first call, learned at the first price after they ended
         assert prices.allowance is not None
         factors.append(prices.allowance.latency_factor)
-        ledger.reserve(100)
-    assert factors[0] == pytest.approx(1.0, rel=0.05)  # nothing else in flight: the idle profile
-    assert factors == sorted(factors)
-    assert factors[7] == pytest.approx(3.0, rel=0.05)  # 7 others in flight, as the first calls had
+        seconds.append(ledger.reserve(100))
+    # The runs go on in lock-step: the first second call finds nothing else in flight, but the others are about
+    # to start and it will run beside them, as the first calls did: every second call is priced at their load.
+    assert factors == pytest.approx([3.0] * 8, rel=0.05)
+    clock.now = 6.0
+    for ledger, reservation in zip(ledgers, seconds, strict=True):
+        ledger.charge(reservation, Usage(output_tokens=30), 3.0, configuration="greedy", decision=decision)
+    pacing.price(ledgers[0].snapshot(), Lambdas())  # learns the second calls
+    assert pacing.latency.in_flight == 1
+    clock.now = 20.0  # long after the burst: a lone call meets only what is in flight
+    lone = pacing.price(budget.open(clock).snapshot(), Lambdas())
+    assert lone.allowance is not None
+    assert lone.allowance.latency_factor < 1.5
 
 
 def test_a_run_that_is_gone_leaves_the_load(router: Router) -> None:
