@@ -74,15 +74,9 @@ class CollectSettings:
         """The log header these settings write."""
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k != "grid"}
         settings.update(backend=label, model=backend.model)
-        return LogHeader(tuple(c.label for c in self.grid), dataset, settings, _profile_json(profile))
-
-
-def _profile_json(profile: BackendProfile | None) -> dict[str, Any] | None:
-    if profile is None:
-        return None
-    data = dataclasses.asdict(profile)
-    data["decode_tokens_per_s"] = {str(k): v for k, v in profile.decode_tokens_per_s.items()}
-    return data
+        return LogHeader(
+            tuple(c.label for c in self.grid), dataset, settings, None if profile is None else profile.to_dict()
+        )
 
 
 def _seed(base: int, question_id: str, salt: str) -> int:

@@ -27,8 +27,7 @@ def profile_of(log: GenerationLog) -> BackendProfile | None:
     data = log.header.profile
     if not data:
         return None
-    fields = {**data, "decode_tokens_per_s": {int(k): float(v) for k, v in data["decode_tokens_per_s"].items()}}
-    return BackendProfile(**fields)
+    return BackendProfile.from_dict(data, f"in the header of {log.path}")
 
 
 def log_outcomes(

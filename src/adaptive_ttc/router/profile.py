@@ -85,11 +85,17 @@ class BackendProfile:
             + scoring
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write the profile as versioned JSON."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON data (the counts that key the per-batch mappings as strings): what ``from_dict``
+        reads, and what ``save``, a router file and a generation log's header store."""
         data = asdict(self)
         data["decode_tokens_per_s"] = {str(k): v for k, v in self.decode_tokens_per_s.items()}
         data["concurrent_ratio"] = {str(k): v for k, v in self.concurrent_ratio.items()}
+        return data
+
+    def save(self, path: str | Path) -> None:
+        """Write the profile as versioned JSON."""
+        data = self.to_dict()
         Path(path).write_text(json.dumps({"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **data}, indent=2))
 
     @staticmethod

@@ -32,7 +32,6 @@ from adaptive_ttc.router.storage import (
     ROUTER_VERSION,
     check_meta,
     gate_limits,
-    profile_json,
     read,
     write,
 )
@@ -273,7 +272,7 @@ class Router:
             "grid": [c.label for c in self.grid],
             "features": self.features.name,
             "lambdas": {"tokens": self.lambdas.tokens, "latency": self.lambdas.latency},
-            "profile": None if profile is None else profile_json(profile),
+            "profile": None if profile is None else profile.to_dict(),
             "gate": dataclasses.asdict(self.gate),
             "fallback": self.fallback,
             "shrinkage": None if self.shrinkage is None else self.shrinkage.to_json([c.label for c in self.grid]),

@@ -5,7 +5,6 @@ See ``router.py`` for the format. Every damaged or foreign file is a ``Configura
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import zipfile
@@ -19,9 +18,8 @@ import numpy as np
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.domain import GateLimits
 from adaptive_ttc.router.features import Matrix
-from adaptive_ttc.router.profile import BackendProfile
 
-__all__ = ["ROUTER_FORMAT", "ROUTER_VERSION", "check_meta", "gate_limits", "profile_json", "read", "write"]
+__all__ = ["ROUTER_FORMAT", "ROUTER_VERSION", "check_meta", "gate_limits", "read", "write"]
 
 ROUTER_FORMAT = "adaptive-ttc-router"
 ROUTER_VERSION = 2
@@ -71,13 +69,6 @@ def gate_limits(value: Any, path: str | Path) -> GateLimits:
         return GateLimits(**value)
     except (TypeError, ConfigurationError) as exc:
         raise ConfigurationError(f"router file {path} has damaged gate limits ({exc}); retrain it") from exc
-
-
-def profile_json(profile: BackendProfile) -> dict[str, Any]:
-    data = dataclasses.asdict(profile)
-    data["decode_tokens_per_s"] = {str(k): v for k, v in profile.decode_tokens_per_s.items()}
-    data["concurrent_ratio"] = {str(k): v for k, v in profile.concurrent_ratio.items()}
-    return data
 
 
 def _json_number(value: Any) -> Any:
