@@ -2,12 +2,13 @@
 
 Each policy runs the demo's agent (planner, two solvers in parallel via ``Send``, checker) on the same word
 problems (``adaptive_ttc.demo.problems``), each problem under the same workflow budget (tokens and seconds).
-Policies: ``adaptive`` (the packaged router), and the fixed ``greedy``, ``bon-majority-4`` and
-``escalate-2-4``. Each finished (policy, problem) is appended to a JSONL file at once, so an interrupted run
-resumes where it stopped. The summary (``--out``) has, per policy, accuracy, tokens and calls; the share of
-calls whose configuration is not greedy, and the share that ran beyond one greedy answer (an escalation that
-stopped at its greedy stage did not); and paired bootstrap intervals over the problems every policy
-finished: accuracy difference adaptive minus each policy, and adaptive's tokens as a ratio of each policy's.
+Policies: ``adaptive`` (the packaged router), ``adaptive-traffic`` (a router trained on the agent's own calls on
+other word problems), and the fixed ``greedy``, ``bon-majority-4`` and ``escalate-2-4``. Each finished (policy,
+problem) is appended to a JSONL file at once, so an interrupted run resumes where it stopped. The summary
+(``--out``) has, per policy, accuracy, tokens and calls; the share of calls whose configuration is not greedy,
+and the share that ran beyond one greedy answer (an escalation that stopped at its greedy stage did not); and
+paired bootstrap intervals over the problems every policy finished: accuracy difference adaptive minus each
+policy, and adaptive's tokens as a ratio of each policy's (for each adaptive policy that ran, under ``versus``).
 
     PYTHONPATH=src python benchmarks/agent.py --url http://127.0.0.1:8765/v1 --model SmolLM2-135M-Instruct \\
         --problems 40 --budget-tokens 4000 --rows benchmarks/results/agent_rows.jsonl \\
@@ -34,8 +35,12 @@ POLICIES: dict[str, str | None] = {
     "greedy": "greedy",
     "bon-majority-4": "bon-majority-4",
     "escalate-2-4": "escalate-2-4",
+    "adaptive-traffic": None,
 }
-"""Policy name -> the configuration it fixes (``None``: the router decides)."""
+"""Policy name -> the configuration it fixes (``None``: the router decides). ``adaptive-traffic`` is the adaptive
+policy with the router ``--traffic-router`` (trained on the agent's own calls on other word problems:
+``benchmarks/agent_traffic.py``) instead of the packaged one."""
+ADAPTIVE = tuple(name for name, strategy in POLICIES.items() if strategy is None)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -130,21 +135,28 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {p['non_greedy_share']:.0%} | {p.get('beyond_greedy_share', p['non_greedy_share']):.0%} "
             f"| {p['stopped']} |"
         )
-    lines += [
+    versus = summary.get("versus") or {"adaptive": summary}
+    for reference, part in versus.items():
+        lines += _paired_lines(reference, part.get("paired", {}), summary["problems_paired"])
+    return "\n".join(lines) + "\n"
+
+
+def _paired_lines(reference: str, paired: dict[str, Any], problems: int) -> list[str]:
+    lines = [
         "",
-        f"Paired over the {summary['problems_paired']} problems every policy finished (bootstrap 95% intervals):",
+        f"Paired over the {problems} problems every policy finished (bootstrap 95% intervals):",
         "",
-        "| adaptive vs | accuracy difference | 95% interval | tokens ratio | 95% interval |",
+        f"| {reference} vs | accuracy difference | 95% interval | tokens ratio | 95% interval |",
         "|---|---|---|---|---|",
     ]
-    for name, d in summary["paired"].items():
+    for name, d in paired.items():
         low, high = d["accuracy_difference_95"]
         tlow, thigh = d["tokens_ratio_95"]
         lines.append(
             f"| {name} | {d['accuracy_difference']:+.3f} | [{low:+.3f}, {high:+.3f}] | {d['tokens_ratio']:.2f} "
             f"| [{tlow:.2f}, {thigh:.2f}] |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def row_of(policy: str, problem: Any, done: Any) -> dict[str, Any]:
@@ -173,8 +185,14 @@ async def run_policy(args: argparse.Namespace, policy: str, problems: Sequence[A
     todo = [p for p in problems if p.id not in done_ids]
     if not todo:
         return
+    router = str(args.traffic_router) if policy == "adaptive-traffic" else None
     llm = AdaptiveChatModel(
-        base_url=args.url, model=args.model, strategy=POLICIES[policy], max_tokens=args.max_tokens, timeout=300.0
+        base_url=args.url,
+        model=args.model,
+        strategy=POLICIES[policy],
+        router=router,
+        max_tokens=args.max_tokens,
+        timeout=300.0,
     )
     gate = asyncio.Semaphore(args.concurrency)
 
@@ -203,6 +221,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rows", type=Path, default=Path("benchmarks/results/agent_rows.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/agent.json"))
+    parser.add_argument(
+        "--traffic-router",
+        type=Path,
+        default=Path("benchmarks/results/agent_router.zip"),
+        help="the router of the adaptive-traffic policy",
+    )
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--markdown", action="store_true", help="print the README tables instead of the JSON")
     args = parser.parse_args(argv)
@@ -217,6 +241,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
     ids = {p.id for p in problems}
     rows = [r for r in read_rows(args.rows) if r["policy"] in policies and r["id"] in ids]
     summary = summarize(rows)
+    summary["versus"] = {
+        name: {key: part[key] for key in ("paired", "goals") if key in part}
+        for name in ADAPTIVE
+        if any(r["policy"] == name for r in rows)
+        for part in [summarize(rows, reference=name)]
+    }
     if args.summarize_only and args.out.exists():  # the run's setup, not this command's defaults
         summary["setup"] = json.loads(args.out.read_text()).get("setup")
     else:
