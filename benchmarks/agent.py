@@ -36,10 +36,13 @@ POLICIES: dict[str, str | None] = {
     "bon-majority-4": "bon-majority-4",
     "escalate-2-4": "escalate-2-4",
     "adaptive-traffic": None,
+    "adaptive-traffic-resolved": None,
 }
 """Policy name -> the configuration it fixes (``None``: the router decides). ``adaptive-traffic`` is the adaptive
 policy with the router ``--traffic-router`` (trained on the agent's own calls on other word problems:
-``benchmarks/agent_traffic.py``) instead of the packaged one."""
+``benchmarks/agent_traffic.py``) instead of the packaged one; ``adaptive-traffic-resolved`` the same with the
+resolved pacing (prices re-solved from the router's spend curve to spend the budget) instead of the default."""
+TRAFFIC_PACING: dict[str, str | None] = {"adaptive-traffic": None, "adaptive-traffic-resolved": "resolved"}
 ADAPTIVE = tuple(name for name, strategy in POLICIES.items() if strategy is None)
 
 
@@ -185,12 +188,13 @@ async def run_policy(args: argparse.Namespace, policy: str, problems: Sequence[A
     todo = [p for p in problems if p.id not in done_ids]
     if not todo:
         return
-    router = str(args.traffic_router) if policy == "adaptive-traffic" else None
+    router = str(args.traffic_router) if policy in TRAFFIC_PACING else None
     llm = AdaptiveChatModel(
         base_url=args.url,
         model=args.model,
         strategy=POLICIES[policy],
         router=router,
+        pacing=TRAFFIC_PACING.get(policy),
         max_tokens=args.max_tokens,
         timeout=300.0,
     )
