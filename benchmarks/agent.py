@@ -102,6 +102,16 @@ def summarize(
     return out
 
 
+def versus(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each adaptive policy in ``rows``: its paired comparisons with every other policy, and its goals."""
+    out = {}
+    for name in ADAPTIVE:
+        if any(r["policy"] == name for r in rows):
+            part = summarize(rows, reference=name)
+            out[name] = {key: part[key] for key in ("paired", "goals") if key in part}
+    return out
+
+
 def _beyond_greedy(row: dict[str, Any]) -> int:
     """Calls of a row that ran more than one greedy answer: not greedy, and not an escalation that stopped at
     its greedy stage (a decision not to stay greedy that then cost what greedy costs)."""
@@ -245,12 +255,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     ids = {p.id for p in problems}
     rows = [r for r in read_rows(args.rows) if r["policy"] in policies and r["id"] in ids]
     summary = summarize(rows)
-    summary["versus"] = {
-        name: {key: part[key] for key in ("paired", "goals") if key in part}
-        for name in ADAPTIVE
-        if any(r["policy"] == name for r in rows)
-        for part in [summarize(rows, reference=name)]
-    }
+    summary["versus"] = versus(rows)
     if args.summarize_only and args.out.exists():  # the run's setup, not this command's defaults
         summary["setup"] = json.loads(args.out.read_text()).get("setup")
     else:

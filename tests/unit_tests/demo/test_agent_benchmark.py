@@ -119,3 +119,26 @@ def test_paired_bootstrap_intervals_and_goals() -> None:
     assert "| greedy | +0.250 | [" in table
     rows = [r for r in rows if r["policy"] != "bon-majority-4"]
     assert bench.summarize(rows, resamples=50)["goals"]["tokens_at_most_60pct_of_best_of_4"] is None
+
+
+def test_each_adaptive_policy_gets_its_own_paired_comparisons_and_goals() -> None:
+    bench = _benchmark()
+    rows = [
+        _row("greedy", 0, True, 100, ["greedy"]),
+        _row("greedy", 1, False, 100, ["greedy"]),
+        _row("bon-majority-4", 0, False, 400, ["bon-majority-4"]),
+        _row("bon-majority-4", 1, False, 400, ["bon-majority-4"]),
+        _row("adaptive", 0, True, 400, ["escalate-2-4"]),
+        _row("adaptive", 1, False, 400, ["escalate-2-4"]),
+        _row("adaptive-traffic", 0, True, 100, ["greedy"]),
+        _row("adaptive-traffic", 1, True, 200, ["bon-majority-2"]),
+    ]
+    both = bench.versus(rows)
+    assert set(both) == {"adaptive", "adaptive-traffic"}
+    traffic = both["adaptive-traffic"]
+    assert set(traffic["paired"]) == {"greedy", "bon-majority-4", "adaptive"}
+    assert traffic["paired"]["greedy"]["accuracy_difference"] == 0.5
+    assert traffic["paired"]["bon-majority-4"]["tokens_ratio"] == 300 / 800
+    assert traffic["goals"]["tokens_at_most_60pct_of_best_of_4"] is True
+    assert both["adaptive"]["goals"]["tokens_at_most_60pct_of_best_of_4"] is False
+    assert bench.versus([r for r in rows if r["policy"] != "adaptive-traffic"]).keys() == {"adaptive"}
