@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +9,13 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from tests.benchmark_modules import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _render_docs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("render_docs", ROOT / "benchmarks" / "render_docs.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("render_docs")
 
 
 def _copy_tree(tmp_path: Path) -> Path:

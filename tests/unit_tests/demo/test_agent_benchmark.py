@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -12,17 +10,11 @@ from adaptive_ttc import FakeBackend
 from adaptive_ttc.demo import solve, word_problems
 from adaptive_ttc.langchain import AdaptiveChatModel
 from adaptive_ttc.types import GenerationRequest
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.benchmark_modules import load_benchmark
 
 
 def _benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("agent_benchmark", ROOT / "benchmarks" / "agent.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("agent")
 
 
 def test_word_problems_are_many_single_step_and_unique() -> None:

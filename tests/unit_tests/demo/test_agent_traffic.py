@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -13,17 +11,11 @@ from adaptive_ttc.demo import word_problems
 from adaptive_ttc.eval.datasets import Question
 from adaptive_ttc.langchain import AdaptiveChatModel
 from adaptive_ttc.types import GenerationRequest
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.benchmark_modules import load_benchmark
 
 
 def _traffic() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("agent_traffic", ROOT / "benchmarks" / "agent_traffic.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("agent_traffic")
 
 
 def _solve(question: str) -> int:
