@@ -36,7 +36,8 @@ KINDS = ("add", "sub", "mul", "div")
 
 
 def generate(count: int, seed: int, exclude: set[str]) -> list[dict[str, str]]:
-    """``count`` word problems of the four kinds in turn, none with a text in ``exclude`` or repeated."""
+    """``count`` word problems of the four kinds in turn (the kind in ``source``), none with a text in ``exclude``
+    or repeated."""
     rng = random.Random(seed)
     rows: list[dict[str, str]] = []
     seen = set(exclude)
@@ -47,7 +48,7 @@ def generate(count: int, seed: int, exclude: set[str]) -> list[dict[str, str]]:
         if question in seen:
             continue
         seen.add(question)
-        rows.append({"id": f"train-{kind}-{len(rows)}", "kind": kind, "question": question, "answer": str(answer)})
+        rows.append({"id": f"train-{kind}-{len(rows)}", "source": kind, "question": question, "answer": str(answer)})
     return rows
 
 
@@ -90,10 +91,10 @@ def role_of(human: str) -> str:
 
 
 async def record_calls(
-    problems: Sequence[Any], kinds: dict[str, str], make_llm: Callable[[CallRecorder], Any], *, concurrency: int
+    problems: Sequence[Any], make_llm: Callable[[CallRecorder], Any], *, concurrency: int
 ) -> list[dict[str, str]]:
-    """Run the demo agent on ``problems`` with the chat models ``make_llm`` builds around a recorder; the gradable
-    calls as dataset rows (id, source, question, answer), sorted by id."""
+    """Run the demo agent on ``problems`` (their ``source``: the kind) with the chat models ``make_llm`` builds
+    around a recorder; the gradable calls as dataset rows (id, source, question, answer), sorted by id."""
     from adaptive_ttc.demo import solve  # noqa: PLC0415 - pulls in LangGraph
     from adaptive_ttc.demo.agent import SYSTEM  # noqa: PLC0415
 
@@ -115,7 +116,7 @@ async def record_calls(
             rows.append(
                 {
                     "id": f"{problem.id}-{number}-{role}",
-                    "source": f"{role}/{kinds[problem.id]}",
+                    "source": f"{role}/{problem.source}",
                     "question": human,
                     "answer": problem.reference,
                 }
@@ -130,15 +131,14 @@ async def record(args: argparse.Namespace) -> None:
     from adaptive_ttc.eval.datasets import load_jsonl  # noqa: PLC0415
     from adaptive_ttc.langchain import AdaptiveChatModel  # noqa: PLC0415
 
-    problems = load_jsonl(args.problems, source="word_train")
-    kinds = {r["id"]: r["kind"] for r in map(json.loads, args.problems.read_text().splitlines())}
+    problems = load_jsonl(args.problems)
 
     def make_llm(recorder: CallRecorder) -> Any:
         return AdaptiveChatModel(
             base_url=args.url, model=args.model, strategy="greedy", max_tokens=args.max_tokens, callbacks=[recorder]
         )
 
-    rows = await record_calls(problems, kinds, make_llm, concurrency=args.concurrency)
+    rows = await record_calls(problems, make_llm, concurrency=args.concurrency)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} gradable calls from {len(problems)} problems -> {args.out}", file=sys.stderr)
 

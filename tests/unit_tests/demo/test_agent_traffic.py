@@ -36,14 +36,14 @@ def test_generated_problems_are_new_unique_and_answered_right() -> None:
     assert len(rows) == 200
     assert len({r["question"] for r in rows}) == 200
     assert not packaged & {r["question"] for r in rows}
-    assert {r["kind"] for r in rows} == {"add", "sub", "mul", "div"}
+    assert {r["source"] for r in rows} == {"add", "sub", "mul", "div"}
     assert all(int(r["answer"]) == _solve(r["question"]) > 0 for r in rows)
     assert traffic.generate(200, 29, packaged) == rows  # the seed fixes them
 
 
 async def test_recorded_calls_are_the_graded_solver_and_checker_prompts() -> None:
     traffic = _traffic()
-    problem = Question("p1", "Sam has 3 coins and gets 4 more. How many coins does Sam have now?", "7")
+    problem = Question("p1", "Sam has 3 coins and gets 4 more. How many coins does Sam have now?", "7", "add")
     answers = iter(["Add them.", "The answer is 7.", "The answer is 8.", "The answer is 7."])
 
     def respond(request: GenerationRequest, index: int) -> str:
@@ -52,7 +52,7 @@ async def test_recorded_calls_are_the_graded_solver_and_checker_prompts() -> Non
     def make_llm(recorder: Any) -> AdaptiveChatModel:
         return AdaptiveChatModel(backend=FakeBackend(respond), strategy="greedy", callbacks=[recorder])
 
-    rows = await traffic.record_calls([problem], {"p1": "add"}, make_llm, concurrency=1)
+    rows = await traffic.record_calls([problem], make_llm, concurrency=1)
     assert sorted(r["source"] for r in rows) == ["checker/add", "solver-plan/add", "solver/add"]  # no planner
     assert all(r["answer"] == "7" for r in rows)
     checker = next(r for r in rows if r["source"] == "checker/add")
