@@ -8,6 +8,7 @@ import pytest
 
 from adaptive_ttc import AdaptiveChatModel
 from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.strategies.base import RunContext
 from adaptive_ttc.strategies.escalate import Escalate
 from adaptive_ttc.types import GenerationRequest, GenerationResult, Message, Usage
 from tests.fakes import CountingBackend
@@ -28,10 +29,12 @@ class UsageCounting(CountingBackend):
     def __init__(self, inner: Backend) -> None:
         super().__init__(inner)
         self.reported = Usage()
+        self.replies: list[GenerationResult] = []
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         results = await super().generate(requests)
         self.reported = self.reported + Usage.sum([r.usage for r in results])
+        self.replies.extend(results)
         return results
 
 
@@ -59,6 +62,27 @@ async def test_unsure_greedy_escalates_and_usage_sums_every_request(real_backend
     assert result.usage.output_tokens == sum(c.output_tokens for c in result.candidates)
     bound = config.upper_bound(result.usage.input_tokens // len(sizes), QUESTION.max_tokens)
     assert result.usage.output_tokens <= bound.output_tokens
+
+
+async def test_a_token_limit_stops_the_stages_it_cannot_pay_for(real_backend: Backend) -> None:
+    """Each stage is sent only when what was spent plus its upper bound fits the limit, so the run's real
+    usage stays within it; here the limit is greedy's bound plus one sample's, far below escalate-2-4's."""
+    counting = UsageCounting(real_backend)
+    prompt_upper, answer = 100, QUESTION.max_tokens
+    limit = 2 * (prompt_upper + answer)
+    context = RunContext(token_limit=limit, input_tokens_upper=prompt_upper)
+    result = await Escalate(k=2, n=4, threshold=1e9).run(QUESTION, counting, context=context)
+    spent, wanted = 0, [1, 2, 2]
+    for stage, (request, reply) in enumerate(zip(counting.requests, counting.replies, strict=True)):
+        assert spent + prompt_upper + request.n * answer <= limit  # sent only when its bound fitted
+        if request.n < wanted[stage]:  # and one sample more would not have
+            assert spent + prompt_upper + (request.n + 1) * answer > limit
+        spent += reply.usage.total_tokens
+    assert result.usage == counting.reported
+    assert result.usage.total_tokens <= limit
+    trace = result.details["escalation"]
+    if trace["stage"] == "vote" and len(result.candidates) < 1 + 4:
+        assert "token limit" in trace["reason"]
 
 
 @pytest.mark.vllm

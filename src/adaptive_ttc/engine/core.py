@@ -194,7 +194,8 @@ class Engine:
         sink = Sink(on_text) if on_text is not None and isinstance(self.backend, StreamingBackend) else None
         try:
             limit = plan.reserve_tokens if ledger is not None else None
-            context = RunContext(token_limit=limit, input_tokens_upper=input_upper, on_text=sink)
+            weigh = ledger.budget.weigh if ledger is not None else None
+            context = RunContext(token_limit=limit, input_tokens_upper=input_upper, on_text=sink, weigh=weigh)
             result = await self._execute(strategy, sent, meter, context)
         except BaseException as exc:  # cancellation too: the ledger must not keep a dangling reservation
             self._failed(

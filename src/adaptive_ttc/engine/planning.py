@@ -128,16 +128,21 @@ class Planner:
         max_tokens = request.max_tokens
         if budget is None or prices.tokens is None:
             return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
-        prompts = 1 if configuration.spec.stops_at_token_limit else configuration.requests
+        stops = configuration.spec.stops_at_token_limit
+        prompts = 1 if stops else configuration.requests
+        samples = configuration.spec.first_step_samples(configuration) if stops else configuration.samples
         spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper * prompts))
-        per_sample = int(spare / (budget.output_token_weight * configuration.samples))
+        per_sample = int(spare / (budget.output_token_weight * samples))
         max_tokens = min(max_tokens, per_sample)
         if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
             return None
-        if configuration.spec.stops_at_token_limit:
-            # The first step (prompt + samples * max_tokens) fits; later steps stop at the run's token limit.
-            return Plan(decision, max_tokens, prices.tokens)
-        return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
+        bound = _bound(budget, configuration, input_upper, max_tokens)
+        if stops:
+            # The first step (prompt + its samples * max_tokens) fits; later steps stop at the run's token
+            # limit: the room, or the run's upper bound when that is hard and smaller.
+            hard = configuration.spec.upper_is_hard
+            return Plan(decision, max_tokens, min(prices.tokens, bound) if hard else prices.tokens)
+        return Plan(decision, max_tokens, bound)
 
     def _degrade(
         self, request: GenerationRequest, input_upper: int, prices: CallPrices, budget: WorkflowBudget | None

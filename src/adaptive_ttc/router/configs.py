@@ -70,6 +70,10 @@ class Configuration:
         """The most one call can consume with this prompt size and ``max_tokens``."""
         return self.spec.upper_usage(self, input_tokens, max_tokens)
 
+    def least_usage(self, input_tokens: int, max_tokens: int) -> Usage:
+        """What one call must be able to pay for to start (its first request when it stops at its token limit)."""
+        return self.spec.least_usage(self, input_tokens, max_tokens)
+
     def build(self) -> Strategy:
         """The strategy this configuration runs."""
         return self.spec.build(self)

@@ -197,7 +197,9 @@ class Router:
     ) -> Prediction:
         """A fallback outside the grid, priced without a prediction: greedy's prior accuracy and expected cost
         (an escalating fallback starts with a greedy answer), and its true upper bound (every request of it
-        with ``max_tokens`` per answer) to check that it fits the rooms."""
+        with ``max_tokens`` per answer). It fits the token room when what it must pay for to start does
+        (``Configuration.least_usage``: for escalation, greedy's request; its later stages stop at the call's
+        token limit) and the time room at its upper latency."""
         assert self.prior is not None  # decide checked it
         labels = [c.label for c in self.grid]
         base = labels.index("greedy") if "greedy" in labels else 0
@@ -213,7 +215,8 @@ class Router:
         )
         accuracy = self.prior.accuracy[base]
         lambdas = decision.lambdas
-        fits = (decision.token_room is None or upper <= decision.token_room) and (
+        least = config.least_usage(int(prompt), answer).total_tokens
+        fits = (decision.token_room is None or least <= decision.token_room) and (
             decision.time_room is None or latency_upper <= decision.time_room
         )
         utility = accuracy - lambdas.tokens * greedy.tokens - lambdas.latency * greedy.latency_s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -35,11 +35,18 @@ class RunContext:
             before a step that could pass it; others are cut by ``max_tokens``).
         input_tokens_upper: an upper bound on the prompt's tokens (with ``token_limit``).
         on_text: where a strategy that streams its answer hands the text as it is generated.
+        weigh: the budget's weighted count of a usage (``WorkflowBudget.weigh``), what ``token_limit`` is in;
+            ``None``: plain input + output tokens.
     """
 
     token_limit: int | None = None
     input_tokens_upper: int | None = None
     on_text: TextSink | None = None
+    weigh: Callable[[Usage], int] | None = None
+
+    def weighed(self, usage: Usage) -> int:
+        """``usage`` as ``token_limit`` counts it."""
+        return self.weigh(usage) if self.weigh is not None else usage.total_tokens
 
 
 @runtime_checkable
@@ -85,7 +92,11 @@ class StrategyKind:
     feature_methods: ClassVar[tuple[str, ...]] = ()
     """Method names it contributes to the predictor's one-hot configuration features."""
     stops_at_token_limit: ClassVar[bool] = False
-    """True when the strategy stops itself at ``RunContext.token_limit`` (it may reserve the whole room)."""
+    """True when the strategy stops itself at ``RunContext.token_limit``: the engine plans it when its first
+    step fits (``first_step_samples``) and reserves at most its upper bound, what the room allows."""
+    upper_is_hard: ClassVar[bool] = True
+    """True when ``upper_usage`` bounds what any run spends (a run that stops at its token limit is then
+    reserved at most that); beam search re-sends its growing beams, which the estimate leaves out."""
     log_section: ClassVar[LogSection] = RUNS
     """The generation-log section its configurations are gathered into and replayed from (``log_sections.py``);
     by default each runs its own strategy per question and is replayed as it ran."""
@@ -109,6 +120,10 @@ class StrategyKind:
         """Completions generated per step."""
         return config.n
 
+    def first_step_samples(self, config: Configuration) -> int:
+        """Completions of the first request, the least a run that ``stops_at_token_limit`` must pay for."""
+        return self.samples(config)
+
     def requests(self, config: Configuration) -> int:
         """Backend requests of one call, at most."""
         return 1
@@ -123,6 +138,13 @@ class StrategyKind:
             input_tokens=input_tokens * self.requests(config),
             output_tokens=self.samples(config) * max_tokens * self.steps(config),
         )
+
+    def least_usage(self, config: Configuration, input_tokens: int, max_tokens: int) -> Usage:
+        """What a run must be able to pay for to start: its first request when it ``stops_at_token_limit``
+        (one prompt, ``first_step_samples`` completions at ``max_tokens``), else ``upper_usage``."""
+        if self.stops_at_token_limit:
+            return Usage(input_tokens=input_tokens, output_tokens=self.first_step_samples(config) * max_tokens)
+        return self.upper_usage(config, input_tokens, max_tokens)
 
     def feature_method(self, config: Configuration) -> str | None:
         """Its one-hot method (one of ``feature_methods``; ``None``: none)."""

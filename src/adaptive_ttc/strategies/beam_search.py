@@ -350,6 +350,7 @@ class BeamSearchKind(StrategyKind):
     grammar = "beam-<n>x<width>x<steps>"
     feature_methods = ("beam",)
     stops_at_token_limit = True
+    upper_is_hard = False
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         return {"n": int(match["n"]), "width": int(match["w"]), "max_steps": int(match["s"])}

@@ -16,9 +16,13 @@ Early-Stopping Self-Consistency, arXiv 2401.10480; DeepConf, arXiv 2508.15260):
 3. ``vote``: ``n - k`` more samples in one request, then a majority vote over greedy's answer and all ``n``
    samples (a tie goes to the answer seen first, so greedy's).
 
-The label is ``escalate-<k>-<n>``. The run's ``usage`` sums every request it made; ``upper_bound`` is what the
-engine must reserve (three prompts and ``1 + n`` answers of ``max_tokens``). ``details["escalation"]`` says at
-which stage it stopped and why.
+The label is ``escalate-<k>-<n>``. The run's ``usage`` sums every request it made; ``upper_bound`` is the most
+it can spend (three prompts and ``1 + n`` answers of ``max_tokens``). Under a workflow budget it stops at its
+token limit (``RunContext.token_limit``, what the engine reserved): the engine plans it when greedy's request
+fits, reserves the upper bound or, when the room is smaller, the room; stages 2 and 3 then take as many samples
+as the limit pays for at their upper bound (none: it stops, with greedy's answer or the vote so far), so a
+tight budget buys the stages it can instead of no escalation. ``details["escalation"]`` says at which stage it
+stopped and why.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -142,8 +147,12 @@ class Escalate:
         if trace["stop"]:
             return self._finish(results, candidates, 0, trace, start)
         trace["greedy_reason"] = trace.pop("reason")
+        k = _affordable(self.k, results, request, context)
+        if k < 1:
+            trace["reason"] = f"the call's token limit ({_limit(context)}) pays for no sample: greedy's answer"
+            return self._finish(results, candidates, 0, trace, start)
         sampled = request.replace(
-            n=self.k, temperature=request.temperature or DEFAULT_SAMPLING_TEMPERATURE, use_beam_search=False
+            n=k, temperature=request.temperature or DEFAULT_SAMPLING_TEMPERATURE, use_beam_search=False
         )
         (second,) = await backend.generate([sampled])
         results.append(second)
@@ -157,12 +166,17 @@ class Escalate:
         if not any(states_answer(c, request) for r in results for c in r.completions):
             trace["reason"] = "neither greedy nor the samples state an answer: nothing to vote on"
             return self._finish(results, candidates, 0, trace, start)
-        more = sampled.replace(n=self.n - self.k, seed=None if sampled.seed is None else sampled.seed + 1)
-        (third,) = await backend.generate([more])
-        results.append(third)
-        candidates += self._candidates(third, request)
+        reason = f"{agreeing} of {k} samples agreed"
+        more = _affordable(self.n - k, results, request, context)
+        if more >= 1:
+            extra = sampled.replace(n=more, seed=None if sampled.seed is None else sampled.seed + 1)
+            (third,) = await backend.generate([extra])
+            results.append(third)
+            candidates += self._candidates(third, request)
+        if k + more < self.n:
+            reason += f"; the call's token limit ({_limit(context)}) paid for {k + more} of {self.n} samples"
         chosen = select(candidates, "majority")
-        trace.update(stage="vote", sampled=len(candidates) - 1, reason=f"{agreeing} of {self.k} samples agreed")
+        trace.update(stage="vote", sampled=len(candidates) - 1, reason=reason)
         return self._finish(results, candidates, chosen, trace, start)
 
     def holds(self, agreeing: int, sampled: int) -> bool:
@@ -217,6 +231,31 @@ class Escalate:
         return out
 
 
+def _affordable(
+    wanted: int, results: Sequence[GenerationResult], request: GenerationRequest, context: RunContext | None
+) -> int:
+    """How many of ``wanted`` samples one more request can take without passing the run's token limit.
+
+    What the run spent so far plus the request's upper bound (the prompt, each sample at ``max_tokens``) must
+    stay within ``context.token_limit``, counted as the budget counts (``RunContext.weighed``); the prompt is
+    ``context.input_tokens_upper`` when the engine gave it, else what the first request's prompt really took.
+    Without a limit, all of them.
+    """
+    if context is None or context.token_limit is None:
+        return wanted
+    spent = context.weighed(Usage.sum([r.usage for r in results]))
+    prompt = context.input_tokens_upper or max(r.usage.input_tokens for r in results)
+    for count in range(wanted, 0, -1):
+        upper = Usage(input_tokens=prompt, output_tokens=count * request.max_tokens)
+        if spent + context.weighed(upper) <= context.token_limit:
+            return count
+    return 0
+
+
+def _limit(context: RunContext | None) -> int | None:
+    return None if context is None else context.token_limit
+
+
 class EscalationSection(LogSection):
     """Escalation's log: nothing of its own; greedy's answer with its confidences and the pool are gathered (its
     ``parts``) and ``escalate_fit.replay`` replays a configuration from them."""
@@ -250,6 +289,7 @@ class EscalateKind(StrategyKind):
     pattern = re.compile(r"^escalate-(?P<k>\d+)-(?P<n>\d+)$")
     grammar = "escalate-<k>-<n>"
     handles_tools = True
+    stops_at_token_limit = True
     log_section = EscalationSection(GreedyKind.log_section, BestOfNKind.log_section)
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
@@ -263,6 +303,9 @@ class EscalateKind(StrategyKind):
 
     def samples(self, config: Configuration) -> int:
         return 1 + config.n
+
+    def first_step_samples(self, config: Configuration) -> int:
+        return 1  # greedy: the later stages run only as far as the run's token limit pays for them
 
     def requests(self, config: Configuration) -> int:
         return REQUESTS

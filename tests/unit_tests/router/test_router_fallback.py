@@ -40,6 +40,21 @@ def test_a_fallback_outside_the_grid_is_chosen_out_of_domain_when_it_fits() -> N
     assert OUTSIDE not in [p.configuration for p in inside.predictions]
 
 
+def test_an_escalating_fallback_fits_when_its_greedy_request_does() -> None:
+    """Escalation stops at the call's token limit, so the room need only hold its first (greedy) request."""
+    router = Router(GRID, fallback="escalate-2-4").fit(synthetic_log())
+    full = Configuration.parse("escalate-2-4").upper_usage(50, 64).total_tokens  # 3 x 50 + 5 x 64 = 470
+    decision = router.decide(QUESTION, lambdas=Lambdas(0.0, 0.0), max_tokens=64, input_tokens=50, token_room=120)
+    assert decision is not None
+    assert (decision.configuration.label, decision.reason) == ("escalate-2-4", "out_of_domain")
+    chosen = decision.chosen
+    assert chosen is not None
+    assert chosen.fits
+    assert chosen.tokens_upper == full > 120  # the trace still shows its whole upper bound
+    squeezed = router.decide(QUESTION, lambdas=Lambdas(0.0, 0.0), max_tokens=64, input_tokens=50, token_room=100)
+    assert squeezed is None or squeezed.configuration.label != "escalate-2-4"  # 50 + 64 > 100
+
+
 async def test_the_engine_runs_the_out_of_domain_fallback_not_the_best_utility() -> None:
     router = Router(GRID, fallback=OUTSIDE, lambdas=Lambdas(0.0, 0.0)).fit(synthetic_log())
     llm = AdaptiveChatModel(backend=FakeBackend(lambda r, i: "The answer is 7."), router=router, max_tokens=32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -226,13 +227,55 @@ async def test_engine_reserves_the_upper_bound_and_charges_what_was_spent() -> N
     assert ledger.tokens_reserved == 0
 
 
-async def test_a_tight_budget_cuts_max_tokens_so_the_bound_fits() -> None:
-    backend = scripted(greedy_completion("The answer is 5.", -2.0), ["5", "5"])
-    ledger = WorkflowBudget(tokens=3 * PROMPT_TOKENS + 7 * 40, expected_calls=1).open()
+async def run_under(tokens: int, samples: Sequence[str], *, output_weight: float = 1.0) -> tuple[FakeBackend, Any]:
+    """escalate-2-6 on an unsure greedy answer, max_tokens 64, under a one-call budget of ``tokens``."""
+    backend = scripted(greedy_completion("The answer is 5.", -2.0), samples)
+    budget = WorkflowBudget(tokens=tokens, expected_calls=1, output_token_weight=output_weight)
+    ledger = budget.open()
     request = GenerationRequest(messages=(Message("user", "What is 2 + 3?"),), max_tokens=64)
     out = await Engine(backend, configuration=Configuration.parse("escalate-2-6")).run(request, ledger=ledger)
-    assert out.max_tokens == 40
-    assert out.reserved_tokens == 3 * PROMPT_TOKENS + 7 * 40
+    report = ledger.report()
+    assert report.overrun_tokens == 0
+    assert out.reserved_tokens is not None
+    assert report.tokens_spent == budget.weigh(out.result.usage) <= out.reserved_tokens <= tokens
+    assert ledger.tokens_reserved == 0
+    return backend, out
+
+
+async def test_a_tight_budget_buys_the_stages_it_can_at_full_max_tokens() -> None:
+    # Its whole bound (3 prompts + 7 x 64 = 466) does not fit 200; greedy's request (6 + 64) does.
+    backend, out = await run_under(200, ["6", "7", "7", "8"])
+    assert (out.max_tokens, out.reserved_tokens) == (64, 200)  # answers are not cut to fit the bound
+    # greedy spent 6 + 4; 2 samples fit (10 + 6 + 128 <= 200); then 2 of 4 more (18 + 6 + 128 <= 200 < 18 + 6 + 192)
+    assert [r.n for r in backend.requests] == [1, 2, 2]
+    trace = out.result.details["escalation"]
+    assert trace["stage"] == "vote"
+    assert "paid for 4 of 6 samples" in trace["reason"]
+    assert out.result.text == "7"  # the majority of greedy and the four samples it could pay for
+
+
+async def test_a_budget_for_greedy_alone_stops_there_with_greedy_s_answer() -> None:
+    backend, out = await run_under(75, [])  # greedy fits (6 + 64); one more sample would not (10 + 6 + 64 > 75)
+    assert len(backend.requests) == 1
+    trace = out.result.details["escalation"]
+    assert trace["stage"] == "greedy"
+    assert "token limit (75) pays for no sample" in trace["reason"]
+    assert out.result.text == "The answer is 5."
+
+
+async def test_the_stages_count_tokens_as_the_budget_weighs_them() -> None:
+    # Output tokens weigh 2: greedy costs 6 + 2 x 4; two samples would take 14 + 6 + 256 > 200, one fits.
+    backend, out = await run_under(200, ["6", "7"], output_weight=2.0)
+    assert [r.n for r in backend.requests] == [1, 1, 1]
+    assert "paid for 2 of 6 samples" in out.result.details["escalation"]["reason"]
+
+
+async def test_without_a_budget_the_stages_are_not_limited() -> None:
+    backend = scripted(greedy_completion("The answer is 5.", -2.0), ["6", "7", "5", "6", "6", "8"])
+    request = GenerationRequest(messages=(Message("user", "What is 2 + 3?"),), max_tokens=64)
+    out = await Engine(backend, configuration=Configuration.parse("escalate-2-6")).run(request)
+    assert [r.n for r in backend.requests] == [1, 2, 4]
+    assert "token limit" not in out.result.details["escalation"]["reason"]
 
 
 def test_the_kind_reads_and_writes_its_label() -> None:

@@ -91,10 +91,14 @@ async def test_json_schema_answers_are_voted_on() -> None:
     assert out.result.selected.answer == '{"x":2}'
 
 
-async def test_routed_call_with_tools_runs_greedy_when_escalation_does_not_fit() -> None:
+async def test_routed_call_with_tools_escalates_as_far_as_a_tight_budget_pays() -> None:
     backend = tool_backend()
     ledger = WorkflowBudget(tokens=120, expected_calls=1).open()
     engine = Engine(backend, router=Router(GRID).fit(synthetic_log()))
     out = await engine.run(ask_with_tools(), ledger=ledger)
-    assert (out.decision.reason, out.result.strategy) == ("tools", "greedy")
-    assert [r.n for r in backend.requests] == [1]
+    # escalate-2-8's bound (3 prompts + 9 x 64) is far past 120; its greedy request (6 + 64) fits, and each
+    # later stage takes the samples the rest pays for at max_tokens: one (12 + 6 + 64), then one more.
+    assert (out.decision.reason, out.result.strategy, out.max_tokens) == ("tools", "escalate-2-8", 64)
+    assert [r.n for r in backend.requests] == [1, 1, 1]
+    assert "paid for 2 of 8 samples" in out.result.details["escalation"]["reason"]
+    assert ledger.report().tokens_spent == out.result.usage.total_tokens <= 120
