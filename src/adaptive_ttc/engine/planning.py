@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from adaptive_ttc.budget.pacing import CallPrices
@@ -138,10 +139,8 @@ class Planner:
             return None
         bound = _bound(budget, configuration, input_upper, max_tokens)
         if stops:
-            # The first step (prompt + its samples * max_tokens) fits; later steps stop at the run's token
-            # limit: the room, or the run's upper bound when that is hard and smaller.
-            hard = configuration.spec.upper_is_hard
-            return Plan(decision, max_tokens, min(prices.tokens, bound) if hard else prices.tokens)
+            # The first step (prompt + its samples * max_tokens) fits; later steps stop at the run's token limit.
+            return Plan(decision, max_tokens, _stopping_limit(configuration, prices, budget, input_upper, max_tokens))
         return Plan(decision, max_tokens, bound)
 
     def _degrade(
@@ -166,6 +165,23 @@ class Planner:
             )
         decision = Decision(_GREEDY, "degraded", prices.lambdas, (), tokens_left, seconds_left)
         return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens))
+
+
+def _stopping_limit(
+    configuration: Configuration, prices: CallPrices, budget: WorkflowBudget, input_upper: int, max_tokens: int
+) -> int:
+    """The token limit (and reservation) of a run that stops itself there.
+
+    The whole hard room when its upper bound is not hard (beam search). Otherwise the least of its upper bound,
+    the hard room and the soft room the pacing gives the call (at least its first step): escalation under a
+    tight budget takes the stages the call's share pays for, not what other calls are owed.
+    """
+    assert prices.tokens is not None  # _fit plans under a token cap only
+    if not configuration.spec.upper_is_hard:
+        return prices.tokens
+    first = budget.weigh(configuration.least_usage(input_upper, max_tokens))
+    soft = prices.tokens if prices.token_room is None else max(first, math.floor(prices.token_room))
+    return min(prices.tokens, _bound(budget, configuration, input_upper, max_tokens), soft)
 
 
 def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:
