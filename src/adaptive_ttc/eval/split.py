@@ -134,9 +134,7 @@ def _units(log: GenerationLog, kept: Sequence[dict[str, Any]], groups: dict[str,
     return [smallest[find(("text", _text(row)))] for row in kept]
 
 
-def held_out_split(
-    log: GenerationLog, *, test_fraction: float, seed: int, group_pattern: str | None = None
-) -> Split:
+def held_out_split(log: GenerationLog, *, test_fraction: float, seed: int, group_pattern: str | None = None) -> Split:
     """The split ``adaptive-ttc train`` makes of ``log``'s deduplicated questions (see the module docstring)."""
     kept = unique_rows(log)
     groups = row_groups(log, group_pattern)
