@@ -21,6 +21,7 @@ from adaptive_ttc.eval.split import held_out_split, row_groups, split_questions,
 from adaptive_ttc.eval.train import train_router
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.types import GenerationRequest
+from tests.benchmark_modules import load_benchmark
 from tests.unit_tests.eval.test_train_evaluate import write_log
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -225,3 +226,27 @@ def test_a_bad_group_in_a_log_names_the_line(tmp_path: Path, group: object) -> N
     append_row(path, {"id": "q1", "question": "q", "group": group})
     with pytest.raises(ConfigurationError, match=r"log.jsonl:3: a row's 'group' must be a non-empty string"):
         read_log(path)
+
+
+def test_the_split_benchmark_counts_siblings_and_renders_its_means() -> None:
+    module = load_benchmark("split_groups")
+    train = ["train-add-0-1-solver", "train-sub-1-1-solver"]
+    test = ["train-add-0-3-checker", "train-mul-2-1-solver", "train-sub-1-2-solver-plan", "train-add-10-1-solver"]
+    assert module.siblings_in_training(train, test) == 2  # add-0 and sub-1, not add-10 or mul-2
+
+    def row(seed: int, split: str, diff: float) -> dict[str, Any]:
+        figures = dict.fromkeys(module.POLICIES, 0.1) | {"router - best static": diff}
+        return {
+            "seed": seed,
+            "split": split,
+            "test_calls": 10,
+            "siblings_in_training": 6 if split == "call" else 0,
+            "brier": 0.08,
+            "brier_baseline": 0.09,
+            "by_factor": dict.fromkeys(module.FACTORS, figures),
+        }
+
+    rows = [row(s, split, d) for s, d in ((0, 0.02), (1, -0.04)) for split in module.SPLITS]
+    text = module.render({"seeds": 2, "rows": rows})
+    assert "by call: 6 of 10 held-out calls with a sibling in training" in text
+    assert "| by problem | 8x | 0.100 | 0.100 | 0.100 | 0.100 | -0.010 [-0.040, +0.020] |" in text
