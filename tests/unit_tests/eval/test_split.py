@@ -13,10 +13,12 @@ import pytest
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.cli import EXIT_USAGE, main
 from adaptive_ttc.errors import ConfigurationError, InvalidRequestError
+from adaptive_ttc.eval import folds
 from adaptive_ttc.eval.collect import CollectSettings, collect_question
 from adaptive_ttc.eval.datasets import load_dataset
 from adaptive_ttc.eval.graders import math_grader
 from adaptive_ttc.eval.log import GenerationLog, LogHeader, append_row, open_for_append, read_log
+from adaptive_ttc.eval.outcomes import log_outcomes
 from adaptive_ttc.eval.split import held_out_split, row_groups, split_questions, unique_rows
 from adaptive_ttc.eval.train import train_router
 from adaptive_ttc.router.configs import parse_grid
@@ -250,3 +252,47 @@ def test_the_split_benchmark_counts_siblings_and_renders_its_means() -> None:
     text = module.render({"seeds": 2, "rows": rows})
     assert "by call: 6 of 10 held-out calls with a sibling in training" in text
     assert "| by problem | 8x | 0.100 | 0.100 | 0.100 | 0.100 | -0.010 [-0.040, +0.020] |" in text
+
+
+def _grouped_log(tmp_path: Path, grouped: int) -> GenerationLog:
+    """The synthetic log (sources easy, medium, hard in turn) with its first ``grouped`` rows in runs of three."""
+    source = read_log(write_log(tmp_path / "plain.jsonl.gz"))
+    path = tmp_path / "grouped.jsonl.gz"
+    open_for_append(path, source.header)
+    for i, row in enumerate(source.rows):
+        append_row(path, row | ({"group": f"run-{i // 3}"} if i < grouped else {}))
+    return read_log(path)
+
+
+def test_leave_one_source_out_trains_no_fold_on_the_held_out_questions_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = _grouped_log(tmp_path, grouped=18)  # runs 0-5: one easy, one medium, one hard question each
+    trained: dict[str, list[str]] = {}
+    fit = folds.fit_router
+
+    def recording(log: GenerationLog, outcomes: Any, train: list[str], *args: Any, **kwargs: Any) -> Any:
+        trained[next(s for s in ("easy", "medium", "hard") if not any(q.startswith(s) for q in train))] = train
+        return fit(log, outcomes, train, *args, **kwargs)
+
+    monkeypatch.setattr(folds, "fit_router", recording)
+    result = folds.leave_one_source_out(log, log_outcomes(log, resamples=4), resamples=10, seed=0)
+    group = {row["id"]: row.get("group") for row in log.rows}
+    for source, train in trained.items():
+        held = {group[row["id"]] for row in log.rows if row["source"] == source} - {None}
+        assert not {group[q] for q in train} & held
+        assert len(train) == 30 - 12  # the other sources' 30, less their 12 questions in runs 0-5
+        assert result["folds"][source]["dropped_as_same_group"] == 12
+    assert set(trained) == {"easy", "medium", "hard"}
+
+
+def test_leave_one_source_out_without_groups_reports_no_drops(tmp_path: Path) -> None:
+    log = _grouped_log(tmp_path, grouped=0)
+    result = folds.leave_one_source_out(log, log_outcomes(log, resamples=4), resamples=10, seed=0)
+    assert all("dropped_as_same_group" not in fold for fold in result["folds"].values())
+
+
+def test_leave_one_source_out_refuses_when_every_question_shares_a_held_out_group(tmp_path: Path) -> None:
+    log = _grouped_log(tmp_path, grouped=45)
+    with pytest.raises(ConfigurationError, match="shares a group with 'easy'; nothing to train on"):
+        folds.leave_one_source_out(log, log_outcomes(log, resamples=4), resamples=10, seed=0)
