@@ -14,6 +14,7 @@ from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.cli import EXIT_USAGE, main
 from adaptive_ttc.errors import ConfigurationError, InvalidRequestError
 from adaptive_ttc.eval import folds
+from adaptive_ttc.eval import train as train_module
 from adaptive_ttc.eval.collect import CollectSettings, collect_question
 from adaptive_ttc.eval.datasets import load_dataset
 from adaptive_ttc.eval.graders import math_grader
@@ -269,7 +270,7 @@ def test_leave_one_source_out_trains_no_fold_on_the_held_out_questions_groups(
 ) -> None:
     log = _grouped_log(tmp_path, grouped=18)  # runs 0-5: one easy, one medium, one hard question each
     trained: dict[str, list[str]] = {}
-    fit = folds.fit_router
+    fit = train_module.fit_router
 
     def recording(log: GenerationLog, outcomes: Any, train: list[str], *args: Any, **kwargs: Any) -> Any:
         trained[next(s for s in ("easy", "medium", "hard") if not any(q.startswith(s) for q in train))] = train
