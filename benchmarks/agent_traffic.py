@@ -10,7 +10,8 @@ workflow trains a router on that workflow's calls. This script builds such a dat
 2. ``--record``: the demo agent run greedily on them against a server; every call that can be graded (the two
    solvers and the checker: the demo's system prompt, the problem's answer as reference) becomes a row of a
    dataset JSONL, its source the call's role and the problem's kind (``solver/add``, ``solver-plan/mul``,
-   ``checker/div``). The planner's calls state no answer and are left out.
+   ``checker/div``), its group the problem's id (so ``adaptive-ttc train`` keeps one problem's calls on one side
+   of its held-out split). The planner's calls state no answer and are left out.
 
 Then ``adaptive-ttc collect`` runs the grid on that dataset and ``adaptive-ttc train`` fits the router
 (benchmarks/README.md, "Agent benchmark", has the commands).
@@ -94,7 +95,8 @@ async def record_calls(
     problems: Sequence[Any], make_llm: Callable[[CallRecorder], Any], *, concurrency: int
 ) -> list[dict[str, str]]:
     """Run the demo agent on ``problems`` (their ``source``: the kind) with the chat models ``make_llm`` builds
-    around a recorder; the gradable calls as dataset rows (id, source, question, answer), sorted by id."""
+    around a recorder; the gradable calls as dataset rows (id, source, group: the problem's id, question, answer),
+    sorted by id."""
     from adaptive_ttc.demo import solve  # noqa: PLC0415 - pulls in LangGraph
     from adaptive_ttc.demo.agent import SYSTEM  # noqa: PLC0415
 
@@ -117,6 +119,7 @@ async def record_calls(
                 {
                     "id": f"{problem.id}-{number}-{role}",
                     "source": f"{role}/{problem.source}",
+                    "group": problem.id,
                     "question": human,
                     "answer": problem.reference,
                 }

@@ -6,7 +6,8 @@
 A region is the text between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``; NAME is a key
 of ``RENDERERS``. Sources: ``benchmarks/plots/report.json`` and ``report.md`` (``adaptive-ttc evaluate
 --workflows`` with the default router), ``benchmarks/results/router_loso*/`` and ``router_hidden/`` (``evaluate
---leave-one-source-out``, the hidden-state router), the default router's ``meta.json`` (``adaptive-ttc train``),
+--leave-one-source-out``, the hidden-state router), ``router_agent_traffic*/`` (the traffic router split by call
+and by problem), the default router's ``meta.json`` (``adaptive-ttc train``),
 the header of the generation log the router was trained on, and ``benchmarks/results/*.json`` (the benchmark
 scripts, whose own ``render`` functions make the tables). The router evaluation's renderers are in
 ``render_router.py``. A region without a renderer, a renderer without a region, or a missing source is an error:
@@ -160,6 +161,16 @@ def engine_overhead(src: Sources) -> str:
     )
 
 
+def traffic_split(src: Sources) -> str:
+    module = _benchmark("split_groups")
+    by_call, by_problem = (
+        src.json(f"benchmarks/results/{name}/report.json")
+        for name in ("router_agent_traffic", "router_agent_traffic_grouped")
+    )
+    sweep = src.json("benchmarks/results/split_groups.json")
+    return f"{module.render_reports(by_call, by_problem)}\n\n{module.render(sweep)}"
+
+
 _router = _benchmark("render_router")
 RENDERERS: dict[str, Callable[[Sources], str]] = {
     "headline": _router.headline,
@@ -180,6 +191,7 @@ RENDERERS: dict[str, Callable[[Sources], str]] = {
     "latency-estimates": latency_estimates,
     "pacing-headroom": pacing_headroom,
     "engine-overhead": engine_overhead,
+    "traffic-split": traffic_split,
 }
 
 

@@ -17,6 +17,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="the router file to write (.zip)")
     tr.add_argument("--test-fraction", type=float, default=0.4, help="share of questions held out")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and of the resampling")
+    tr.add_argument(
+        "--group-pattern",
+        default=None,
+        metavar="REGEX",
+        help="keep questions whose ids share this regex's first group (or whole match) on one side of the split, "
+        "for logs whose rows lack a 'group' (e.g. '^(train-[a-z]+-\\d+)'); default: the rows' 'group' field",
+    )
     tr.add_argument("--resamples", type=int, default=30, help="bootstrap subsets per best-of-N label")
     tr.add_argument(
         "--features",
@@ -49,6 +56,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         resamples=args.resamples,
         features=make_features(args.features),
         prune=args.prune,
+        group_pattern=args.group_pattern,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

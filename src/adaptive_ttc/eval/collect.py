@@ -134,6 +134,7 @@ async def collect_question(
         "question": question.question,
         "reference": question.reference,
         "source": question.source,
+        **({"group": question.group} if question.group is not None else {}),
     }
     session = _session(question, settings, backend, grader, scorer)
     for section, configs in sections_of(settings.grid):

@@ -9,7 +9,9 @@
 - ``rg:TASK`` or ``rg:TASK:LEVEL``: a reasoning-gym task generated on the fly (needs ``reasoning-gym``);
 - a path to a JSONL file: one object per line with the question in ``question`` (or ``problem``, ``prompt``,
   ``input``), the reference in ``answer`` (or ``reference``, ``target``; a GSM8K ``#### N`` tail is read) and an
-  optional ``id`` (or ``unique_id``); the line number is the id otherwise. GSM8K and MATH-500 files as
+  optional ``id`` (or ``unique_id``); the line number is the id otherwise. An optional ``group`` names the
+  workflow run a question came from (the problem whose calls the rows are): ``adaptive-ttc train`` keeps a
+  group on one side of its held-out split. GSM8K and MATH-500 files as
   published (``question``/``answer`` with ``#### N``; ``problem``/``answer``/``unique_id``) load as they are.
 """
 
@@ -46,12 +48,15 @@ class Question:
         question: the text sent as the user message (and what the router computes features from).
         reference: the reference answer the grader compares with.
         source: where it came from (``gsm8k``, ``chain_sum/easy``), for reports.
+        group: the workflow run it came from, when it is one of several calls of one run (the problem's id):
+            the held-out split keeps a group on one side.
     """
 
     id: str
     question: str
     reference: str
     source: str = ""
+    group: str | None = None
 
 
 def load_dataset(spec: str, *, limit: int | None = None) -> list[Question]:
@@ -118,7 +123,18 @@ def _question(record: dict[str, Any], path: Path, number: int, source: str) -> Q
         question=question,
         reference=answer.strip(),
         source=str(record.get("source") or (f"{source}/{record['subject']}" if record.get("subject") else source)),
+        group=_group(record.get("group"), path, number),
     )
+
+
+def _group(group: Any, path: Path, number: int) -> str | None:
+    if group is None:
+        return None
+    if isinstance(group, bool) or not isinstance(group, str | int) or not str(group).strip():
+        raise InvalidRequestError(
+            f"{path}:{number}: 'group' must be a non-empty string (the run the question came from), got {group!r}"
+        )
+    return str(group)
 
 
 def _first(record: dict[str, Any], fields: Sequence[str]) -> Any:

@@ -4,6 +4,8 @@ Both replay per-question outcomes (``outcomes.py``) and score policies at matche
 In-distribution: the router's recorded held-out questions, less any whose text a training question shares.
 Leave-one-source-out: for each source of the log, a router trained (as ``adaptive-ttc train`` does) on the
 deduplicated questions of every other source is tested on that source's; the folds' questions are then pooled.
+Where rows carry a ``group`` (the calls of one workflow run), a fold trains on none of the held-out questions'
+groups: a checker's call is not trained on while the same problem's solver call is tested.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from adaptive_ttc.eval.evaluate import Replay
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.matched import Predicted, baselines, matched_figures, pooled
 from adaptive_ttc.eval.outcomes import Outcome
+from adaptive_ttc.eval.split import row_groups
 from adaptive_ttc.eval.train import fit_router, unique_rows
 from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.router import Router
@@ -124,16 +127,24 @@ def leave_one_source_out(
     sources = sorted({str(r.get("source", "")) for r in rows})
     if len(sources) < 2:
         raise ConfigurationError(f"{log.path}: leave-one-source-out needs at least two sources, found {sources}")
+    groups = row_groups(log)
     folds: dict[str, Any] = {}
     parts = []
     for source in sources:
         test = [r["id"] for r in rows if str(r.get("source", "")) == source]
-        train = [r["id"] for r in rows if str(r.get("source", "")) != source]
+        held = {groups[q] for q in test} - {None}
+        others = [r["id"] for r in rows if str(r.get("source", "")) != source]
+        train = [q for q in others if groups[q] not in held]
+        if not train:
+            raise ConfigurationError(
+                f"{log.path}: every other source's question shares a group with {source!r}; nothing to train on"
+            )
         router = fit_router(log, outcomes, train, features, shrink=shrink)
         replay, predicted, inside = _fold(log, outcomes, router, train, test)
         lambdas = (router.lambdas.tokens, router.lambdas.latency)
         folds[source] = {
             "in_domain": inside,
+            **({"dropped_as_same_group": len(others) - len(train)} if any(groups.values()) else {}),
             "shrinkage": None
             if router.shrinkage is None
             else dict(zip([c.label for c in router.grid], router.shrinkage.weights, strict=True)),

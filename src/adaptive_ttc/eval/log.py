@@ -172,6 +172,9 @@ def _parse(raw: bytes | None) -> Any:
 def _check_row(row: Any, path: Path, number: int) -> None:
     if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("question"), str):
         raise ConfigurationError(f"{path}:{number}: a question row needs 'id' and 'question'")
+    group = row.get("group")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise ConfigurationError(f"{path}:{number}: a row's 'group' must be a non-empty string, got {group!r}")
 
 
 def _encode(obj: dict[str, Any], compressed: bool) -> bytes:

@@ -1,25 +1,25 @@
 """Train a router from a generation log: question-level split, fit, calibration report, save.
 
 Question texts are deduplicated first (the first row of each text is kept), so no held-out question has the
-text of a training one. The split is by question and stratified by ``source`` (each part of a mixed suite
-lands on both sides), and seeded; the held-out question ids go into the router file's metadata
-(``meta.json`` -> ``meta.split.test_ids``) so ``adaptive-ttc evaluate`` replays only questions the router never saw.
+text of a training one. The split is by question (by group where rows carry one: ``eval/split.py``) and
+stratified by ``source`` (each part of a mixed suite lands on both sides), and seeded; the held-out question ids
+go into the router file's metadata (``meta.json`` -> ``meta.split.test_ids``) so ``adaptive-ttc evaluate``
+replays only questions the router never saw.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes, observations
+from adaptive_ttc.eval.split import held_out_split, split_questions, unique_rows
 from adaptive_ttc.router.configs import parse_grid
 from adaptive_ttc.router.features import FeatureExtractor
 from adaptive_ttc.router.profile import BackendProfile
@@ -30,41 +30,6 @@ __all__ = ["calibration", "fit_router", "split_questions", "train_router", "uniq
 
 DEFAULT_TEST_FRACTION = 0.4
 RELIABILITY_BINS = 10
-
-
-def split_questions(
-    ids: Sequence[str], sources: Sequence[str], *, test_fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """(train ids, test ids): a seeded split by question, stratified by source."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigurationError(f"--test-fraction must be in (0, 1), got {test_fraction}")
-    groups: dict[str, list[str]] = defaultdict(list)
-    for qid, source in zip(ids, sources, strict=True):
-        groups[source].append(qid)
-    rng = np.random.default_rng(seed)
-    train: list[str] = []
-    test: list[str] = []
-    for source in sorted(groups):
-        members = sorted(groups[source])
-        order = [members[i] for i in rng.permutation(len(members))]
-        cut = round(test_fraction * len(order))
-        test.extend(order[:cut])
-        train.extend(order[cut:])
-    if not train or not test:
-        raise ConfigurationError(f"{len(ids)} questions cannot be split into train and test; collect more")
-    return sorted(train), sorted(test)
-
-
-def unique_rows(log: GenerationLog) -> list[dict[str, Any]]:
-    """The log's rows with every question text once (its first row; texts compared with whitespace collapsed)."""
-    seen: set[str] = set()
-    rows = []
-    for row in log.rows:
-        key = " ".join(str(row["question"]).split())
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
-    return rows
 
 
 def fit_router(
@@ -110,31 +75,21 @@ def train_router(
     features: FeatureExtractor | None = None,
     prune: bool = False,
     shrink: bool = True,
+    group_pattern: str | None = None,
 ) -> tuple[Router, dict[str, Any]]:
     """Fit a router on the training questions of ``log`` (see ``fit_router``); returns it and its calibration
-    report."""
+    report. The split keeps groups whole (``held_out_split``; ``group_pattern`` reads them off the ids)."""
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
     texts = {row["id"]: row["question"] for row in log.rows}
-    rows = unique_rows(log)
-    train, test = split_questions(
-        [row["id"] for row in rows],
-        [str(row.get("source", "")) for row in rows],
-        test_fraction=test_fraction,
-        seed=seed,
-    )
+    split = held_out_split(log, test_fraction=test_fraction, seed=seed, group_pattern=group_pattern)
+    train, test = split.train, split.test
     router = fit_router(log, outcomes, train, features, prune=prune, shrink=shrink)
     report = calibration(router, texts, outcomes, train, test)
     gate = [router.out_of_domain(texts[q]) is None for q in test]
     report["held_out_in_domain"] = round(sum(gate) / len(gate), 4)
     router.meta = {
         "trained_on": {"log": Path(log.path).name, "dataset": log.header.dataset, **_settings(log)},
-        "split": {
-            "seed": seed,
-            "test_fraction": test_fraction,
-            "train_questions": len(train),
-            "duplicate_texts_dropped": len(log.rows) - len(rows),
-            "test_ids": test,
-        },
+        "split": split.meta(seed=seed, test_fraction=test_fraction),
         "resamples": resamples,
         "calibration": {k: v for k, v in report.items() if k != "reliability"},
     }

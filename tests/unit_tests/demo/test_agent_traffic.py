@@ -8,10 +8,10 @@ from typing import Any
 
 from adaptive_ttc import FakeBackend
 from adaptive_ttc.demo import word_problems
-from adaptive_ttc.eval.datasets import Question
+from adaptive_ttc.eval.datasets import Question, load_jsonl
 from adaptive_ttc.langchain import AdaptiveChatModel
 from adaptive_ttc.types import GenerationRequest
-from tests.benchmark_modules import load_benchmark
+from tests.benchmark_modules import ROOT, load_benchmark
 
 
 def _traffic() -> ModuleType:
@@ -55,8 +55,21 @@ async def test_recorded_calls_are_the_graded_solver_and_checker_prompts() -> Non
     rows = await traffic.record_calls([problem], make_llm, concurrency=1)
     assert sorted(r["source"] for r in rows) == ["checker/add", "solver-plan/add", "solver/add"]  # no planner
     assert all(r["answer"] == "7" for r in rows)
+    assert all(r["group"] == "p1" for r in rows)  # the problem: train keeps its calls on one side of the split
     checker = next(r for r in rows if r["source"] == "checker/add")
     assert checker["question"].startswith(problem.question + "\nWhich of these answers is right?")
     plain = next(r for r in rows if r["source"] == "solver/add")
     assert plain["question"] == problem.question
     assert len({r["id"] for r in rows}) == 3
+
+
+def test_the_committed_traffic_dataset_names_each_calls_problem() -> None:
+    problems = {q.id: q for q in load_jsonl(ROOT / "benchmarks/data/word_problems_train.jsonl")}
+    calls = load_jsonl(ROOT / "benchmarks/data/agent_traffic.jsonl")
+    assert len(calls) == 233
+    for call in calls:
+        assert call.group is not None
+        problem = problems[call.group]
+        assert call.id.startswith(f"{problem.id}-")
+        assert call.question.startswith(problem.question)
+        assert (call.reference, call.source.split("/")[1]) == (problem.reference, problem.source)
