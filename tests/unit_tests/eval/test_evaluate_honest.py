@@ -91,6 +91,22 @@ def test_policies_choose_without_looking_at_test_outcomes() -> None:
     assert predicted.tokens[np.arange(n), at_budget].mean() <= 250.0
 
 
+def test_the_oracle_has_a_point_at_1x_when_right_answers_cost_a_token_more() -> None:
+    # Greedy (200 tokens) is wrong everywhere; best-of-2 is right at one token more. Every finite price of the
+    # sweep prefers best-of-2, whose mean cost is past 1x: the oracle's 1x point is the cheapest configuration.
+    n, k = 10, len(DEFAULT_GRID)
+    tokens = np.tile(200.0 + np.arange(k), (n, 1))
+    accuracy = np.zeros((n, k))
+    accuracy[:, 1:] = 1.0
+    ones = np.ones((n, k))
+    replay = Replay(tuple(map(str, range(n))), DEFAULT_GRID, accuracy, tokens, ones, accuracy, tokens, ones)
+    predicted = Predicted(accuracy, tokens, ones)
+    figures = matched_figures(replay, {"router": predicted}, router_lambdas=(1e-4, 0.0), resamples=20)
+    oracle = figures["tokens"]["by_factor"]["1"]["oracle"]["accuracy"]
+    assert oracle["value"] == 0.0  # greedy's accuracy at greedy's cost, not -inf
+    assert figures["tokens"]["by_factor"]["2"]["oracle"]["accuracy"]["value"] == 1.0
+
+
 def test_source_lookup_falls_back_to_the_prior_for_an_unseen_source() -> None:
     train = {"accuracy": np.array([[1.0, 0.0], [0.0, 1.0]]), "tokens": np.ones((2, 2)), "latency": np.ones((2, 2))}
     made = baselines(train, ["a", "c"], ["a", "b"])
