@@ -43,9 +43,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=1,
-        help="questions collected at once (default 1; a batching server like vLLM serves them together). Rows are "
-        "the same, but latencies are then measured under the others' load and read slower to a router's latency "
-        "model: the header records it and `train` warns",
+        metavar="N",
+        help="questions collected at once (default 1), for a server that batches them (vLLM; the embedded backend "
+        "gains nothing). Latencies are then measured under the others' load and read slower to a router's latency "
+        "model: the header records N and `train` warns. Resume with the same N",
     )
     return col
 
