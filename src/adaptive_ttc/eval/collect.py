@@ -152,12 +152,12 @@ async def collect_question(
         "reference": question.reference,
         "source": question.source,
     }
-    if position is not None:
-        row["position"] = position
     session = _session(question, settings, backend, grader, scorer)
     for section, configs in sections_of(settings.grid):
         row[section.key] = await section.gather(configs, session)
     row["seconds"] = time.perf_counter() - start
+    if position is not None:
+        row["position"] = position
     return row
 
 
