@@ -39,11 +39,21 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     col.add_argument("--scorer", default=None, help="for reward-guided configurations: self-certainty, prm:URL")
     col.add_argument("--seed", type=int, default=0)
     col.add_argument("--no-profile", action="store_true", help="skip measuring the backend before collecting")
+    col.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="questions collected at once (default 1), for a server that batches them (vLLM; the embedded backend "
+        "gains nothing). Latencies are then measured under the others' load and read slower to a router's latency "
+        "model: the header records N and `train` warns. Resume with the same N",
+    )
     return col
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from adaptive_ttc.eval.collect import DEFAULT_SYSTEM_PROMPT, CollectSettings, collect  # noqa: PLC0415
+    from adaptive_ttc.eval.concurrency import check_concurrency  # noqa: PLC0415
     from adaptive_ttc.eval.datasets import load_dataset  # noqa: PLC0415
     from adaptive_ttc.eval.graders import load_grader  # noqa: PLC0415
 
@@ -58,6 +68,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         scorer=args.scorer,
         seed=args.seed,
     )
+    check_concurrency(args.concurrency)  # before any backend is opened
     grader = load_grader(args.grader)
     questions = load_dataset(args.dataset, limit=args.limit)
     backend = await backend_from(args)
@@ -74,6 +85,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             grader=grader,
             scorer=scorer,
             profile=not args.no_profile,
+            concurrency=args.concurrency,
         )
     finally:
         await close(backend, scorer)

@@ -5,6 +5,11 @@ Each kind's spec names the log section its configurations are gathered into (``S
 order. Work is shared the way the paper does it: greedy runs once, ONE request samples a pool of ``pool`` answers
 at the sampling temperature (best-of-N at every N is replayed from it by resampling; the scorer scores every pool
 answer once when a configuration needs it), and each beam-search configuration runs on its own.
+
+With ``concurrency`` N > 1, up to N questions are collected at once (a server that batches, like vLLM, serves
+them together) and each row is appended as its question finishes. A question's requests are seeded from its id,
+so its row does not depend on the order or the concurrency; its latencies do: they are measured under the load
+of the other questions in flight, which the header records (``settings.concurrency``) and ``train`` warns about.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.backends.profiling import measure_profile
 from adaptive_ttc.errors import ConfigurationError
+from adaptive_ttc.eval.concurrency import check_concurrency, run_pool
 from adaptive_ttc.eval.datasets import Question
 from adaptive_ttc.eval.graders import Grader
 from adaptive_ttc.eval.log import LogHeader, append_row, open_for_append
@@ -70,10 +76,12 @@ class CollectSettings:
             needing = [c.label for c in self.grid if c.needs_scorer]
             raise ConfigurationError(f"configurations {needing} need --scorer (self-certainty, judge or prm:URL)")
 
-    def header(self, dataset: str, backend: Backend, label: str, profile: BackendProfile | None) -> LogHeader:
-        """The log header these settings write."""
+    def header(
+        self, dataset: str, backend: Backend, label: str, profile: BackendProfile | None, concurrency: int = 1
+    ) -> LogHeader:
+        """The log header these settings write (with the questions collected at once, ``concurrency``)."""
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k != "grid"}
-        settings.update(backend=label, model=backend.model)
+        settings.update(backend=label, model=backend.model, concurrency=concurrency)
         return LogHeader(
             tuple(c.label for c in self.grid), dataset, settings, None if profile is None else profile.to_dict()
         )
@@ -125,9 +133,18 @@ def _session(
 
 
 async def collect_question(
-    question: Question, settings: CollectSettings, backend: Backend, grader: Grader, scorer: Scorer | None
+    question: Question,
+    settings: CollectSettings,
+    backend: Backend,
+    grader: Grader,
+    scorer: Scorer | None,
+    *,
+    position: int | None = None,
 ) -> dict[str, Any]:
-    """Run every configuration of the grid on one question: each kind's log section once; returns the log row."""
+    """Run every configuration of the grid on one question: each kind's log section once; returns the log row.
+
+    ``position``: the question's index in the dataset, recorded so readers put rows back in dataset order.
+    """
     start = time.perf_counter()
     row: dict[str, Any] = {
         "id": question.id,
@@ -140,6 +157,8 @@ async def collect_question(
     for section, configs in sections_of(settings.grid):
         row[section.key] = await section.gather(configs, session)
     row["seconds"] = time.perf_counter() - start
+    if position is not None:
+        row["position"] = position
     return row
 
 
@@ -154,22 +173,36 @@ async def collect(
     grader: Grader,
     scorer: Scorer | None = None,
     profile: bool = True,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
-    """Collect (or resume collecting) a log of ``questions`` into ``out``; returns a summary."""
+    """Collect (or resume collecting) a log of ``questions`` into ``out``; returns a summary.
+
+    Up to ``concurrency`` questions are collected at once; each row is appended (and fsynced) as soon as its
+    question finishes. The backend profile is measured before any question, on an idle backend. If a question
+    raises, the others in flight are cancelled (nothing of theirs is written), the rows already appended stay,
+    and the error is raised; running again resumes.
+
+    Raises:
+        ConfigurationError: ``concurrency`` < 1, or ``out`` was collected with other settings.
+    """
+    check_concurrency(concurrency)
     out = Path(out)
     measured = None
     if profile and not (out.exists() and out.stat().st_size > 0):
         sizes = tuple(sorted({1, *(2**k for k in range(1, 8) if 2**k <= settings.pool)}))
         measured = await measure_profile(backend, label, sequences=sizes)
-    done = open_for_append(out, settings.header(dataset, backend, label, measured))
-    todo = [q for q in questions if q.id not in done]
+    done = open_for_append(out, settings.header(dataset, backend, label, measured, concurrency))
+    todo = [(i, q) for i, q in enumerate(questions) if q.id not in done]
     start = time.perf_counter()
     with _progress(len(questions), len(questions) - len(todo)) as bar:
-        for question in todo:
-            row = await collect_question(question, settings, backend, grader, scorer)
-            append_row(out, row)
+
+        async def one(item: tuple[int, Question]) -> None:
+            row = await collect_question(item[1], settings, backend, grader, scorer, position=item[0])
+            append_row(out, row)  # synchronous: no other question runs while a line is written
             bar.set_postfix_str(_postfix(row, settings.grid), refresh=False)
             bar.update(1)
+
+        await run_pool(todo, one, concurrency)
     return {
         "log": str(out),
         "questions": len(questions),

@@ -5,6 +5,10 @@ stream), so a question is appended, flushed and fsynced on its own: a crash lose
 flight, and a torn last member is found, dropped with a ``TruncatedLogWarning`` naming the file and line,
 and cut off before a resumed collection appends. Line 1 is the header (``LogHeader``); see
 ``docs/evaluation.md`` for the row format.
+
+Rows are appended as their questions finish, so a log collected several questions at a time (``collect
+--concurrency``) holds them out of the dataset's order; each row records its ``position`` in the dataset, and
+``read_log`` returns the rows in that order, so nothing that reads a log depends on the order it was written in.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ __all__ = ["LOG_FORMAT", "LOG_VERSION", "GenerationLog", "LogHeader", "Truncated
 
 LOG_FORMAT = "adaptive-ttc-log"
 LOG_VERSION = 1
+
+# Settings added after logs were first written, with the value a log without them was collected with.
+_SETTING_DEFAULTS: dict[str, Any] = {"concurrency": 1}
 
 
 class TruncatedLogWarning(UserWarning):
@@ -76,13 +83,20 @@ class LogHeader:
         if self.dataset != other.dataset:
             return f"dataset {self.dataset!r} vs {other.dataset!r}"
         keys = sorted(set(self.settings) | set(other.settings))
-        differing = [k for k in keys if self.settings.get(k) != other.settings.get(k)]
+        differing = [k for k in keys if _setting(self.settings, k) != _setting(other.settings, k)]
         return f"settings {differing}" if differing else None
+
+
+def _setting(settings: dict[str, Any], key: str) -> Any:
+    return settings.get(key, _SETTING_DEFAULTS.get(key))
 
 
 @dataclass(slots=True)
 class GenerationLog:
-    """A log as read: its header, its complete rows (with their line numbers) and the end of the good data."""
+    """A log as read: its header, its complete rows (with their line numbers) and the end of the good data.
+
+    ``rows`` are in dataset order (by their ``position``) when every row records one, else in file order.
+    """
 
     path: Path
     header: LogHeader
@@ -157,7 +171,20 @@ def read_log(path: str | Path) -> GenerationLog:
         log.good_bytes = end
     if log is None:
         raise ConfigurationError(f"{path}: the generation log is empty")
+    _in_dataset_order(log)
     return log
+
+
+def _in_dataset_order(log: GenerationLog) -> None:
+    """Sort the rows (and their line numbers) by ``position``; a log with a row without one keeps file order.
+
+    Only logs written before rows recorded positions lack them, and those were collected one question at a time.
+    """
+    if not all(isinstance(row.get("position"), int) for row in log.rows):
+        return
+    order = sorted(range(len(log.rows)), key=lambda i: (log.rows[i]["position"], log.rows[i]["id"]))
+    log.rows = [log.rows[i] for i in order]
+    log.lines = [log.lines[i] for i in order]
 
 
 def _parse(raw: bytes | None) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptive_ttc.eval.concurrency import warn_if_concurrent
 from adaptive_ttc.eval.log import GenerationLog
 from adaptive_ttc.eval.outcomes import DEFAULT_RESAMPLES, Outcome, log_outcomes, observations
 from adaptive_ttc.eval.split import held_out_split, split_questions, unique_rows
@@ -49,6 +50,7 @@ def fit_router(
     the training questions fits (leave one of their sources out; K folds by question for a one-source log):
     ``router.shrinkage``.
     """
+    warn_if_concurrent(log)  # latencies measured with other questions in flight read slower
     texts = {row["id"]: row["question"] for row in log.rows}
     # The log's measured backend profile gives latency estimates that the call's max_tokens can bound.
     header_profile = log.header.profile

@@ -29,6 +29,8 @@ from adaptive_ttc.cli import EXIT_USAGE, main
             ["generate", "hi", "--backend", "http://127.0.0.1:9/v1", "--model", "m", "--strategy", "beam"],
             "--scorer",
         ),
+        (["collect", "--dataset", "mixed", "--out", "never-written.jsonl", "--concurrency", "0"], "--concurrency"),
+        (["collect", "--dataset", "mixed", "--out", "never-written.jsonl", "--concurrency", "-2"], "got -2"),
     ],
 )
 def test_bad_arguments_exit_with_usage_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,13 +13,15 @@ import pytest
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.eval.collect import CollectSettings, collect
+from adaptive_ttc.eval.concurrency import ConcurrentLatencyWarning
 from adaptive_ttc.eval.datasets import Question
 from adaptive_ttc.eval.graders import math_grader
 from adaptive_ttc.eval.log import read_log
 from adaptive_ttc.eval.outcomes import log_outcomes
+from adaptive_ttc.eval.train import train_router
 from adaptive_ttc.router.configs import DEFAULT_GRID, parse_grid
 from adaptive_ttc.router.profile import BackendProfile
-from adaptive_ttc.types import GenerationRequest
+from adaptive_ttc.types import GenerationRequest, GenerationResult
 from tests.fakes import TableScorer
 
 
@@ -221,3 +225,145 @@ def test_vllm_beam_runs_on_its_own_and_replays_as_it_ran(tmp_path: Path) -> None
     outcome = log_outcomes(read_log(out))["q0"]["vllm-beam-2"]
     assert outcome.accuracy == float(run["candidates"][run["selected"]]["correct"])
     assert outcome.output_tokens == run["output_tokens"]
+
+
+# --- several questions at once (--concurrency) ---------------------------------------------------------------------
+
+TIMING = frozenset({"latency_s", "score_latency_s", "seconds"})
+
+
+def _untimed(value: object) -> object:
+    """``value`` without its wall-clock measurements (the only part of a row that may differ between runs)."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _number(request: GenerationRequest) -> int:
+    return int(request.messages[-1].content.split()[2])
+
+
+class _Staggered(FakeBackend):
+    """A fake whose requests for question i take longer the smaller i is, and that counts requests in flight."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.005 * (len(QUESTIONS) - _number(requests[0])))
+            return await super().generate(requests)
+        finally:
+            self.in_flight -= 1
+
+
+async def _collect_at(out: Path, concurrency: int, backend: FakeBackend, questions: list[Question] = QUESTIONS) -> None:
+    await collect(
+        questions,
+        CollectSettings(grid=DEFAULT_GRID, max_tokens=64),
+        backend,
+        out,
+        dataset="synthetic",
+        label="fake",
+        grader=math_grader,
+        profile=False,
+        concurrency=concurrency,
+    )
+
+
+def _file_ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()[1:]]
+
+
+async def test_concurrency_gives_the_same_rows_read_in_dataset_order(tmp_path: Path) -> None:
+    one, four = _Staggered(_responder), _Staggered(_responder)
+    await _collect_at(tmp_path / "one.jsonl", 1, one)
+    await _collect_at(tmp_path / "four.jsonl", 4, four)
+    assert (one.most_in_flight, four.most_in_flight) == (1, 4)
+    dataset_order = [q.id for q in QUESTIONS]
+    assert _file_ids(tmp_path / "one.jsonl") == dataset_order
+    assert _file_ids(tmp_path / "four.jsonl") != dataset_order  # appended as they finished: q3 first
+    logs = [read_log(tmp_path / name) for name in ("one.jsonl", "four.jsonl")]
+    assert [log.header.settings["concurrency"] for log in logs] == [1, 4]
+    assert [r["id"] for r in logs[1].rows] == dataset_order  # read back in dataset order
+    assert [_untimed(r) for r in logs[0].rows] == [_untimed(r) for r in logs[1].rows]
+
+
+async def test_a_failure_cancels_the_questions_in_flight_and_resume_collects_only_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl.gz"
+
+    def failing(request: GenerationRequest, index: int) -> str:
+        if _number(request) == 4:
+            raise _CrashError
+        return _responder(request, index)
+
+    # 10 ms a request: q0-q3 finish together, then q4 fails on its first request while q5 waits for its second
+    crashing = FakeBackend(failing, latency_s=0.01)
+    with pytest.raises(_CrashError):
+        await _collect_at(out, 4, crashing)
+    assert sorted(r["id"] for r in read_log(out).rows) == ["q0", "q1", "q2", "q3"]  # no torn line: no warning
+    assert any(_number(r) == 5 for r in crashing.requests)  # q5 was in flight and was cancelled
+    resumed = _Staggered(_responder)
+    await _collect_at(out, 4, resumed)
+    assert {_number(r) for r in resumed.requests} == {4, 5}  # only the missing questions
+    await _collect_at(tmp_path / "clean.jsonl", 1, FakeBackend(_responder))
+    clean = read_log(tmp_path / "clean.jsonl").rows
+    assert [_untimed(r) for r in read_log(out).rows] == [_untimed(r) for r in clean]
+
+
+@pytest.mark.parametrize("concurrency", [0, -1])
+async def test_concurrency_below_one_is_refused_before_anything_runs(tmp_path: Path, concurrency: int) -> None:
+    backend = FakeBackend(_responder)
+    with pytest.raises(ConfigurationError, match=rf"--concurrency must be a whole number >= 1.*got {concurrency}"):
+        await _collect_at(tmp_path / "log.jsonl", concurrency, backend)
+    assert not (tmp_path / "log.jsonl").exists()
+    assert not backend.requests
+
+
+async def test_older_logs_read_as_concurrency_one_and_resume_only_at_it(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    await _collect_at(out, 1, FakeBackend(_responder), QUESTIONS[:2])
+    lines = out.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    del header["settings"]["concurrency"]  # as written before the option existed
+    for row in lines[1:]:
+        assert json.loads(row).pop("position") is not None
+    out.write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+    with pytest.raises(ConfigurationError, match=r"settings \['concurrency'\]"):
+        await _collect_at(out, 2, FakeBackend(_responder), QUESTIONS)
+    await _collect_at(out, 1, FakeBackend(_responder), QUESTIONS)
+    assert [r["id"] for r in read_log(out).rows] == [q.id for q in QUESTIONS]
+
+
+MORE = [Question(f"q{i}", f"What is {i} plus {i}?", str(2 * i), f"part{i % 2}") for i in range(12)]
+DUPLICATED = [*MORE, Question("dup-a", MORE[3].question, "6", "part1"), Question("dup-b", MORE[8].question, "16", "")]
+
+
+async def test_training_does_not_depend_on_file_order_and_warns_once_about_loaded_latency(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    await _collect_at(out, 1, FakeBackend(_responder), DUPLICATED)
+    header, *rows = out.read_text().splitlines(keepends=True)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text(header + "".join(reversed(rows)))
+    ids = _file_ids(shuffled)
+    assert ids.index("dup-a") < ids.index("q3")  # read in file order, dup-a's row would be the one kept
+    ordered, scrambled = read_log(out), read_log(shuffled)
+    assert scrambled.rows == ordered.rows
+    router, report = train_router(ordered, resamples=4)
+    again, report_again = train_router(scrambled, resamples=4)
+    assert router.meta["split"] == again.meta["split"]
+    assert router.meta["split"]["duplicate_texts_dropped"] == 2
+    assert report == report_again
+    loaded = json.loads(header)
+    loaded["settings"]["concurrency"] = 4
+    concurrent = tmp_path / "concurrent.jsonl"
+    concurrent.write_text(json.dumps(loaded) + "\n" + "".join(rows))
+    with pytest.warns(ConcurrentLatencyWarning, match=r"concurrent\.jsonl: collected with --concurrency 4") as caught:
+        train_router(read_log(concurrent), resamples=4)
+    assert len([w for w in caught if w.category is ConcurrentLatencyWarning]) == 1

@@ -113,3 +113,15 @@ def test_a_log_compressed_as_one_gzip_member_reads_like_one_written_by_collect(t
     whole = tmp_path / "whole.jsonl.gz"
     whole.write_bytes(gzip.compress(plain))
     assert read_log(whole).rows == read_log(source).rows
+
+
+def test_rows_with_positions_are_read_in_dataset_order_whatever_the_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl.gz"
+    open_for_append(path, HEADER)
+    for i in (2, 0, 1):  # as a concurrent collection appends them: when each question finished
+        append_row(path, {**_row(i), "position": i})
+    log = read_log(path)
+    assert [r["id"] for r in log.rows] == ["q0", "q1", "q2"]
+    assert log.lines == [3, 4, 2]  # each row keeps its own line number for error messages
+    append_row(path, _row(3))  # a row without a position (a hand-made log): file order, as written
+    assert [r["id"] for r in read_log(path).rows] == ["q2", "q0", "q1", "q3"]
