@@ -173,15 +173,20 @@ def _stopping_limit(
     """The token limit (and reservation) of a run that stops itself there.
 
     The whole hard room when its upper bound is not hard (beam search). Otherwise the least of its upper bound,
-    the hard room and the soft room the pacing gives the call (at least its first step): escalation under a
-    tight budget takes the stages the call's share pays for, not what other calls are owed.
+    the hard room and the call's share of what is left (at least its first step): the pacing's fair share
+    (``Allowance.target_tokens``, what is unreserved over the calls to come) where it gives one, else its soft
+    room. Escalation under a tight budget then takes the stages its share pays for, not what later calls are
+    owed: if every call keeps to its share, the last one still has its own (the soft room, up to twice the
+    share, is for planning against upper estimates, not for a limit a run may spend to the end).
     """
     assert prices.tokens is not None  # _fit plans under a token cap only
     if not configuration.spec.upper_is_hard:
         return prices.tokens
     first = budget.weigh(configuration.least_usage(input_upper, max_tokens))
-    soft = prices.tokens if prices.token_room is None else max(first, math.floor(prices.token_room))
-    return min(prices.tokens, _bound(budget, configuration, input_upper, max_tokens), soft)
+    target = prices.allowance.target_tokens if prices.allowance is not None else None
+    share = target if target is not None else prices.token_room
+    limit = prices.tokens if share is None else max(first, math.floor(share))
+    return min(prices.tokens, _bound(budget, configuration, input_upper, max_tokens), limit)
 
 
 def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:

@@ -19,7 +19,7 @@ Early-Stopping Self-Consistency, arXiv 2401.10480; DeepConf, arXiv 2508.15260):
 The label is ``escalate-<k>-<n>``. The run's ``usage`` sums every request it made; ``upper_bound`` is the most
 it can spend (three prompts and ``1 + n`` answers of ``max_tokens``). Under a workflow budget it stops at its
 token limit (``RunContext.token_limit``, what the engine reserved): the engine plans it when greedy's request
-fits, and reserves the upper bound or, when it is smaller, the call's share (the pacing's soft room); stages 2
+fits, and reserves the upper bound or, when it is smaller, the call's fair share of what is left; stages 2
 and 3 then take as many samples as the limit pays for at their upper bound (none: it stops, with greedy's answer
 or the vote so far), so a tight budget buys the stages it can instead of no escalation.
 ``details["escalation"]`` says at which stage it stopped and why.
