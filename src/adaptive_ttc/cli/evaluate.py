@@ -28,6 +28,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="train a router on all sources but one and test it on that one, for each source (no --router)",
     )
     ev.add_argument("--features", default="text-256", help="with --leave-one-source-out: the routers' features")
+    ev.add_argument(
+        "--group-pattern",
+        default=None,
+        metavar="REGEX",
+        help="with --leave-one-source-out: read each row's group (one workflow run's calls) off its id, as train "
+        "does, so no fold trains on a group with a question in the held-out source",
+    )
     return ev
 
 
@@ -48,8 +55,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             bootstrap_resamples=args.bootstrap,
             seed=args.seed,
             features=args.features,
+            group_pattern=args.group_pattern,
         )
         return loso
+    if args.group_pattern is not None:
+        raise ConfigurationError(
+            "--group-pattern goes with --leave-one-source-out; a router's held-out split is the one `train` recorded"
+            " (train it with --group-pattern)"
+        )
     if args.router is None:
         raise ConfigurationError("give --router ROUTER.zip (or --leave-one-source-out)")
     router = Router.load(args.router)

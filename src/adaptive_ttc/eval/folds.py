@@ -117,17 +117,19 @@ def leave_one_source_out(
     seed: int,
     features: FeatureExtractor | None = None,
     shrink: bool = True,
+    group_pattern: str | None = None,
 ) -> dict[str, Any]:
     """Per source: a router trained on the other sources, tested on it; and the folds' questions pooled.
 
     Each fold's router is fitted as ``adaptive-ttc train`` fits one (``fit_router``), its shrinkage weights
-    from an inner leave-one-source-out over that fold's training sources only.
+    from an inner leave-one-source-out over that fold's training sources only. Groups are the rows' ``group``
+    fields, or with ``group_pattern`` read off their ids (``split.row_groups``).
     """
     rows = unique_rows(log)
     sources = sorted({str(r.get("source", "")) for r in rows})
     if len(sources) < 2:
         raise ConfigurationError(f"{log.path}: leave-one-source-out needs at least two sources, found {sources}")
-    groups = row_groups(log)
+    groups = row_groups(log, group_pattern)
     folds: dict[str, Any] = {}
     parts = []
     for source in sources:

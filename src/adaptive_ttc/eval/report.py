@@ -198,13 +198,19 @@ def evaluate_leave_one_source_out_to(
     bootstrap_resamples: int = BOOTSTRAP,
     seed: int = 0,
     features: str = "text-256",
+    group_pattern: str | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-source-out: write report.md and report.json into ``out``; returns the pooled summary."""
+    """Leave-one-source-out: write report.md and report.json into ``out``; returns the pooled summary.
+
+    ``group_pattern``: read each row's group off its id (``train --group-pattern``) for a log without groups.
+    """
     from adaptive_ttc.eval.folds import leave_one_source_out  # noqa: PLC0415 - imports train
 
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
     extractor = make_features(features)
-    result = leave_one_source_out(log, outcomes, resamples=bootstrap_resamples, seed=seed, features=extractor)
+    result = leave_one_source_out(
+        log, outcomes, resamples=bootstrap_resamples, seed=seed, features=extractor, group_pattern=group_pattern
+    )
     pooled = result["pooled"]
     suite = spread(log)
     summary: dict[str, Any] = {

@@ -143,3 +143,20 @@ def test_cli_leave_one_source_out(
     assert main([*argv, "--router", "r.zip"]) == EXIT_USAGE
     assert main(["evaluate", str(log_with_duplicates), "--out", str(out)]) == EXIT_USAGE
     assert "--router" in capsys.readouterr().err
+
+
+def test_cli_leave_one_source_out_reads_groups_off_the_ids(
+    log_with_duplicates: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ids end in a number; those ending in 0, 1 or 2 form three groups that span the sources
+    out = tmp_path / "loso"
+    argv = ["evaluate", str(log_with_duplicates), "--leave-one-source-out", "--out", str(out), "--bootstrap", "30"]
+    assert main([*argv, r"--group-pattern=-\d*([0-2])$"]) == 0
+    folds = json.loads((out / "report.json").read_text())["leave_one_source_out"]["folds"]
+    assert all(fold["dropped_as_same_group"] > 0 for fold in folds.values())
+    capsys.readouterr()
+    assert main([*argv, "--group-pattern", "("]) == EXIT_USAGE  # not a regular expression
+    assert "is not a regular expression" in capsys.readouterr().err
+    router = ["evaluate", str(log_with_duplicates), "--router", "r.zip", "--out", str(out)]
+    assert main([*router, "--group-pattern", "x"]) == EXIT_USAGE
+    assert "goes with --leave-one-source-out" in capsys.readouterr().err
