@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,6 @@ class _Search:
     results: list[GenerationResult] = field(default_factory=list)
     scoring: Usage = field(default_factory=Usage)
     last_scoring: int = 0
-    spent: int = 0
     steps: int = 0
     root_input: int | None = None
     stopped_by_budget: bool = False
@@ -93,6 +93,8 @@ class BeamSearch:
         token_limit: stop before a step whose upper-bound cost would take the run past this many tokens
             (the engine sets it from the call's reservation).
         input_tokens_upper: an upper bound on the prompt's tokens, used with ``token_limit``.
+        weigh: how ``token_limit`` counts a usage (the budget's weights, ``WorkflowBudget.weigh``); ``None``:
+            input plus output tokens.
     """
 
     n: int = 4
@@ -102,6 +104,7 @@ class BeamSearch:
     step_max_tokens: int = 256
     token_limit: int | None = None
     input_tokens_upper: int | None = None
+    weigh: Callable[[Usage], int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for label, value in (("n", self.n), ("width", self.width), ("max_steps", self.max_steps)):
@@ -135,7 +138,10 @@ class BeamSearch:
         """
         if context is not None and context.token_limit is not None:
             limited = dataclasses.replace(
-                self, token_limit=context.token_limit, input_tokens_upper=context.input_tokens_upper
+                self,
+                token_limit=context.token_limit,
+                input_tokens_upper=context.input_tokens_upper,
+                weigh=context.weigh,
             )
             return await limited.run(request, backend, scorer)
         scorer = self._checked(backend, scorer)
@@ -205,9 +211,16 @@ class BeamSearch:
         if base is None:
             return True  # the engine gives input_tokens_upper whenever it sets a limit
         prefix = [beam.tokens + _CONTINUATION_MARGIN for beam in state.active] if state.steps else [0]
-        generation = sum(base + p + r.n * r.max_tokens for p, r in zip(prefix, batch, strict=True))
-        scoring = 2 * state.last_scoring  # scorers that charge tokens: an estimate from the last step
-        return state.spent + generation + scoring <= self.token_limit
+        generation = Usage(
+            input_tokens=sum(base + p for p in prefix),
+            output_tokens=sum(r.n * r.max_tokens for r in batch),
+        )
+        last = state.last_scoring  # scorers that charge tokens: twice the last step's, at the dearer weight
+        scoring = 2 * max(self._weighed(Usage(input_tokens=last)), self._weighed(Usage(output_tokens=last)))
+        return self._weighed(_spent(state)) + self._weighed(generation) + scoring <= self.token_limit
+
+    def _weighed(self, usage: Usage) -> int:
+        return self.weigh(usage) if self.weigh is not None else usage.total_tokens
 
     async def _step(
         self,
@@ -229,7 +242,6 @@ class BeamSearch:
             for beam, result in pairs
             for completion in result.completions
         ]
-        state.spent += sum(r.usage.total_tokens for r in step_results)
         try:
             scored = await scorer.score([self._item(request, c) for c in children])
         except BackendError as exc:
@@ -240,7 +252,6 @@ class BeamSearch:
             return False
         state.scoring = state.scoring + scored.usage
         state.last_scoring = scored.usage.total_tokens
-        state.spent += scored.usage.total_tokens
         children = [
             _Beam(c.steps, c.logprobs, s.step_scores, s.value, c.tokens, c.finish, c.done)
             for c, s in zip(children, scored.scores, strict=True)
@@ -326,7 +337,6 @@ async def _generate(
             max(0, spent.output_tokens - succeeded.output_tokens),
         )
         state.failed = state.failed + failed
-        state.spent += failed.total_tokens
         state.partial_steps += 1
         return pairs
 

@@ -131,6 +131,17 @@ async def test_beam_search_stops_at_its_token_limit() -> None:
     assert ledger.report().overrun_tokens == 0
 
 
+async def test_beam_search_counts_its_token_limit_as_the_budget_weighs_tokens() -> None:
+    # Output tokens weigh 3: steps checked against raw tokens would pass the reservation.
+    backend = FakeBackend(lambda r, i: Completion("a b c d\n\n", "stop", 4))
+    ledger = WorkflowBudget(tokens=400, expected_calls=1, output_token_weight=3.0).open()
+    engine = Engine(backend, configuration=Configuration("beam", n=2, width=2, max_steps=50), scorer=TableScorer({}))
+    out = await engine.run(ask(max_tokens=40), ledger=ledger)
+    assert out.result.details["stopped_by_budget"]
+    assert ledger.report().overrun_tokens == 0
+    assert ledger.tokens_spent <= 400
+
+
 def test_engine_settings_errors() -> None:
     with pytest.raises(ConfigurationError, match="router or a fixed configuration"):
         Engine(FakeBackend())
