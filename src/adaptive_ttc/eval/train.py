@@ -110,7 +110,8 @@ def write_observations(log: GenerationLog, path: Path, *, resamples: int, seed: 
 
 def _settings(log: GenerationLog) -> dict[str, Any]:
     keys = ("backend", "model", "pool", "temperature", "max_tokens", "system", "grader", "scorer")
-    return {k: log.header.settings.get(k) for k in keys}
+    # questions collected at once: its latencies were measured under that load (a log without it: one at a time)
+    return {**{k: log.header.settings.get(k) for k in keys}, "concurrency": log.header.settings.get("concurrency", 1)}
 
 
 def calibration(

@@ -365,5 +365,7 @@ async def test_training_does_not_depend_on_file_order_and_warns_once_about_loade
     concurrent = tmp_path / "concurrent.jsonl"
     concurrent.write_text(json.dumps(loaded) + "\n" + "".join(rows))
     with pytest.warns(ConcurrentLatencyWarning, match=r"concurrent\.jsonl: collected with --concurrency 4") as caught:
-        train_router(read_log(concurrent), resamples=4)
+        loaded_router, _ = train_router(read_log(concurrent), resamples=4)
     assert len([w for w in caught if w.category is ConcurrentLatencyWarning]) == 1
+    assert loaded_router.trained_on["concurrency"] == 4  # the router file says so too
+    assert router.trained_on["concurrency"] == 1
