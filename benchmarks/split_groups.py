@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from adaptive_ttc.eval.folds import in_distribution
 from adaptive_ttc.eval.log import read_log
 from adaptive_ttc.eval.outcomes import log_outcomes
+from adaptive_ttc.eval.split import row_groups
 from adaptive_ttc.eval.train import train_router
 
 LOG = "benchmarks/logs/agent_traffic_vllm.jsonl.gz"
@@ -36,23 +36,23 @@ POLICIES = ("router", "prior", "source lookup", "best static", "oracle")
 FACTORS = ("1", "2", "4", "8")
 
 
-def siblings_in_training(train: Sequence[str], test: Sequence[str], pattern: str = PATTERN) -> int:
-    """Held-out calls whose problem (the id's part ``pattern`` matches) has a call among the training ones."""
-    trained = {m.group(1) for q in train if (m := re.search(pattern, q))}
-    return sum(1 for q in test if (m := re.search(pattern, q)) and m.group(1) in trained)
+def siblings_in_training(groups: dict[str, str | None], test: Sequence[str]) -> int:
+    """Held-out calls whose problem (``groups``: ``row_groups`` by ``PATTERN``) has a call among the other rows."""
+    held = set(test)
+    trained = {group for qid, group in groups.items() if qid not in held and group is not None}
+    return sum(1 for q in test if groups[q] is not None and groups[q] in trained)
 
 
 def run_seed(log: Any, outcomes: Any, seed: int, split: str) -> dict[str, Any]:
     """One router trained with this seed and split, and its matched-token figures on its held-out calls."""
     router, report = train_router(log, seed=seed, group_pattern=SPLITS[split])
     test = router.meta["split"]["test_ids"]
-    train = [row["id"] for row in log.rows if row["id"] not in set(test)]
     matched = in_distribution(log, outcomes, router, test, resamples=10, seed=0)["tokens"]["by_factor"]
     return {
         "seed": seed,
         "split": split,
         "test_calls": len(test),
-        "siblings_in_training": siblings_in_training(train, test),
+        "siblings_in_training": siblings_in_training(row_groups(log, PATTERN), test),
         "brier": report["brier"],
         "brier_baseline": report["brier_baseline"],
         "by_factor": {

@@ -140,7 +140,8 @@ class Planner:
         bound = _bound(budget, configuration, input_upper, max_tokens)
         if stops:
             # The first step (prompt + its samples * max_tokens) fits; later steps stop at the run's token limit.
-            return Plan(decision, max_tokens, _stopping_limit(configuration, prices, budget, input_upper, max_tokens))
+            limit = _stopping_limit(configuration, prices, budget, input_upper, max_tokens, bound=bound)
+            return Plan(decision, max_tokens, limit)
         return Plan(decision, max_tokens, bound)
 
     def _degrade(
@@ -168,9 +169,15 @@ class Planner:
 
 
 def _stopping_limit(
-    configuration: Configuration, prices: CallPrices, budget: WorkflowBudget, input_upper: int, max_tokens: int
+    configuration: Configuration,
+    prices: CallPrices,
+    budget: WorkflowBudget,
+    input_upper: int,
+    max_tokens: int,
+    *,
+    bound: int,
 ) -> int:
-    """The token limit (and reservation) of a run that stops itself there.
+    """The token limit (and reservation) of a run that stops itself there (``bound``: its upper bound, weighted).
 
     The whole hard room when its upper bound is not hard (beam search). Otherwise the least of its upper bound,
     the hard room and the call's share of what is left (at least its first step): the pacing's fair share
@@ -186,7 +193,7 @@ def _stopping_limit(
     target = prices.allowance.target_tokens if prices.allowance is not None else None
     share = target if target is not None else prices.token_room
     limit = prices.tokens if share is None else max(first, math.floor(share))
-    return min(prices.tokens, _bound(budget, configuration, input_upper, max_tokens), limit)
+    return min(prices.tokens, bound, limit)
 
 
 def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:

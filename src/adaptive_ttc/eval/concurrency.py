@@ -61,7 +61,7 @@ class ConcurrentLatencyWarning(UserWarning):
 
 def warn_if_concurrent(log: GenerationLog) -> None:
     """Warn (``ConcurrentLatencyWarning``) when ``log`` was collected with concurrency > 1; older logs count as 1."""
-    concurrency = int(log.header.settings.get("concurrency", 1))
+    concurrency = int(log.header.setting("concurrency"))
     if concurrency > 1:
         warnings.warn(
             f"{log.path}: collected with --concurrency {concurrency}: its latencies were measured with up to "

@@ -83,12 +83,13 @@ class LogHeader:
         if self.dataset != other.dataset:
             return f"dataset {self.dataset!r} vs {other.dataset!r}"
         keys = sorted(set(self.settings) | set(other.settings))
-        differing = [k for k in keys if _setting(self.settings, k) != _setting(other.settings, k)]
+        differing = [k for k in keys if self.setting(k) != other.setting(k)]
         return f"settings {differing}" if differing else None
 
-
-def _setting(settings: dict[str, Any], key: str) -> Any:
-    return settings.get(key, _SETTING_DEFAULTS.get(key))
+    def setting(self, key: str) -> Any:
+        """A setting; for one added after older logs were written, the value those logs were collected with
+        (``concurrency``: 1), else ``None`` when the header lacks it."""
+        return self.settings.get(key, _SETTING_DEFAULTS.get(key))
 
 
 @dataclass(slots=True)

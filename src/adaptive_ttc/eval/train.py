@@ -109,9 +109,9 @@ def write_observations(log: GenerationLog, path: Path, *, resamples: int, seed: 
 
 
 def _settings(log: GenerationLog) -> dict[str, Any]:
-    keys = ("backend", "model", "pool", "temperature", "max_tokens", "system", "grader", "scorer")
-    # questions collected at once: its latencies were measured under that load (a log without it: one at a time)
-    return {**{k: log.header.settings.get(k) for k in keys}, "concurrency": log.header.settings.get("concurrency", 1)}
+    # concurrency: questions collected at once, so its latencies were measured under that load
+    keys = ("backend", "model", "pool", "temperature", "max_tokens", "system", "grader", "scorer", "concurrency")
+    return {k: log.header.setting(k) for k in keys}
 
 
 def calibration(

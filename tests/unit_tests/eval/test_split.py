@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,8 @@ def test_the_split_benchmark_counts_siblings_and_renders_its_means() -> None:
     module = load_benchmark("split_groups")
     train = ["train-add-0-1-solver", "train-sub-1-1-solver"]
     test = ["train-add-0-3-checker", "train-mul-2-1-solver", "train-sub-1-2-solver-plan", "train-add-10-1-solver"]
-    assert module.siblings_in_training(train, test) == 2  # add-0 and sub-1, not add-10 or mul-2
+    groups = {q: found.group(1) if (found := re.search(module.PATTERN, q)) else None for q in [*train, *test]}
+    assert module.siblings_in_training(groups, test) == 2  # add-0 and sub-1, not add-10 or mul-2
 
     def row(seed: int, split: str, diff: float) -> dict[str, Any]:
         figures = dict.fromkeys(module.POLICIES, 0.1) | {"router - best static": diff}
