@@ -23,9 +23,10 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   reservations gets no room (the engine waits for them and re-plans) rather than run with a cut ``max_tokens``,
   when the time left covers the stages to come (a mean greedy latency each) plus two greedy upper latencies.
 - **Calls remaining.** ``expected_calls - started``; else from the prior (``WorkflowPrior.remaining_calls``:
-  this run's cap over earlier runs' median cap per call, else ``mean(K - started | K > started)``); else, with a
-  deadline, the observed call rate times the time left; else ``max(4, started)``. The prior is kept in memory
-  by default; a run goes into it at ``finish`` or once its ledger is gone.
+  this run's cap over earlier runs' median cap per call, else ``mean(K - started | K > started)``); else
+  ``max(4, started)``, with a deadline at most the observed call rate times the time left
+  (``pacing.unknown_horizon``). The prior is kept in memory by default; a run goes into it at ``finish`` or
+  once its ledger is gone.
 - **Latency under load.** Every time estimate is multiplied by ``LatencyCorrection.factor`` at the backend load
   now (the other sequences in flight in every run this object prices): observed / predicted latency as a line
   in the load, learned from every finished call under the mean load while it ran (``latency.py``; shared by
@@ -59,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptive_ttc.budget.ledger import Ledger
-from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot
+from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot, unknown_horizon
 from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
@@ -73,7 +74,6 @@ __all__ = ["SAFETY", "ResolvedPacing"]
 
 SAFETY = 0.85
 """Share of a stage's time the mean planned latency may use (a stage lasts as long as its slowest call)."""
-_MIN_UNKNOWN_CALLS = 4
 _RUNS_KEPT = 256
 
 
@@ -193,16 +193,14 @@ class ResolvedPacing:
         return left_s is None or left_s > need * factor
 
     def _horizon(self, run: StageClock, s: LedgerSnapshot, started: int) -> _Horizon:
-        expected, now, seconds = s.budget.expected_calls, s.elapsed_s, s.budget.seconds
+        expected = s.budget.expected_calls
         from_prior = None if self.prior is None else self.prior.remaining_calls(started, s.budget.tokens)
         if expected is not None:
             calls = float(max(1, expected - started))
         elif from_prior is not None:
             calls = max(1.0, from_prior)
-        elif seconds is not None and s.finished and now > 0:
-            calls = max(1.0, s.finished / now * max(0.0, seconds - now) - s.in_flight)
         else:
-            calls = float(max(_MIN_UNKNOWN_CALLS, started))
+            calls = unknown_horizon(s)
         width = None if self.prior is None else self.prior.width()
         if width is None:
             width = started / run.stages if run.stages and started else 1.0

@@ -473,7 +473,25 @@ def test_calls_remaining_is_learned_without_expected_calls() -> None:
     for _ in range(5):
         clock.advance(2.0)
         spend(timed, Usage(1, 0, 1), latency_s=2.0)
-    assert timed.allowance().calls_remaining == pytest.approx(5 / 10 * 90)  # the observed rate
+    assert timed.allowance().calls_remaining == 5  # a generous deadline does not stretch the horizon
+    tight = WorkflowBudget(tokens=1000, seconds=14.0).open(clock := FakeClock())
+    for _ in range(5):
+        clock.advance(2.0)
+        spend(tight, Usage(1, 0, 1), latency_s=2.0)
+    assert tight.allowance().calls_remaining == pytest.approx(5 / 10 * 4)  # a tight one bounds it: the rate
+
+
+def test_a_generous_deadline_leaves_a_call_its_share() -> None:
+    # three questions through one budget, as notebook 01 runs them: after a 1.4-s call, the observed rate would
+    # have counted 427 calls to come in the 598.6 s left (a fair share of 14 tokens, a time share of 2.8 s)
+    clock = FakeClock()
+    ledger = WorkflowBudget(tokens=6000, seconds=600.0).open(clock)
+    clock.advance(1.4)
+    spend(ledger, Usage(41, 0, 30), latency_s=1.4)
+    allowance = ledger.allowance()
+    assert allowance.calls_remaining == 4
+    assert allowance.target_tokens == pytest.approx((6000 - 71) / 4)
+    assert allowance.seconds == pytest.approx(598.6 / 4)
 
 
 def test_calls_in_flight_are_not_counted_as_remaining() -> None:
