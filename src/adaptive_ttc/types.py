@@ -28,6 +28,9 @@ Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "abort", "unknown"]
 _ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
 MAX_TOP_LOGPROBS = 20
+DEFAULT_SAMPLING_TEMPERATURE = 0.8
+"""Temperature of sampled answers when nothing else sets one: the one ``collect`` samples its logs at by default,
+so the packaged router's predictions hold there and fixed configurations sample as the adaptive policy does."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,11 @@ from adaptive_ttc.router.configs import FALLBACK, Configuration
 from adaptive_ttc.router.default import load_default_router
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
+from adaptive_ttc.types import DEFAULT_SAMPLING_TEMPERATURE
 
 __all__ = ["EngineSpec", "Resources"]
 
 T = TypeVar("T")
-_DEFAULT_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,10 @@ class Resources:
         return self._router
 
     def temperature(self, spec: EngineSpec) -> float:
-        """The default sampling temperature: the router's training one (its predictions hold there), else 0.7."""
+        """The default sampling temperature: the router's training one (its predictions hold there), else
+        ``DEFAULT_SAMPLING_TEMPERATURE``."""
         router, _ = self.router(spec)
-        return router.temperature_for(None) if router is not None else _DEFAULT_TEMPERATURE
+        return router.temperature_for(None) if router is not None else DEFAULT_SAMPLING_TEMPERATURE
 
     def own(self, resource: T) -> T:
         self.owned.append(resource)

@@ -35,6 +35,7 @@ from adaptive_ttc.router.storage import (
     read,
     write,
 )
+from adaptive_ttc.types import DEFAULT_SAMPLING_TEMPERATURE
 
 __all__ = ["ROUTER_FORMAT", "ROUTER_VERSION", "Router"]
 
@@ -242,7 +243,7 @@ class Router:
         value = self.trained_on.get("model")
         return value if isinstance(value, str) and value else None
 
-    def temperature_for(self, requested: float | None, default: float = 0.7) -> float:
+    def temperature_for(self, requested: float | None, default: float = DEFAULT_SAMPLING_TEMPERATURE) -> float:
         """The temperature to sample at: ``requested`` when given, else the training one, else ``default``.
 
         The router's accuracy predictions hold at the temperature its generation log was sampled at.

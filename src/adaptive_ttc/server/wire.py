@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from adaptive_ttc.backends.base import input_tokens_upper_bound
 from adaptive_ttc.errors import AdaptiveTTCError
 from adaptive_ttc.server.errors import APIError
-from adaptive_ttc.types import GenerationRequest, Message, Role, ToolCall
+from adaptive_ttc.types import DEFAULT_SAMPLING_TEMPERATURE, GenerationRequest, Message, Role, ToolCall
 
 __all__ = ["DEFAULT_TEMPERATURE", "ChatCall", "parse_chat_call", "parse_json_object", "validation_error"]
 
-DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TEMPERATURE = DEFAULT_SAMPLING_TEMPERATURE
 """Sampling temperature of sampled configurations when the request gives none (greedy always uses 0)."""
 _ROLES: dict[str, Role] = {
     "system": "system",

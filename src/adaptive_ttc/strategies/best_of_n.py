@@ -17,7 +17,14 @@ from adaptive_ttc.strategies.base import RunContext, StrategyKind, candidate_fro
 from adaptive_ttc.strategies.pool_section import PoolSection
 from adaptive_ttc.strategies.steps import question_of, score_item
 from adaptive_ttc.strategies.tool_votes import answer_of, vote_keys
-from adaptive_ttc.types import Candidate, GenerationRequest, GenerationResult, StrategyResult, Usage
+from adaptive_ttc.types import (
+    DEFAULT_SAMPLING_TEMPERATURE,
+    Candidate,
+    GenerationRequest,
+    GenerationResult,
+    StrategyResult,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from adaptive_ttc.router.configs import Configuration
@@ -26,7 +33,6 @@ __all__ = ["DEFAULT_SAMPLING_TEMPERATURE", "BestOfN", "BestOfNKind", "Selector",
 
 Selector = Literal["majority", "reward", "weighted"]
 SELECTORS: tuple[str, ...] = get_args(Selector)
-DEFAULT_SAMPLING_TEMPERATURE = 0.8
 SCORER_TOP_LOGPROBS = 5
 
 

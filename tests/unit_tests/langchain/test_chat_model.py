@@ -171,3 +171,16 @@ def test_router_training_temperature_is_the_default_and_a_model_mismatch_warns_o
     assert explicit._request([HumanMessage("hi")], None, {}).temperature == 0.3
     llm.close()
     explicit.close()
+
+
+def test_a_fixed_configuration_samples_at_the_packaged_routers_temperature() -> None:
+    # a fixed best-of-4 and the adaptive policy must sample alike, or comparing them compares temperatures
+    from adaptive_ttc.router.default import load_default_router
+
+    router = load_default_router()
+    assert router is not None
+    fixed = AdaptiveChatModel(backend=FakeBackend(), strategy="bon-majority-4")
+    adaptive = AdaptiveChatModel(backend=FakeBackend(), router=router)
+    assert fixed._default_temperature() == adaptive._default_temperature() == router.training_temperature
+    fixed.close()
+    adaptive.close()
