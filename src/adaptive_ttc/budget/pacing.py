@@ -29,12 +29,15 @@ base lambdas, and the engine degrades the call.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.workflow import WorkflowBudget
+from adaptive_ttc.errors import AdaptiveTTCError
+from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.router.policy import Lambdas
 
 __all__ = [
@@ -99,6 +102,16 @@ class Allowance:
     exhausted: bool
     latency_factor: float = 1.0
     """What the policy multiplied latency estimates by (``ResolvedPacing``'s online correction; 1.0 otherwise)."""
+    decode_rates: tuple[tuple[int, float], ...] = ()
+    """``(samples, output tokens per second per sequence)`` that this run's finished greedy and best-of-N calls
+    decoded, by the samples they decoded at once, and all of them under 0 (``observed_decode_rates``; with a
+    deadline only); empty before any came back."""
+
+    def decode_rate(self, samples: int) -> float | None:
+        """Output tokens per second per sequence a call of ``samples`` samples may expect: what the run's calls
+        of as many samples decoded, else what all of them did together; ``None`` before any came back."""
+        rates = dict(self.decode_rates)
+        return rates.get(samples, rates.get(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +169,7 @@ class DefaultPacing:
             lambda_latency_scale=1.0 if deadline is None else _pace(min(1.0, now / deadline), progress),
             calls_remaining=remaining,
             exhausted=(tokens is not None and tokens <= 0) or (left_s is not None and left_s <= 0),
+            decode_rates=observed_decode_rates(snapshot) if left_s is not None else (),
         )
 
     def price(self, snapshot: LedgerSnapshot, base: Lambdas) -> CallPrices:
@@ -216,6 +230,35 @@ def unknown_horizon(s: LedgerSnapshot) -> float:
     if seconds is not None and s.finished and now > 0:
         return max(1.0, min(doubling, s.finished / now * max(0.0, seconds - now) - s.in_flight))
     return doubling
+
+
+def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float], ...]:
+    """What the run's finished calls of greedy and best-of-N (``timed_by_its_answers``) decoded: per number of
+    samples, and all together under 0, their mean answer's output tokens over their latency, summed over calls
+    (so long calls, whose latency is mostly decoding, weigh most). Prefill and queueing count as decoding time,
+    so the rate is on the slow side, and a best-of-N's latency follows its longest answer, not its mean one:
+    both err towards ending early. Failed calls and other kinds (escalation, beam search) are left out."""
+    tokens: dict[int, float] = {}
+    seconds: dict[int, float] = {}
+    for record in s.calls:
+        samples = _one_request_samples(record.configuration)
+        if record.failed or samples is None or record.latency_s <= 0 or record.usage.output_tokens <= 0:
+            continue
+        for key in (samples, 0):
+            tokens[key] = tokens.get(key, 0.0) + record.usage.output_tokens / samples
+            seconds[key] = seconds.get(key, 0.0) + record.latency_s
+    return tuple(sorted((k, tokens[k] / seconds[k]) for k in tokens))
+
+
+@functools.lru_cache(maxsize=64)
+def _one_request_samples(label: str) -> int | None:
+    """The samples a configuration decodes side by side in its one request; ``None`` for other kinds (several
+    requests, or vLLM's beam search, token by token) and labels that are no configuration."""
+    try:
+        configuration = Configuration.parse(label)
+    except AdaptiveTTCError:
+        return None
+    return configuration.samples if configuration.spec.timed_by_its_answers else None
 
 
 def _token_allowance(s: LedgerSnapshot, remaining: float) -> tuple[int | None, float | None]:

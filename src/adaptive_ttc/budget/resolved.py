@@ -60,7 +60,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptive_ttc.budget.ledger import Ledger
-from adaptive_ttc.budget.pacing import Allowance, CallPrices, LedgerSnapshot, unknown_horizon
+from adaptive_ttc.budget.pacing import (
+    Allowance,
+    CallPrices,
+    LedgerSnapshot,
+    observed_decode_rates,
+    unknown_horizon,
+)
 from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
@@ -340,4 +346,5 @@ def _allowance(
         lambda_latency_scale=solved.latency / base.latency if base.latency > 0 else 1.0,
         calls_remaining=horizon.calls,
         exhausted=(s.unreserved is not None and s.unreserved <= 0) or (left_s is not None and left_s <= 0),
+        decode_rates=observed_decode_rates(s) if left_s is not None else (),
     )

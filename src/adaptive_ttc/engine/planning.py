@@ -21,6 +21,7 @@ __all__ = ["MIN_USEFUL_TOKENS", "TOOL_CONFIGURATION", "Plan", "Planner"]
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
 _GREEDY = FALLBACK
+_NO_CAP = 1 << 40
 TOOL_CONFIGURATION = Configuration.parse("escalate-2-8")
 """What a routed call with tools or a JSON schema runs when it fits (greedy otherwise)."""
 
@@ -126,7 +127,9 @@ class Planner:
     ) -> Plan | None:
         """The plan for ``decision`` inside the hard room, or None if it cannot fit."""
         configuration = decision.configuration
-        max_tokens = request.max_tokens
+        max_tokens = min(request.max_tokens, _time_cap(configuration, prices))
+        if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
+            return None  # the time left decodes too little of its answers
         if budget is None or prices.tokens is None:
             return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
         stops = configuration.spec.stops_at_token_limit
@@ -164,6 +167,7 @@ class Planner:
                 tokens_left=tokens_left,
                 seconds_left=seconds_left,
             )
+        max_tokens = max(1, min(max_tokens, _time_cap(_GREEDY, prices)))  # in time, if with little
         decision = Decision(_GREEDY, "degraded", prices.lambdas, (), tokens_left, seconds_left)
         return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens))
 
@@ -194,6 +198,22 @@ def _stopping_limit(
     share = target if target is not None else prices.token_room
     limit = prices.tokens if share is None else max(first, math.floor(share))
     return min(prices.tokens, bound, limit)
+
+
+def _time_cap(configuration: Configuration, prices: CallPrices) -> int:
+    """The ``max_tokens`` whose answers the time left decodes, at the rate the run's calls of as many samples
+    decoded (``Allowance.decode_rate``), for kinds that last as long as their longest answer takes; no cap
+    (a very large number) without a deadline, past it, before any call came back, or for other kinds.
+
+    A call cut to this ends by the deadline with its answers cut at ``max_tokens`` (``finish_reason="length"``)
+    instead of running past it: the engine cuts a call still running at the deadline, and a cut call returns
+    nothing at all.
+    """
+    allowance, left = prices.allowance, prices.deadline_s
+    if allowance is None or left is None or left <= 0 or not configuration.spec.timed_by_its_answers:
+        return _NO_CAP
+    rate = allowance.decode_rate(configuration.samples)
+    return _NO_CAP if rate is None else int(rate * left)
 
 
 def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:

@@ -103,6 +103,10 @@ class StrategyKind:
     handles_tools: ClassVar[bool] = False
     """True when it can run a call with tools or a JSON schema (it votes on tool calls and JSON answers, or
     makes one); the engine runs such calls greedy on other kinds."""
+    timed_by_its_answers: ClassVar[bool] = False
+    """True when a run is one request whose samples decode side by side at the backend's sampling speed, so it
+    lasts as long as its longest answer takes (greedy, best-of-N): the pacing measures the run's decode rate on
+    these, and the planner cuts their ``max_tokens`` to what the time left decodes."""
 
     def parse(self, match: re.Match[str]) -> dict[str, Any]:
         """The settings (``Configuration`` fields) a label matched by ``pattern`` names."""

@@ -187,6 +187,7 @@ class BestOfNKind(StrategyKind):
     grammar = "bon-<selector>-<n>"
     feature_methods = tuple(f"bon-{s}" for s in SELECTORS)
     handles_tools = True
+    timed_by_its_answers = True
     log_section = PoolSection(
         "pool", lambda config, pool: select(pool, config.selector), top_logprobs=SCORER_TOP_LOGPROBS
     )

@@ -64,6 +64,7 @@ class GreedyKind(StrategyKind):
     grammar = "greedy"
     feature_methods = ("greedy",)
     handles_tools = True
+    timed_by_its_answers = True
     log_section = SingleSection("greedy", top_logprobs=CONFIDENCE_TOP_LOGPROBS, fields=greedy_log_fields)
     """Greedy's answer with its confidences (escalation is replayed from them and the pool)."""
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptive_ttc import BackendUnavailableError, BudgetExhausted, ConfigurationError, FakeBackend
-from adaptive_ttc.budget import WorkflowBudget
+from adaptive_ttc.budget import Ledger, WorkflowBudget
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.router import Router
-from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message
+from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message, Usage
 from tests.fakes import TableScorer
 from tests.unit_tests.router.test_router import GRID, synthetic_log
 
@@ -251,3 +251,52 @@ async def test_a_degraded_call_is_logged_on_the_engine_logger(caplog: pytest.Log
         out = await engine.run(request, ledger=ledger)
     assert out.decision.reason == "degraded"
     assert any("degraded" in r.getMessage() and r.name == "adaptive_ttc.engine" for r in caplog.records)
+
+
+def _timed_ledger(now: list[float], seconds: float = 10.0) -> Ledger:
+    """A ledger with a deadline, opened at 0 and read at ``now[0]``, whose run has decoded at 50 tokens/s: a
+    greedy call of 100 tokens in 2 s, and a best-of-4 of 4 x 40 tokens in 2 s (20 tokens/s per sequence); an
+    escalation, which is not timed by its answers alone, does not count."""
+    at, now[0] = now[0], 0.0
+    ledger = WorkflowBudget(tokens=100_000, seconds=seconds).open(clock=lambda: now[0])
+    now[0] = at
+    for configuration, output, latency in (
+        ("greedy", 100, 2.0),
+        ("bon-majority-4", 160, 2.0),
+        ("escalate-2-4", 9, 9.0),
+    ):
+        ledger.charge(
+            ledger.reserve(1000, ignore_deadline=True), Usage(10, 0, output), latency, configuration=configuration
+        )
+    return ledger
+
+
+async def test_a_call_near_the_deadline_asks_for_what_the_time_left_decodes() -> None:
+    now = [8.0]
+    backend = FakeBackend([words(500)])
+    out = await Engine(backend, configuration=Configuration("greedy")).run(
+        ask(max_tokens=500), ledger=_timed_ledger(now)
+    )
+    assert backend.requests[0].max_tokens == out.max_tokens == 100  # 2 s left at 50 tokens/s
+    assert out.decision.reason == "fixed"
+    bon = FakeBackend([words(500)])
+    await Engine(bon, configuration=Configuration("bon", n=4)).run(ask(max_tokens=500), ledger=_timed_ledger(now))
+    assert bon.requests[0].max_tokens == 40  # at the rate best-of-4 decoded: 20 tokens/s per sequence
+    now[0] = 9.5  # 0.5 s left: best-of-4 would get 10 tokens, under MIN_USEFUL_TOKENS: greedy with 25
+    late = FakeBackend([words(500)])
+    out = await Engine(late, configuration=Configuration("bon", n=4)).run(
+        ask(max_tokens=500), ledger=_timed_ledger(now)
+    )
+    assert (out.decision.reason, late.requests[0].n, late.requests[0].max_tokens) == ("degraded", 1, 25)
+
+
+async def test_no_time_cap_far_from_the_deadline_before_a_call_came_back_or_past_the_deadline() -> None:
+    now = [0.0]
+    for ledger in (_timed_ledger(now, seconds=600.0), WorkflowBudget(tokens=100_000, seconds=1.0).open()):
+        backend = FakeBackend([words(500)])
+        await Engine(backend, configuration=Configuration("greedy")).run(ask(max_tokens=500), ledger=ledger)
+        assert backend.requests[0].max_tokens == 500
+    now[0] = 11.0  # past the deadline: a degraded call runs whole (a cut answer would be late all the same)
+    backend = FakeBackend([words(500)])
+    await Engine(backend, configuration=Configuration("greedy")).run(ask(max_tokens=500), ledger=_timed_ledger(now))
+    assert backend.requests[0].max_tokens == 500
