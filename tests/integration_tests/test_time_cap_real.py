@@ -24,7 +24,9 @@ async def test_a_call_near_the_deadline_ends_in_time_with_a_cut_answer(vllm_back
     engine = Engine(vllm_backend, configuration=Configuration("greedy"))
     first = await engine.run(GenerationRequest(messages=COUNT, max_tokens=64), ledger=ledger)
     assert first.max_tokens == 64  # no call had come back: no rate, no cap
-    skipped[0] = ledger.seconds_left - LEFT_S
+    left = ledger.seconds_left
+    assert left is not None
+    skipped[0] = left - LEFT_S
     out = await engine.run(GenerationRequest(messages=COUNT, max_tokens=1024), ledger=ledger)
     assert out.allowance is not None
     rate = out.allowance.decode_rate(1)
