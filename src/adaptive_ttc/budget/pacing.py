@@ -241,9 +241,12 @@ def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float], ...]:
     tokens: dict[int, float] = {}
     seconds: dict[int, float] = {}
     for record in s.calls:
-        samples = _one_request_samples(record.configuration)
-        if record.failed or samples is None or record.latency_s <= 0 or record.usage.output_tokens <= 0:
+        configuration = configuration_of(record.configuration)
+        if record.failed or configuration is None or not configuration.spec.timed_by_its_answers:
             continue
+        if record.latency_s <= 0 or record.usage.output_tokens <= 0:
+            continue
+        samples = configuration.samples
         for key in (samples, 0):
             tokens[key] = tokens.get(key, 0.0) + record.usage.output_tokens / samples
             seconds[key] = seconds.get(key, 0.0) + record.latency_s
@@ -251,14 +254,13 @@ def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float], ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def _one_request_samples(label: str) -> int | None:
-    """The samples a configuration decodes side by side in its one request; ``None`` for other kinds (several
-    requests, or vLLM's beam search, token by token) and labels that are no configuration."""
+def configuration_of(label: str) -> Configuration | None:
+    """The configuration a call record's label names (``None`` for a label that is none, e.g. a custom strategy's);
+    cached, since the pacing reads every record's label at every call."""
     try:
-        configuration = Configuration.parse(label)
+        return Configuration.parse(label)
     except AdaptiveTTCError:
         return None
-    return configuration.samples if configuration.spec.timed_by_its_answers else None
 
 
 def _token_allowance(s: LedgerSnapshot, remaining: float) -> tuple[int | None, float | None]:

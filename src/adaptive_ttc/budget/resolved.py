@@ -51,7 +51,6 @@ tokens buy nothing.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import threading
 from collections import OrderedDict
@@ -64,14 +63,14 @@ from adaptive_ttc.budget.pacing import (
     Allowance,
     CallPrices,
     LedgerSnapshot,
+    configuration_of,
     observed_decode_rates,
     unknown_horizon,
 )
 from adaptive_ttc.budget.records import CallRecord
 from adaptive_ttc.budget.solver import SolvedPrices, expected_spend, solve
 from adaptive_ttc.budget.stages import LatencyCorrection, StageClock, WorkflowPrior
-from adaptive_ttc.errors import AdaptiveTTCError, ConfigurationError
-from adaptive_ttc.router.configs import Configuration
+from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.router.spend import META_KEY, SpendCurve
@@ -310,13 +309,10 @@ def _ratio(run: StageClock, s: LedgerSnapshot, curve: SpendCurve) -> float:
     return (s.spent + prior) / (planned + prior) if s.finished else 1.0
 
 
-@functools.lru_cache(maxsize=64)
 def _sequences(label: str) -> int:
     """Sequences a call of configuration ``label`` decodes at once (1 for a label that is not a configuration)."""
-    try:
-        return Configuration.parse(label).samples
-    except AdaptiveTTCError:
-        return 1
+    configuration = configuration_of(label)
+    return 1 if configuration is None else configuration.samples
 
 
 def _predicted_latency(decision: dict[str, Any], configuration: str) -> float | None:

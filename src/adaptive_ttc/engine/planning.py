@@ -127,20 +127,18 @@ class Planner:
     ) -> Plan | None:
         """The plan for ``decision`` inside the hard room, or None if it cannot fit."""
         configuration = decision.configuration
-        max_tokens = min(request.max_tokens, _time_cap(configuration, prices))
-        if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
-            return None  # the time left decodes too little of its answers
-        if budget is None or prices.tokens is None:
-            return Plan(decision, max_tokens, _bound(budget, configuration, input_upper, max_tokens))
+        max_tokens = min(request.max_tokens, _time_cap(configuration, prices))  # what the time left decodes
         stops = configuration.spec.stops_at_token_limit
-        prompts = 1 if stops else configuration.requests
-        samples = configuration.spec.first_step_samples(configuration) if stops else configuration.samples
-        spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper * prompts))
-        per_sample = int(spare / (budget.output_token_weight * samples))
-        max_tokens = min(max_tokens, per_sample)
+        if budget is not None and prices.tokens is not None:  # and what the tokens left pay for
+            prompts = 1 if stops else configuration.requests
+            samples = configuration.spec.first_step_samples(configuration) if stops else configuration.samples
+            spare = prices.tokens - budget.weigh(Usage(input_tokens=input_upper * prompts))
+            max_tokens = min(max_tokens, int(spare / (budget.output_token_weight * samples)))
         if max_tokens < min(request.max_tokens, MIN_USEFUL_TOKENS):
             return None
         bound = _bound(budget, configuration, input_upper, max_tokens)
+        if budget is None or prices.tokens is None:
+            return Plan(decision, max_tokens, bound)
         if stops:
             # The first step (prompt + its samples * max_tokens) fits; later steps stop at the run's token limit.
             limit = _stopping_limit(configuration, prices, budget, input_upper, max_tokens, bound=bound)

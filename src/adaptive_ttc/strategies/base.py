@@ -23,7 +23,7 @@ from adaptive_ttc.types import (
 if TYPE_CHECKING:
     from adaptive_ttc.router.configs import Configuration
 
-__all__ = ["RunContext", "Strategy", "StrategyKind", "candidate_from", "result_from"]
+__all__ = ["RunContext", "Strategy", "StrategyKind", "candidate_from", "result_from", "weighed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,13 @@ class RunContext:
 
     def weighed(self, usage: Usage) -> int:
         """``usage`` as ``token_limit`` counts it."""
-        return self.weigh(usage) if self.weigh is not None else usage.total_tokens
+        return weighed(self.weigh, usage)
+
+
+def weighed(weigh: Callable[[Usage], int] | None, usage: Usage) -> int:
+    """``usage`` counted by ``weigh`` (the budget's weights, ``WorkflowBudget.weigh``); ``None``: input plus output
+    tokens."""
+    return weigh(usage) if weigh is not None else usage.total_tokens
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from adaptive_ttc.answers import extract_answer
 from adaptive_ttc.backends.base import Backend
 from adaptive_ttc.errors import BackendError, BudgetExhausted, ConfigurationError
 from adaptive_ttc.scoring.base import ScoreItem, Scorer
-from adaptive_ttc.strategies.base import RunContext, StrategyKind, result_from
+from adaptive_ttc.strategies.base import RunContext, StrategyKind, result_from, weighed
 from adaptive_ttc.strategies.best_of_n import DEFAULT_SAMPLING_TEMPERATURE, SCORER_TOP_LOGPROBS
 from adaptive_ttc.strategies.steps import STEP_DELIMITER, has_final_answer, question_of
 from adaptive_ttc.types import (
@@ -216,11 +216,8 @@ class BeamSearch:
             output_tokens=sum(r.n * r.max_tokens for r in batch),
         )
         last = state.last_scoring  # scorers that charge tokens: twice the last step's, at the dearer weight
-        scoring = 2 * max(self._weighed(Usage(input_tokens=last)), self._weighed(Usage(output_tokens=last)))
-        return self._weighed(_spent(state)) + self._weighed(generation) + scoring <= self.token_limit
-
-    def _weighed(self, usage: Usage) -> int:
-        return self.weigh(usage) if self.weigh is not None else usage.total_tokens
+        scoring = 2 * max(weighed(self.weigh, Usage(input_tokens=last)), weighed(self.weigh, Usage(output_tokens=last)))
+        return weighed(self.weigh, _spent(state)) + weighed(self.weigh, generation) + scoring <= self.token_limit
 
     async def _step(
         self,
