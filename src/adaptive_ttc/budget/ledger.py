@@ -22,7 +22,7 @@ from adaptive_ttc.budget.workflow import WorkflowBudget, check_node
 from adaptive_ttc.errors import BudgetExhausted, InvalidRequestError
 from adaptive_ttc.types import Usage
 
-__all__ = ["Ledger"]
+__all__ = ["Arrival", "Ledger"]
 
 
 def _is_int(value: object) -> bool:
@@ -39,6 +39,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._spent = self._reserved = self._input = self._output = self._overrun = self._next_id = 0
         self._latency_sum = self._last_end_s = 0.0
+        self._arriving = 0
         self._open: dict[int, Reservation] = {}
         self._records: list[CallRecord] = []
         self._by_node: dict[str, int] = {}
@@ -69,7 +70,19 @@ class Ledger:
                 run=id(self),
                 calls=tuple(self._records),
                 ledger=weakref.ref(self),
+                arriving=self._arriving,
             )
+
+    def arrive(self) -> Arrival:
+        """Count a call that is about to plan until it holds a reservation (``Arrival.leave``), so that calls
+        started together see each other in their snapshots (``LedgerSnapshot.arriving``) before any reserves."""
+        with self._lock:
+            self._arriving += 1
+        return Arrival(self)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._arriving = max(0, self._arriving - 1)
 
     def allowance(self, node: str | None = None) -> Allowance:
         """What the next call (in ``node``) may spend under the default pacing rules (``DefaultPacing``)."""
@@ -249,3 +262,18 @@ def check_charge(usage: Usage, latency_s: float) -> None:
         raise InvalidRequestError(f"latency_s must be a non-negative number, got {latency_s!r}")
     if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
         raise InvalidRequestError(f"usage must not be negative, got {usage!r}")
+
+
+class Arrival:
+    """A call counted by ``Ledger.arrive``; ``leave`` (once it has reserved, or failed) uncounts it, once."""
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger: Ledger | None = ledger
+
+    def leave(self) -> None:
+        """Stop counting the call (idempotent)."""
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger._leave()

@@ -80,6 +80,9 @@ class LedgerSnapshot:
     calls: tuple[CallRecord, ...] = ()
     ledger: Callable[[], object | None] | None = field(default=None, compare=False, repr=False)
     """A weak reference to the ledger (``None`` once it is gone: its run has ended)."""
+    arriving: int = 0
+    """Calls of this process that have entered the engine and hold no reservation yet, the asking call included
+    (``Ledger.arrive``): calls started together (parallel branches) see each other before any of them plans."""
 
     @property
     def seconds_left(self) -> float | None:

@@ -32,7 +32,7 @@ from adaptive_ttc.budget._redis_state import (
     snapshot_of,
     split_options,
 )
-from adaptive_ttc.budget.ledger import Ledger, check_charge
+from adaptive_ttc.budget.ledger import Arrival, Ledger, check_charge
 from adaptive_ttc.budget.pacing import Allowance, DefaultPacing, LedgerSnapshot
 from adaptive_ttc.budget.records import BudgetReport, CallRecord, Reservation
 from adaptive_ttc.budget.workflow import WorkflowBudget, check_node
@@ -65,6 +65,8 @@ class RedisLedger(Ledger):
         self._start = start
         self._held: dict[int, Reservation] = {}
         self._held_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards what the base class keeps here: the arrivals (Ledger.arrive)
+        self._arriving = 0
 
     @classmethod
     def open(
@@ -120,7 +122,21 @@ class RedisLedger(Ledger):
         state, records = self._read(records=True)
         snapshot = snapshot_of(state, self.budget, node, self.seconds_elapsed)
         # one run per shared budget, whichever process asks: pacing policies keep their per-run state by it
-        return dataclasses.replace(snapshot, run=zlib.crc32(self.id.encode()), calls=records, ledger=weakref.ref(self))
+        return dataclasses.replace(
+            snapshot,
+            run=zlib.crc32(self.id.encode()),
+            calls=records,
+            ledger=weakref.ref(self),
+            arriving=self._arriving,  # this process's calls only: arrivals are not shared
+        )
+
+    def arrive(self) -> Arrival:
+        """Count a call of this process that is about to plan (``Ledger.arrive``). Arrivals are counted per
+        process, not in Redis: they let calls started together here split the room; other processes' calls
+        are seen once they have reserved."""
+        with self._lock:
+            self._arriving += 1
+        return Arrival(self)
 
     def allowance(self, node: str | None = None) -> Allowance:
         """What the next call (in ``node``) may spend under the default pacing rules (``DefaultPacing``)."""

@@ -13,7 +13,10 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   call may reserve: ``n x max_tokens`` for best-of-n) is the same: a reservation that took everything
   unreserved would leave a parallel call of the same stage nothing, and that call would wait for this one to
   end, running the stage serially past the time it was given. Without a deadline a wait costs only time, and
-  the hard room is all that is unreserved (cutting ``max_tokens`` to the reserve would cut answers).
+  the hard room is all that is unreserved (cutting ``max_tokens`` to the reserve would cut answers). With a
+  deadline, the ``A`` calls arriving together (``LedgerSnapshot.arriving``: parallel branches that entered the
+  engine and have not reserved yet, this one included) split the room: ``(unreserved - keep(R - A)) / A`` each,
+  at least one greedy call's upper estimate; otherwise the first to plan would take what its siblings need.
 - **Time by stage.** A call opens a new stage unless others are in flight and their stage's time is not over
   (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus ``(M - 1)``
   mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
@@ -174,14 +177,24 @@ class ResolvedPacing:
         _remember(run, started, lambdas, curve)
         token_room = hard = None
         if s.unreserved is not None:
-            keep = _sum_upper(horizon.calls - 1, curve.greedy_tokens, curve.greedy_tokens_upper)
-            token_room = max(s.unreserved - keep, min(float(s.unreserved), curve.greedy_tokens_upper))
+            token_room = self._token_room(s, horizon)
             # with a deadline the reserve holds for reservations too (module docstring)
             hard = s.unreserved if s.budget.seconds is None else min(s.unreserved, math.ceil(token_room))
         allowance = _allowance(s, solved=solved, base=base, horizon=horizon, target=tokens_target, room=time_room)
         allowance = dataclasses.replace(allowance, tokens=hard, latency_factor=factor)
         router_time = None if time_room is None else time_room / factor
         return CallPrices(lambdas, hard, token_room, router_time, s.seconds_left, allowance)
+
+    def _token_room(self, s: LedgerSnapshot, horizon: _Horizon) -> float:
+        """What the call may plan to: the unreserved tokens less the greedy reserve of the calls to come; with a
+        deadline, split evenly with the calls arriving with it (``LedgerSnapshot.arriving``); at least one
+        greedy call's upper estimate (module docstring)."""
+        assert s.unreserved is not None
+        curve = self.curve
+        together = 1 if s.budget.seconds is None else max(1, s.arriving)
+        after = horizon.calls - together  # the calls to come after this one and those arriving with it
+        keep = _sum_upper(after, curve.greedy_tokens, curve.greedy_tokens_upper)
+        return max((s.unreserved - keep) / together, min(float(s.unreserved), curve.greedy_tokens_upper))
 
     def _factor(self, load: float) -> float:
         """The latency correction at ``load``, less its noise band (see ``_trusted``), never below 1 (module doc)."""

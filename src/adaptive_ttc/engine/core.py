@@ -16,7 +16,7 @@ from adaptive_ttc.backends.base import (
     TextSink,
     input_tokens_upper_bound,
 )
-from adaptive_ttc.budget.ledger import Ledger
+from adaptive_ttc.budget.ledger import Arrival, Ledger
 from adaptive_ttc.budget.pacing import Allowance, CallPrices, DefaultPacing, PacingPolicy
 from adaptive_ttc.budget.records import Reservation
 from adaptive_ttc.engine.attempts import AttemptRecord, CallAttempts, Metered, Sink, failure_charge
@@ -146,12 +146,32 @@ class Engine:
         ``retries`` times, re-planned with what is left after charging the failed attempt (see
         ``attempts.failure_charge``). A failure that reaches the caller carries in ``spent`` what the call spent.
         """
+        arrival = ledger.arrive() if ledger is not None else None
+        try:
+            if arrival is not None:
+                await asyncio.sleep(0)  # calls started with this one (parallel branches) arrive before it plans
+            return await self._run(request, ledger, node, arrival, on_text=on_text)
+        finally:
+            if arrival is not None:
+                arrival.leave()
+
+    async def _run(
+        self,
+        request: GenerationRequest,
+        ledger: Ledger | None,
+        node: str | None,
+        arrival: Arrival | None,
+        *,
+        on_text: TextSink | None,
+    ) -> EngineResult:
         attempts = CallAttempts()
         input_upper = await self._input_upper(request, ledger)
         await self.planner.prepare(request)
         while True:
             try:
-                return await self._attempt(request, input_upper, ledger, node, attempts, on_text=on_text)
+                return await self._attempt(
+                    request, input_upper, ledger, node, attempts, arrival=arrival, on_text=on_text
+                )
             except BudgetExhausted:
                 if not attempts.failures:
                     raise
@@ -180,11 +200,12 @@ class Engine:
         node: str | None,
         attempts: CallAttempts,
         *,
+        arrival: Arrival | None,
         on_text: TextSink | None = None,
     ) -> EngineResult:
         start = time.perf_counter()
         attempts.started += 1
-        prices, plan, reservation = await self._reserve(request, input_upper, ledger, node)
+        prices, plan, reservation = await self._reserve(request, input_upper, ledger, node, arrival)
         overhead = time.perf_counter() - start
         strategy = plan.decision.configuration.build()
         sent = request.replace(
@@ -263,9 +284,15 @@ class Engine:
         return left is None or left > _MIN_RETRY_S
 
     async def _reserve(
-        self, request: GenerationRequest, input_upper: int, ledger: Ledger | None, node: str | None
+        self,
+        request: GenerationRequest,
+        input_upper: int,
+        ledger: Ledger | None,
+        node: str | None,
+        arrival: Arrival | None,
     ) -> tuple[CallPrices, Plan, Reservation | None]:
-        """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits."""
+        """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits. A call
+        counts as arriving (``arrival``) until it has reserved."""
         waited, replans = 0.0, 0
         while True:
             snapshot = ledger.snapshot(node) if ledger is not None else None
@@ -289,6 +316,8 @@ class Engine:
                     raise
                 waited += await _wait_for_change(ledger, limit - waited)
                 continue
+            if arrival is not None:
+                arrival.leave()
             _log_decision(plan, node)
             return prices, plan, reservation
 

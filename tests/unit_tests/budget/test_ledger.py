@@ -602,3 +602,14 @@ def test_node_target_follows_its_share_and_call_fraction() -> None:
     other = ledger.allowance().target_tokens
     assert planner == pytest.approx(100.0)  # 200 left / max(1, 10 * 0.2)
     assert other == pytest.approx(100.0)  # min(1000 / 10, 800 / (10 * 0.8))
+
+
+def test_arrivals_are_counted_until_they_leave_once() -> None:
+    ledger = WorkflowBudget(tokens=100).open()
+    first, second = ledger.arrive(), ledger.arrive()
+    assert ledger.snapshot().arriving == 2
+    first.leave()
+    first.leave()  # idempotent: a call leaves once, whether it reserved or failed
+    assert ledger.snapshot().arriving == 1
+    second.leave()
+    assert ledger.snapshot().arriving == 0

@@ -106,3 +106,36 @@ def test_without_a_deadline_a_call_may_reserve_all_that_is_unreserved(router: Ro
     assert prices.token_room is not None
     assert prices.token_room < 2_000
     assert prices.tokens == 2_000
+
+
+def test_calls_arriving_together_under_a_deadline_split_the_room(router: Router) -> None:
+    """Parallel calls that arrive together (``LedgerSnapshot.arriving``) share what the reserve leaves: the first
+    to plan does not take it all and leave its siblings a greedy answer each."""
+    pacing = ResolvedPacing.for_router(router)
+    curve = pacing.curve
+    budget = WorkflowBudget(tokens=round(40 * curve.greedy_tokens), seconds=60.0, expected_calls=8)
+    ledger = budget.open(lambda: 0.0)
+    alone = pacing.price(ledger.snapshot(), Lambdas())
+    arrivals = [ledger.arrive() for _ in range(4)]
+    together = pacing.price(ledger.snapshot(), Lambdas())
+    assert alone.token_room is not None
+    assert together.token_room is not None
+    assert together.tokens is not None
+    keep = 4 * curve.greedy_tokens + (curve.greedy_tokens_upper - curve.greedy_tokens) * 2  # 4 calls after these
+    assert budget.tokens is not None
+    assert together.token_room == pytest.approx((budget.tokens - keep) / 4)
+    assert together.tokens == math.ceil(together.token_room)
+    assert together.token_room < alone.token_room / 2
+    for arrival in arrivals:
+        arrival.leave()
+    assert pacing.price(ledger.snapshot(), Lambdas()).token_room == pytest.approx(alone.token_room)
+
+
+def test_without_a_deadline_arrivals_do_not_split_the_room(router: Router) -> None:
+    """Without a deadline a sibling that finds too little may wait for the others' reservations: no split."""
+    pacing = ResolvedPacing.for_router(router)
+    ledger = WorkflowBudget(tokens=20_000, expected_calls=8).open(lambda: 0.0)
+    alone = pacing.price(ledger.snapshot(), Lambdas())
+    for _ in range(4):
+        ledger.arrive()
+    assert pacing.price(ledger.snapshot(), Lambdas()).token_room == pytest.approx(alone.token_room)

@@ -51,12 +51,12 @@ class State(TypedDict, total=False):
     results: Annotated[list[Any], operator.add]
 
 
-async def fan_out_run(engine: Engine, ledger: Ledger) -> list[Any]:
+async def fan_out_run(engine: Engine, ledger: Ledger, max_tokens: int = 40) -> list[Any]:
     """One LangGraph stage of ``FANOUT`` parallel calls (``Send``), every call on ``ledger``."""
 
     async def solver(part: dict[str, int]) -> State:
         request = GenerationRequest(messages=(Message("user", f"solve part {part['index']} of the puzzle"),))
-        return {"results": [await engine.run(request.replace(max_tokens=40), ledger=ledger, node="solver")]}
+        return {"results": [await engine.run(request.replace(max_tokens=max_tokens), ledger=ledger, node="solver")]}
 
     graph = StateGraph(State)
     graph.add_node("solver", solver)  # type: ignore[call-overload]  # LangGraph's types want the state as input, not a Send payload
@@ -87,6 +87,21 @@ async def test_fan_out_calls_share_their_stage_time(router: Router) -> None:
     assert all(room is not None and room == pytest.approx(3.0) for room in rooms)  # the whole stage's time
     assert all(r.decision.reason == "utility" for r in results)  # none degraded
     assert {r.decision.configuration.label for r in results} == {"bon-majority-4"}
+
+
+async def test_fan_out_calls_share_their_stage_tokens(router: Router) -> None:
+    """Under a deadline and a cap that pays for best-of-4 on every branch only if each reserves its share, the 8
+    branches split the room: the first to plan does not reserve ``4 x max_tokens`` and leave the others greedy."""
+    pacing = ResolvedPacing.for_router(router, prior=WorkflowPrior())
+    engine = engine_with(router, pacing)
+    first = WorkflowBudget(tokens=100_000, seconds=3.0, expected_calls=FANOUT).open(lambda: 0.0)
+    await fan_out_run(engine, first)  # an earlier run: the prior learns that the workflow is one stage of 8
+    pacing.finish(first.snapshot())
+    ledger = WorkflowBudget(tokens=1_500, seconds=3.0, expected_calls=FANOUT).open(lambda: 0.0)
+    results = await fan_out_run(engine, ledger, max_tokens=400)
+    assert [r.decision.configuration.label for r in results] == ["bon-majority-4"] * FANOUT
+    assert all(r.reserved_tokens is not None and r.reserved_tokens <= 1.05 * 1_500 / FANOUT for r in results)
+    assert ledger.report().tokens_spent <= 1_500
 
 
 async def test_default_pacing_slices_the_stage_per_call(router: Router) -> None:

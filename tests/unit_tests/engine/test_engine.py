@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptive_ttc import BackendUnavailableError, BudgetExhausted, ConfigurationError, FakeBackend
-from adaptive_ttc.budget import Ledger, WorkflowBudget
+from adaptive_ttc.budget import DefaultPacing, Ledger, WorkflowBudget
+from adaptive_ttc.budget.pacing import CallPrices, LedgerSnapshot
 from adaptive_ttc.engine import Engine
 from adaptive_ttc.router.configs import Configuration, parse_grid
+from adaptive_ttc.router.policy import Lambdas
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message, Usage
 from tests.fakes import TableScorer
@@ -300,3 +302,30 @@ async def test_no_time_cap_far_from_the_deadline_before_a_call_came_back_or_past
     backend = FakeBackend([words(500)])
     await Engine(backend, configuration=Configuration("greedy")).run(ask(max_tokens=500), ledger=_timed_ledger(now))
     assert backend.requests[0].max_tokens == 500
+
+
+class ArrivalsSeen:
+    """A pacing that records how many calls were arriving when each call was priced."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.inner = DefaultPacing()
+
+    def price(self, snapshot: LedgerSnapshot, base: Lambdas) -> CallPrices:
+        self.seen.append(snapshot.arriving)
+        return self.inner.price(snapshot, base)
+
+
+async def test_calls_started_together_see_each_other_before_any_plans() -> None:
+    """Parallel branches (tasks started in one step) are all counted as arriving when the first is priced, and
+    none is counted once it has reserved or failed."""
+    pacing = ArrivalsSeen()
+    engine = Engine(FakeBackend(["The answer is 7."]), configuration=Configuration("bon", n=2), pacing=pacing)
+    ledger = WorkflowBudget(tokens=100_000, seconds=60.0).open()
+    await asyncio.gather(*(engine.run(ask(), ledger=ledger) for _ in range(4)))
+    assert pacing.seen == [4, 3, 2, 1]  # each leaves once it has reserved
+    assert ledger.snapshot().arriving == 0
+    small = WorkflowBudget(tokens=10, on_exhausted="raise").open()
+    with pytest.raises(BudgetExhausted):
+        await engine.run(ask(words(500)), ledger=small)
+    assert small.snapshot().arriving == 0  # a call that failed to plan is not counted either
