@@ -105,16 +105,26 @@ class Allowance:
     exhausted: bool
     latency_factor: float = 1.0
     """What the policy multiplied latency estimates by (``ResolvedPacing``'s online correction; 1.0 otherwise)."""
-    decode_rates: tuple[tuple[int, float], ...] = ()
-    """``(samples, output tokens per second per sequence)`` that this run's finished greedy and best-of-N calls
-    decoded, by the samples they decoded at once, and all of them under 0 (``observed_decode_rates``; with a
-    deadline only); empty before any came back."""
+    decode_rates: tuple[tuple[int, float, float], ...] = ()
+    """``(samples, output tokens per second per sequence, seconds before decoding)`` of this run's finished greedy
+    and best-of-N calls, by the samples they decoded at once, and all of them under 0 (``observed_decode_rates``;
+    with a deadline only); empty before any came back."""
 
     def decode_rate(self, samples: int) -> float | None:
         """Output tokens per second per sequence a call of ``samples`` samples may expect: what the run's calls
         of as many samples decoded, else what all of them did together; ``None`` before any came back."""
-        rates = dict(self.decode_rates)
-        return rates.get(samples, rates.get(0))
+        found = self._decoded(samples)
+        return None if found is None else found[1]
+
+    def decode_overhead(self, samples: int) -> float:
+        """Seconds a call of ``samples`` samples may take before it decodes (request, queue, prefill), as the
+        run's calls showed it (``observed_decode_rates``); 0.0 when they do not tell."""
+        found = self._decoded(samples)
+        return 0.0 if found is None else found[2]
+
+    def _decoded(self, samples: int) -> tuple[int, float, float] | None:
+        by_samples = {row[0]: row for row in self.decode_rates}
+        return by_samples.get(samples, by_samples.get(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,14 +245,19 @@ def unknown_horizon(s: LedgerSnapshot) -> float:
     return doubling
 
 
-def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float], ...]:
+def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float, float], ...]:
     """What the run's finished calls of greedy and best-of-N (``timed_by_its_answers``) decoded: per number of
-    samples, and all together under 0, their mean answer's output tokens over their latency, summed over calls
-    (so long calls, whose latency is mostly decoding, weigh most). Prefill and queueing count as decoding time,
-    so the rate is on the slow side, and a best-of-N's latency follows its longest answer, not its mean one:
-    both err towards ending early. Failed calls and other kinds (escalation, beam search) are left out."""
-    tokens: dict[int, float] = {}
-    seconds: dict[int, float] = {}
+    samples, and all together under 0, ``(samples, rate, overhead)``.
+
+    ``rate`` is their mean answer's output tokens over their latency, summed over calls (so long calls, whose
+    latency is mostly decoding, weigh most). Prefill and queueing count as decoding time, so the rate is on the
+    slow side, and a best-of-N's latency follows its longest answer, not its mean one: both err towards ending
+    early. ``overhead`` is the time before decoding, the intercept of latency against the mean answer's tokens
+    (least squares over the calls, between 0 and their shortest latency; 0 with fewer than two lengths or a
+    slope that is not positive): a call cut to end in ``t`` seconds decodes for ``t - overhead`` of them, which
+    matters near the deadline, when ``t`` is short. Failed calls and other kinds (escalation, beam search) are
+    left out."""
+    points: dict[int, list[tuple[float, float]]] = {}
     for record in s.calls:
         configuration = configuration_of(record.configuration)
         if record.failed or configuration is None or not configuration.spec.timed_by_its_answers:
@@ -251,9 +266,26 @@ def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float], ...]:
             continue
         samples = configuration.samples
         for key in (samples, 0):
-            tokens[key] = tokens.get(key, 0.0) + record.usage.output_tokens / samples
-            seconds[key] = seconds.get(key, 0.0) + record.latency_s
-    return tuple(sorted((k, tokens[k] / seconds[k]) for k in tokens))
+            points.setdefault(key, []).append((record.usage.output_tokens / samples, record.latency_s))
+    rates = {key: sum(x for x, _ in rows) / sum(y for _, y in rows) for key, rows in points.items()}
+    return tuple((key, rates[key], _overhead(rows)) for key, rows in sorted(points.items()))
+
+
+def _overhead(rows: list[tuple[float, float]]) -> float:
+    """Intercept of the least-squares line ``latency = a + b x tokens`` through ``rows``, within ``[0, min latency]``
+    (0 when fewer than two lengths or ``b <= 0``)."""
+    if len(rows) < 2:
+        return 0.0
+    mean_x = sum(x for x, _ in rows) / len(rows)
+    mean_y = sum(y for _, y in rows) / len(rows)
+    spread = sum((x - mean_x) ** 2 for x, _ in rows)
+    if spread <= 0:
+        return 0.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in rows) / spread
+    if slope <= 0:
+        return 0.0
+    shortest = min(y for _, y in rows)
+    return min(max(0.0, mean_y - slope * mean_x), shortest)
 
 
 @functools.lru_cache(maxsize=64)

@@ -200,8 +200,9 @@ def _stopping_limit(
 
 def _time_cap(configuration: Configuration, prices: CallPrices) -> int:
     """The ``max_tokens`` whose answers the time left decodes, at the rate the run's calls of as many samples
-    decoded (``Allowance.decode_rate``), for kinds that last as long as their longest answer takes; no cap
-    (a very large number) without a deadline, past it, before any call came back, or for other kinds.
+    decoded (``Allowance.decode_rate``) once their time before decoding has passed (``Allowance.decode_overhead``),
+    for kinds that last as long as their longest answer takes; no cap (a very large number) without a deadline,
+    past it, before any call came back, or for other kinds.
 
     A call cut to this ends by the deadline with its answers cut at ``max_tokens`` (``finish_reason="length"``)
     instead of running past it: the engine cuts a call still running at the deadline, and a cut call returns
@@ -211,7 +212,7 @@ def _time_cap(configuration: Configuration, prices: CallPrices) -> int:
     if allowance is None or left is None or left <= 0 or not configuration.spec.timed_by_its_answers:
         return _NO_CAP
     rate = allowance.decode_rate(configuration.samples)
-    return _NO_CAP if rate is None else int(rate * left)
+    return _NO_CAP if rate is None else int(rate * max(0.0, left - allowance.decode_overhead(configuration.samples)))
 
 
 def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:

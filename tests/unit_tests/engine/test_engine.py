@@ -329,3 +329,20 @@ async def test_calls_started_together_see_each_other_before_any_plans() -> None:
     with pytest.raises(BudgetExhausted):
         await engine.run(ask(words(500)), ledger=small)
     assert small.snapshot().arriving == 0  # a call that failed to plan is not counted either
+
+
+async def test_the_time_cap_leaves_the_time_before_decoding() -> None:
+    """Two greedy calls of 50 and 150 tokens took 1.5 s and 3.5 s: 0.5 s before decoding, then 50 tokens/s.
+    With 2.5 s left a call decodes for 2 s: at the pooled rate (40 tokens/s) 80 tokens, where the rate alone
+    (100 tokens) would have ended at the deadline itself."""
+    now = [0.0]
+    ledger = WorkflowBudget(tokens=100_000, seconds=10.0).open(clock=lambda: now[0])
+    for output, latency in ((50, 1.5), (150, 3.5)):
+        ledger.charge(ledger.reserve(1000), Usage(10, 0, output), latency, configuration="greedy")
+    now[0] = 7.5
+    backend = FakeBackend([words(500)])
+    out = await Engine(backend, configuration=Configuration("greedy")).run(ask(max_tokens=500), ledger=ledger)
+    assert out.allowance is not None
+    assert out.allowance.decode_overhead(1) == pytest.approx(0.5)
+    assert out.allowance.decode_rate(1) == pytest.approx(40.0)
+    assert backend.requests[0].max_tokens == out.max_tokens == 80
