@@ -3,6 +3,7 @@ in the hard room."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -139,3 +140,16 @@ def test_without_a_deadline_arrivals_do_not_split_the_room(router: Router) -> No
     for _ in range(4):
         ledger.arrive()
     assert pacing.price(ledger.snapshot(), Lambdas()).token_room == pytest.approx(alone.token_room)
+
+
+def test_the_router_checks_the_midpoint_of_its_estimates_against_the_room(router: Router) -> None:
+    """The soft room handed to the router is widened by greedy's upper / midpoint, so that in effect the midpoint
+    of a configuration's expected and upper estimates must fit it; the hard room (the reservation) is not."""
+    plain = ResolvedPacing.for_router(router)
+    curve = dataclasses.replace(plain.curve, greedy_tokens=100.0, greedy_tokens_upper=300.0)
+    pacing = ResolvedPacing(curve)
+    budget = WorkflowBudget(tokens=5_000, seconds=60.0, expected_calls=4)
+    prices = pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
+    reserve_room = 5_000 - (3 * 100 + 200 * math.sqrt(3))
+    assert prices.token_room == pytest.approx(reserve_room * 300 / 200)
+    assert prices.tokens == math.ceil(reserve_room)  # the reservation keeps the reserve as it was
