@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -107,24 +108,35 @@ class Allowance:
     """What the policy multiplied latency estimates by (``ResolvedPacing``'s online correction; 1.0 otherwise)."""
     decode_rates: tuple[tuple[int, float, float], ...] = ()
     """``(samples, output tokens per second per sequence, seconds before decoding)`` of this run's finished greedy
-    and best-of-N calls, by the samples they decoded at once, and all of them under 0 (``observed_decode_rates``;
-    with a deadline only); empty before any came back."""
+    and best-of-N calls, by the samples they decoded at once (``observed_decode_rates``; with a deadline only);
+    empty before any came back."""
 
-    def decode_rate(self, samples: int) -> float | None:
+    def decode_rate(self, samples: int, speed: Callable[[int], float] | None = None) -> float | None:
         """Output tokens per second per sequence a call of ``samples`` samples may expect: what the run's calls
-        of as many samples decoded, else what all of them did together; ``None`` before any came back."""
+        of as many samples decoded; else what those of the nearest number of samples decoded (on a log scale, the
+        larger on a tie), times ``speed(samples) / speed(theirs)`` where ``speed`` gives a sequence's decode speed
+        by the sequences decoded at once (a backend profile's ``sequence_speed``), or as it is without one;
+        ``None`` before any came back."""
         found = self._decoded(samples)
-        return None if found is None else found[1]
+        if found is None:
+            return None
+        rate = found[1]
+        if found[0] != samples and speed is not None:
+            rate *= speed(samples) / speed(found[0])
+        return rate
 
     def decode_overhead(self, samples: int) -> float:
         """Seconds a call of ``samples`` samples may take before it decodes (request, queue, prefill), as the
-        run's calls showed it (``observed_decode_rates``); 0.0 when they do not tell."""
+        run's calls of the nearest number of samples showed it (``observed_decode_rates``); 0.0 when they do not
+        tell."""
         found = self._decoded(samples)
         return 0.0 if found is None else found[2]
 
     def _decoded(self, samples: int) -> tuple[int, float, float] | None:
-        by_samples = {row[0]: row for row in self.decode_rates}
-        return by_samples.get(samples, by_samples.get(0))
+        """The row of ``samples``, else of the nearest number of samples observed (log scale, the larger on a tie)."""
+        if not self.decode_rates:
+            return None
+        return min(self.decode_rates, key=lambda row: (abs(math.log2(row[0] / max(1, samples))), -row[0]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +259,7 @@ def unknown_horizon(s: LedgerSnapshot) -> float:
 
 def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float, float], ...]:
     """What the run's finished calls of greedy and best-of-N (``timed_by_its_answers``) decoded: per number of
-    samples, and all together under 0, ``(samples, rate, overhead)``.
+    samples, ``(samples, rate, overhead)``.
 
     ``rate`` is their mean answer's output tokens over their latency, summed over calls (so long calls, whose
     latency is mostly decoding, weigh most). Prefill and queueing count as decoding time, so the rate is on the
@@ -265,8 +277,7 @@ def observed_decode_rates(s: LedgerSnapshot) -> tuple[tuple[int, float, float], 
         if record.latency_s <= 0 or record.usage.output_tokens <= 0:
             continue
         samples = configuration.samples
-        for key in (samples, 0):
-            points.setdefault(key, []).append((record.usage.output_tokens / samples, record.latency_s))
+        points.setdefault(samples, []).append((record.usage.output_tokens / samples, record.latency_s))
     rates = {key: sum(x for x, _ in rows) / sum(y for _, y in rows) for key, rows in points.items()}
     return tuple((key, rates[key], _overhead(rows)) for key, rows in sorted(points.items()))
 

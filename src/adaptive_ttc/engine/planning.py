@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from adaptive_ttc.budget.pacing import CallPrices
@@ -48,6 +49,9 @@ class Planner:
         self.router = router
         self.configuration = configuration
         self.has_scorer = has_scorer
+        profile = router.cost.profile if router is not None else None
+        self._speed = profile.sequence_speed if profile is not None else None
+        """A sequence's decode speed by the sequences decoded at once (the time cap of an unseen sample count)."""
 
     async def prepare(self, request: GenerationRequest) -> None:
         """Compute the request's router features in a worker thread when they wait on a model (hidden states, a
@@ -127,7 +131,7 @@ class Planner:
     ) -> Plan | None:
         """The plan for ``decision`` inside the hard room, or None if it cannot fit."""
         configuration = decision.configuration
-        max_tokens = min(request.max_tokens, _time_cap(configuration, prices))  # what the time left decodes
+        max_tokens = min(request.max_tokens, _time_cap(configuration, prices, self._speed))  # what time left decodes
         stops = configuration.spec.stops_at_token_limit
         if budget is not None and prices.tokens is not None:  # and what the tokens left pay for
             prompts = 1 if stops else configuration.requests
@@ -165,7 +169,7 @@ class Planner:
                 tokens_left=tokens_left,
                 seconds_left=seconds_left,
             )
-        max_tokens = max(1, min(max_tokens, _time_cap(_GREEDY, prices)))  # in time, if with little
+        max_tokens = max(1, min(max_tokens, _time_cap(_GREEDY, prices, self._speed)))  # in time, if with little
         decision = Decision(_GREEDY, "degraded", prices.lambdas, (), tokens_left, seconds_left)
         return Plan(decision, max_tokens, _bound(budget, _GREEDY, input_upper, max_tokens))
 
@@ -198,11 +202,13 @@ def _stopping_limit(
     return min(prices.tokens, bound, limit)
 
 
-def _time_cap(configuration: Configuration, prices: CallPrices) -> int:
+def _time_cap(configuration: Configuration, prices: CallPrices, speed: Callable[[int], float] | None) -> int:
     """The ``max_tokens`` whose answers the time left decodes, at the rate the run's calls of as many samples
-    decoded (``Allowance.decode_rate``) once their time before decoding has passed (``Allowance.decode_overhead``),
-    for kinds that last as long as their longest answer takes; no cap (a very large number) without a deadline,
-    past it, before any call came back, or for other kinds.
+    decoded (``Allowance.decode_rate``; else those of the nearest number of samples, scaled by ``speed``: the
+    router's backend profile's speed of a sequence by the sequences decoded at once), once their time before
+    decoding has passed (``Allowance.decode_overhead``), for kinds that last as long as their longest answer
+    takes; no cap (a very large number) without a deadline, past it, before any call came back, or for other
+    kinds.
 
     A call cut to this ends by the deadline with its answers cut at ``max_tokens`` (``finish_reason="length"``)
     instead of running past it: the engine cuts a call still running at the deadline, and a cut call returns
@@ -211,7 +217,7 @@ def _time_cap(configuration: Configuration, prices: CallPrices) -> int:
     allowance, left = prices.allowance, prices.deadline_s
     if allowance is None or left is None or left <= 0 or not configuration.spec.timed_by_its_answers:
         return _NO_CAP
-    rate = allowance.decode_rate(configuration.samples)
+    rate = allowance.decode_rate(configuration.samples, speed)
     return _NO_CAP if rate is None else int(rate * max(0.0, left - allowance.decode_overhead(configuration.samples)))
 
 

@@ -129,3 +129,20 @@ def test_a_custom_policy_reaches_the_router() -> None:
     request = GenerationRequest(messages=(Message("user", "Question 3: apples ?"),), max_tokens=64)
     plan = engine.planner.plan(request, 8, engine.price(ledger), ledger.budget)
     assert plan.decision.reason == "degraded"  # no configuration fits a soft room of 0 tokens
+
+
+def test_an_unseen_sample_count_decodes_at_the_nearest_ones_rate_scaled_by_the_profile() -> None:
+    """Only greedy (50 tokens/s) and best-of-4 (20 per sequence) came back: best-of-16 takes best-of-4's rate
+    (the nearest on a log scale), times the profile's speed ratio when there is one; best-of-2 is as near to
+    both and takes the slower, larger one."""
+    allowance = dataclasses.replace(
+        DefaultPacing().allowance(Ledger(WorkflowBudget(tokens=1_000, seconds=10.0)).snapshot()),
+        decode_rates=((1, 50.0, 0.2), (4, 20.0, 0.3)),
+    )
+    assert allowance.decode_rate(1) == 50.0
+    assert allowance.decode_rate(16) == 20.0
+    assert allowance.decode_rate(2) == 20.0
+    assert allowance.decode_overhead(16) == 0.3
+    assert allowance.decode_rate(16, speed=lambda n: 100.0 / n**0.5) == pytest.approx(10.0)  # 20 x (1/4) / (1/2)
+    assert allowance.decode_rate(4, speed=lambda n: 1.0 / n) == 20.0  # observed: the profile does not enter
+    assert dataclasses.replace(allowance, decode_rates=()).decode_rate(4) is None

@@ -13,8 +13,10 @@ from adaptive_ttc import BackendUnavailableError, BudgetExhausted, Configuration
 from adaptive_ttc.budget import DefaultPacing, Ledger, WorkflowBudget
 from adaptive_ttc.budget.pacing import CallPrices, LedgerSnapshot
 from adaptive_ttc.engine import Engine
+from adaptive_ttc.engine.planning import Planner
 from adaptive_ttc.router.configs import Configuration, parse_grid
 from adaptive_ttc.router.policy import Lambdas
+from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.router.router import Router
 from adaptive_ttc.types import Completion, GenerationRequest, GenerationResult, Message, Usage
 from tests.fakes import TableScorer
@@ -346,3 +348,23 @@ async def test_the_time_cap_leaves_the_time_before_decoding() -> None:
     assert out.allowance.decode_overhead(1) == pytest.approx(0.5)
     assert out.allowance.decode_rate(1) == pytest.approx(40.0)
     assert backend.requests[0].max_tokens == out.max_tokens == 80
+
+
+async def test_an_unseen_sample_count_is_capped_at_the_profiles_slower_speed() -> None:
+    """A run whose one greedy call decoded 50 tokens/s plans a best-of-8 2 s before the deadline: the router's
+    profile says a sequence of 8 decodes at 150 / 8 = 18.75 tokens/s against 25 alone, so the cap is
+    50 x 0.75 x 2 = 75 tokens; at greedy's own rate (no profile) it is 100, and the call would end late."""
+    now = [0.0]
+    ledger = WorkflowBudget(tokens=100_000, seconds=10.0).open(clock=lambda: now[0])
+    ledger.charge(ledger.reserve(1000), Usage(10, 0, 100), 2.0, configuration="greedy")
+    now[0] = 8.0
+    prices = Engine(FakeBackend(["x"]), configuration=Configuration("greedy")).price(ledger)
+    router = Router(GRID).fit(synthetic_log())
+    request = ask(max_tokens=500)
+    assert (
+        Planner(router, Configuration("bon", n=8), has_scorer=False).plan(request, 10, prices, ledger.budget).max_tokens
+        == 100
+    )
+    router.cost = router.cost.with_profile(BackendProfile("x", "m", 0.05, 1000.0, {1: 25.0, 8: 150.0}))
+    planner = Planner(router, Configuration("bon", n=8), has_scorer=False)
+    assert planner.plan(request, 10, prices, ledger.budget).max_tokens == 75
