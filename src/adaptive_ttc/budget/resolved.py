@@ -20,7 +20,7 @@ Before each call (``R`` calls still to come, this one included; ``M`` stages, th
   The estimate checked against the room is the midpoint of the router's expected and 95% upper estimates (the
   router checks its upper estimate against the room widened by greedy's ``upper / midpoint``): the room is soft
   (the reservation, at the true bound, keeps the cap), and the reserve is already an upper estimate of the calls
-  to come, so checking this call at its 95% estimate too left 23-30% of a generous cap unspent.
+  to come, so checking this call at its 95% estimate too left 22-30% of a generous cap unspent.
 - **Time by stage.** A call opens a new stage unless others are in flight and their stage's time is not over
   (then it joins it: parallel calls share a stage's time). A new stage gets the seconds left minus ``(M - 1)``
   mean greedy latencies (the time reserve); a configuration's upper latency estimate must fit that room. The
