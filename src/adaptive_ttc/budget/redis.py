@@ -134,9 +134,7 @@ class RedisLedger(Ledger):
         """Count a call of this process that is about to plan (``Ledger.arrive``). Arrivals are counted per
         process, not in Redis: they let calls started together here split the room; other processes' calls
         are seen once they have reserved."""
-        with self._lock:
-            self._arriving += 1
-        return Arrival(self)
+        return super().arrive()  # the count lives in this object (``_arriving``), not in the Redis books
 
     def allowance(self, node: str | None = None) -> Allowance:
         """What the next call (in ``node``) may spend under the default pacing rules (``DefaultPacing``)."""

@@ -205,7 +205,9 @@ class Engine:
     ) -> EngineResult:
         start = time.perf_counter()
         attempts.started += 1
-        prices, plan, reservation = await self._reserve(request, input_upper, ledger, node, arrival)
+        prices, plan, reservation = await self._reserve(request, input_upper, ledger, node)
+        if arrival is not None:
+            arrival.leave()  # it holds its reservation: calls priced from now on see it in flight
         overhead = time.perf_counter() - start
         strategy = plan.decision.configuration.build()
         sent = request.replace(
@@ -284,15 +286,9 @@ class Engine:
         return left is None or left > _MIN_RETRY_S
 
     async def _reserve(
-        self,
-        request: GenerationRequest,
-        input_upper: int,
-        ledger: Ledger | None,
-        node: str | None,
-        arrival: Arrival | None,
+        self, request: GenerationRequest, input_upper: int, ledger: Ledger | None, node: str | None
     ) -> tuple[CallPrices, Plan, Reservation | None]:
-        """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits. A call
-        counts as arriving (``arrival``) until it has reserved."""
+        """Plan and reserve; re-plan when parallel calls hold the room, waiting for them if nothing fits."""
         waited, replans = 0.0, 0
         while True:
             snapshot = ledger.snapshot(node) if ledger is not None else None
@@ -316,8 +312,6 @@ class Engine:
                     raise
                 waited += await _wait_for_change(ledger, limit - waited)
                 continue
-            if arrival is not None:
-                arrival.leave()
             _log_decision(plan, node)
             return prices, plan, reservation
 
