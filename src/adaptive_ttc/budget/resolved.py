@@ -147,8 +147,12 @@ class ResolvedPacing:
 
         Optional: a run whose ledger is gone (garbage-collected) is recorded at the next call priced.
         """
+        key = _run_key(snapshot)
         with self._lock:
-            run = self._runs.pop(_run_key(snapshot), None)
+            run = self._runs.pop(key, None)
+            if run is not None:  # its calls end in the latency correction now; none stays open there
+                self._end_calls(key, run, snapshot.calls)
+                self.latency.abandon((key, i) for i in range(run.seen, run.started))
         if run is not None and self.prior is not None:
             self.prior.record(snapshot.finished + snapshot.in_flight, max(1, run.stages), snapshot.budget.tokens)
 

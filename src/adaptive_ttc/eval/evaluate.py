@@ -55,6 +55,10 @@ class Replay:
     predicted: Array
     predicted_tokens: Array
     predicted_latency: Array
+    predicted_tokens_upper: Array | None = None
+    """The router's upper (95%) token estimates; ``None``: its means stand for them."""
+    predicted_latency_upper: Array | None = None
+    """The router's upper (95%) latency estimates; ``None``: its means stand for them."""
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -104,12 +108,14 @@ def build_replay(
     outcomes = log_outcomes(log, resamples=resamples, seed=seed)
     texts = {row["id"]: row["question"] for row in log.rows}
     table = [[outcomes[q][label] for label in labels] for q in ids]
-    predicted, p_tokens, p_latency = [], [], []
+    predicted, p_tokens, p_latency, p_tokens_upper, p_latency_upper = [], [], [], [], []
     for q in ids:
         accuracies, costs = router.predict(texts[q])
         predicted.append(accuracies)
         p_tokens.append([c.tokens for c in costs])
         p_latency.append([c.latency_s for c in costs])
+        p_tokens_upper.append([c.tokens_upper for c in costs])
+        p_latency_upper.append([c.latency_upper_s for c in costs])
     return Replay(
         tuple(ids),
         router.grid,
@@ -119,6 +125,8 @@ def build_replay(
         np.array(predicted),
         np.array(p_tokens),
         np.array(p_latency),
+        np.array(p_tokens_upper),
+        np.array(p_latency_upper),
     )
 
 

@@ -282,20 +282,38 @@ def _spread_table(table: dict[str, dict[str, float]]) -> list[str]:
 
 
 def _workflow_table(workflows: dict[str, Any]) -> list[str]:
+    unit = workflows["unit"]
     rows = [
         f"### Workflows under budgets ({workflows['workflows']} workflows of {workflows['calls'][0]}-"
-        f"{workflows['calls'][1]} calls; budget = factor x calls x a greedy call's mean tokens and latency)",
+        f"{workflows['calls'][1]} calls; token cap = factor x calls x a greedy call's mean tokens "
+        f"({unit['tokens']:.0f}); deadline = factor x calls x its mean latency ({unit['seconds']:.2f} s) or none)",
         "",
-        "| budget factor | policy | accuracy per call | share of token cap used | deadline missed "
-        "| calls skipped per workflow |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "Of ceiling: accuracy over the workflows' hindsight ceiling. Late: workflows over the deadline (in brackets, "
+        "those static greedy finished in time). The resolved pacing's difference to the best rival (the best of the "
+        "fixed lambdas, the default pacing with K known and every static configuration) is paired over workflows.",
     ]
-    for factor, policies in workflows["by_factor"].items():
-        for policy, r in policies.items():
-            rows.append(
-                f"| {factor} | {policy} | {r['accuracy_per_call']:.3f} | {r['tokens_used_share']:.2f} "
-                f"| {r['deadline_missed']:.1%} | {r['calls_skipped_per_workflow']:.2f} |"
-            )
+    for setting, cells in workflows["settings"].items():
+        rows += [
+            "",
+            f"#### {setting.capitalize()}",
+            "",
+            "| factor | policy | accuracy per call | of ceiling | token cap used | late | skipped per workflow "
+            "| - best rival |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for factor, cell in cells.items():
+            for policy, r in cell["policies"].items():
+                rival = "best rival" if policy == cell["best_rival"] else ""
+                if "delta_vs_best_rival" in r:
+                    low, high = r["delta_rival_ci95"]
+                    rival = f"{r['delta_vs_best_rival']:+.3f} [{low:+.3f}, {high:+.3f}]"
+                low, high = r["accuracy_ci95"]
+                rows.append(
+                    f"| {factor} | {policy} | {r['accuracy_per_call']:.3f} [{low:.3f}, {high:.3f}] "
+                    f"| {r['ceiling_share']:.1%} | {r['tokens_used_share']:.2f} "
+                    f"| {r['deadline_missed']:.1%} ({r['deadline_missed_greedy_fits']}) "
+                    f"| {r['calls_skipped_per_workflow']:.2f} | {rival} |"
+                )
     return rows
 
 

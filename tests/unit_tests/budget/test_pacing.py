@@ -66,7 +66,7 @@ def test_engine_and_replay_price_a_call_alike(
     ledger = _ledger_mid_run()
     engine = Engine(FakeBackend(["The answer is 4."]), router=ROUTER, pacing=pacing)
     engine_prices = engine.price(ledger)
-    assert engine_prices == workflows.call_prices(policy, ledger, ROUTER.lambdas)
+    assert engine_prices == workflows.call_prices(pacing, ledger, ROUTER.lambdas)
 
     engine_calls: list[dict[str, Any]] = []
     replay_calls: list[dict[str, Any]] = []
@@ -74,7 +74,7 @@ def test_engine_and_replay_price_a_call_alike(
     monkeypatch.setattr(workflows, "choose", _recorder(replay_calls))
     request = GenerationRequest(messages=(Message("user", "Question 3: apples ?"),), max_tokens=64)
     engine.planner.plan(request, 8, engine_prices, ledger.budget)
-    workflows._choose(_replay(), ROUTER, ledger, 0, policy)
+    workflows._choose(_replay(), ledger, 0, workflows._Policy(policy, pacing=pacing, lambdas=ROUTER.lambdas))
     assert len(engine_calls) == len(replay_calls) == 1
     assert engine_calls[0] == replay_calls[0]  # same lambdas, token room and time room reach the router's policy
 
@@ -110,7 +110,8 @@ def test_past_the_deadline_nothing_is_priced() -> None:
     prices = DefaultPacing().price(ledger.snapshot(), ROUTER.lambdas)
     assert prices.expired
     assert prices.lambdas == ROUTER.lambdas
-    assert workflows._choose(_replay(), ROUTER, ledger, 0, "pacing") is None  # the replay degrades, as the engine
+    paced = workflows._Policy("pacing", pacing=DefaultPacing(), lambdas=ROUTER.lambdas)
+    assert workflows._choose(_replay(), ledger, 0, paced) is None  # the replay degrades, as the engine
 
 
 def test_without_a_budget_the_engine_uses_its_lambdas() -> None:

@@ -13,6 +13,7 @@ from langgraph.types import Send
 
 from adaptive_ttc.backends.fake import FakeBackend
 from adaptive_ttc.budget import DefaultPacing, Ledger, PacingPolicy, WorkflowBudget
+from adaptive_ttc.budget.latency import LatencyCorrection
 from adaptive_ttc.budget.resolved import ResolvedPacing
 from adaptive_ttc.budget.stages import WorkflowPrior
 from adaptive_ttc.engine import Engine
@@ -193,6 +194,25 @@ def test_a_run_whose_ledger_is_gone_goes_into_the_prior(router: Router) -> None:
     gc.collect()
     pacing.price(budget.open(lambda: 0.0).snapshot(), Lambdas())
     assert pacing.prior.runs == [(3, 3, 5_000)]
+
+
+def test_finish_ends_the_runs_calls_in_the_latency_correction(router: Router) -> None:
+    """A finished run's calls all end in the latency correction: its last call (priced, never followed by another
+    of its run) neither stays open as load for the runs after it nor goes unlearned."""
+    clock = [0.0]
+    pacing = ResolvedPacing.for_router(router)
+    pacing.latency = LatencyCorrection(clock=lambda: clock[0])
+    trace = {"predictions": [{"configuration": "greedy", "latency_s": 1.0}]}
+    for _ in range(3):  # three runs one after another, of two calls each, each 2x slower than predicted
+        ledger = WorkflowBudget(tokens=5_000, seconds=60.0, expected_calls=2).open(lambda: clock[0])
+        for _ in range(2):
+            pacing.price(ledger.snapshot(), Lambdas())
+            clock[0] += 2.0
+            ledger.charge(ledger.reserve(50), Usage(output_tokens=40), 2.0, configuration="greedy", decision=trace)
+        pacing.finish(ledger.snapshot())
+        assert pacing.latency.in_flight == 0
+    assert pacing.latency.effective_observations == pytest.approx(6.0, rel=0.1)  # every call learned from
+    assert pacing.latency.factor(0.0) == pytest.approx(2.0)
 
 
 def test_time_estimates_follow_the_load_of_every_run(router: Router) -> None:

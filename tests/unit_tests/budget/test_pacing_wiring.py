@@ -63,11 +63,11 @@ def test_chat_model_refuses_an_unknown_pacing() -> None:
 
 
 def test_replay_prices_with_the_pacing_it_is_given() -> None:
-    """``call_prices`` asks the named policy of the table it is given (the replay adds ``resolved pacing``)."""
+    """``call_prices`` asks the pacing object it is given, as the engine does (the replay's resolved pacing)."""
     router = trained_router()
-    pacings = {**workflows.PACING, "resolved pacing": ResolvedPacing.for_router(router)}
+    pacing = ResolvedPacing.for_router(router)
     ledger = Ledger(WorkflowBudget(tokens=5_000, expected_calls=4))
-    prices = workflows.call_prices("resolved pacing", ledger, router.lambdas, pacings)
+    prices = workflows.call_prices(pacing, ledger, router.lambdas)
     assert prices.allowance is not None
     assert prices.allowance.calls_remaining == 4.0
-    assert prices == pacings["resolved pacing"].price(ledger.snapshot(), router.lambdas)
+    assert prices == ResolvedPacing.for_router(router).price(ledger.snapshot(), router.lambdas)

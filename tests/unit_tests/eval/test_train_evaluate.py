@@ -128,9 +128,24 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     low, high = figures["ci95"]["best_static_tokens"]
     assert low <= figures["figures"]["best_static_tokens"] <= high
     assert low > 0.6 * figures["figures"]["best_static_tokens"]  # never a cheaper configuration's tokens
-    pacing = figures["workflows"]["by_factor"]["3.0"]["pacing"]
-    assert 0.0 <= pacing["tokens_used_share"] <= 1.0
-    assert "resolved pacing" in figures["workflows"]["by_factor"]["3.0"]  # train stored the router's spend curve
+    settings = figures["workflows"]["settings"]
+    assert set(settings) == {"deadline", "no deadline"}
+    for setting in settings.values():
+        assert set(setting) == {"1.5", "3.0", "6.0", "8.0"}
+        for cell in setting.values():
+            rows = cell["policies"]
+            assert cell["best_rival"] in rows
+            assert not cell["best_rival"].startswith("resolved")
+            assert "unknown" not in cell["best_rival"]
+            for row in rows.values():
+                assert 0.0 <= row["tokens_used_share"] <= 1.0
+                assert 0.0 <= row["ceiling_share"] <= 1.0 + 1e-9  # the ceiling is an upper bound on every policy
+            # train stored the router's spend curve: the resolved pacing runs, paired with the best rival
+            for name in ("resolved pacing", "resolved pacing, K unknown"):
+                low, high = rows[name]["delta_rival_ci95"]
+                assert low <= rows[name]["delta_vs_best_rival"] <= high
+    no_deadline = settings["no deadline"]["3.0"]["policies"]
+    assert all(row["deadline_missed"] == 0 for row in no_deadline.values())
 
 
 def test_evaluate_refuses_a_log_from_another_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
