@@ -58,14 +58,14 @@ LIMITS: dict[str, dict[str, str]] = {
     "train": {"--resamples": "2"},
     "evaluate": {"--resamples": "2", "--bootstrap": "20"},
     "generate": {"--max-tokens": "16"},
-    "demo": {"--max-tokens": "8"},
+    "demo": {"--max-tokens": "8", "--problems": "1"},  # 3 policies x 5 problems took 293 s on a slow CPU server
     "profile": {"--decode-tokens": "4"},
 }
 # Options whose value names a server.
 BACKEND_OPTIONS = ("--backend", "--real-url")
 # Files a doc's commands may use without creating them: copied into the doc's directory first.
 SEED_FILES = {"router.zip": ROOT / "src/adaptive_ttc/data/default_router.zip"}
-COMMAND_TIMEOUT_S = 150
+COMMAND_TIMEOUT_S = 600  # a guard against a hang, not a timing check: on a slow CPU server `profile` took over 150 s
 
 
 @dataclass(frozen=True)
