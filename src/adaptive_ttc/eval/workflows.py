@@ -168,7 +168,7 @@ def _cell(
         ]
         for p in policies
     }
-    ceilings = [_ceiling(replay, flow, factor, unit, deadline) for flow in flows]
+    ceilings = [_ceiling(replay, flow, *_limits(flow, factor, unit, deadline=deadline)) for flow in flows]
     sizes = [len(flow) for flow in flows]
     rivals = [p.name for p in policies if p.rival]
     best = max(rivals, key=lambda name: sum(o.correct for o in outcomes[name]))
@@ -211,8 +211,7 @@ def _run(
     deadline: bool,
     clock: _Clock,
 ) -> _Outcome:
-    cap = max(1, round(factor * len(flow) * unit[0]))
-    seconds = factor * len(flow) * unit[1] if deadline else None
+    cap, seconds = _limits(flow, factor, unit, deadline=deadline)
     budget = WorkflowBudget(tokens=cap, seconds=seconds, expected_calls=len(flow) if policy.known else None)
     ledger = budget.open(clock)
     start = clock.now
@@ -309,8 +308,16 @@ def _tuned_price(replay: Replay, router: Router, tokens_per_call: float) -> floa
     return float(10**high)
 
 
-def _ceiling(replay: Replay, flow: Sequence[int], factor: float, unit: tuple[float, float], deadline: bool) -> float:
-    """The workflow's hindsight ceiling: its calls one after another, each with every logged configuration."""
+def _limits(
+    flow: Sequence[int], factor: float, unit: tuple[float, float], *, deadline: bool
+) -> tuple[int, float | None]:
+    """The workflow's token cap and deadline (``None``: none): ``factor x calls x`` a greedy call's means."""
+    return max(1, round(factor * len(flow) * unit[0])), factor * len(flow) * unit[1] if deadline else None
+
+
+def _ceiling(replay: Replay, flow: Sequence[int], cap: int, seconds: float | None) -> float:
+    """The workflow's hindsight ceiling under its cap and deadline: its calls one after another, each with every
+    logged configuration."""
     stages = [
         [
             [
@@ -320,8 +327,7 @@ def _ceiling(replay: Replay, flow: Sequence[int], factor: float, unit: tuple[flo
         ]
         for q in flow
     ]
-    cap = max(1, round(factor * len(flow) * unit[0]))
-    return hindsight_ceiling(stages, float(cap), factor * len(flow) * unit[1] if deadline else None)
+    return hindsight_ceiling(stages, float(cap), seconds)
 
 
 def _bootstrap(numerators: Sequence[float], denominators: Sequence[float], seed: int) -> list[float]:
