@@ -12,7 +12,8 @@
 #
 # Settings (environment): ADAPTIVE_TTC_VLLM_PORT (8765), ADAPTIVE_TTC_VLLM_POOLING_PORT (8766),
 # ADAPTIVE_TTC_VLLM_VENV (.venv-vllm),
-# ADAPTIVE_TTC_VLLM_STARTUP_S (600), VLLM_CPU_KVCACHE_SPACE (2, in GiB).
+# ADAPTIVE_TTC_VLLM_STARTUP_S (600), VLLM_CPU_KVCACHE_SPACE (2, in GiB),
+# ADAPTIVE_TTC_VLLM_DTYPE (bfloat16 on CPUs with AVX-512 BF16 or AMX, else float32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,10 @@ COMMAND="${1:-}"
 PORT="${ADAPTIVE_TTC_VLLM_PORT:-8765}"
 SERVE_ARGS=(--enable-prefix-caching --enable-auto-tool-choice --tool-call-parser hermes --enable-prompt-tokens-details)
 KV_GIB="${VLLM_CPU_KVCACHE_SPACE:-2}"
+# bfloat16 where the CPU computes it (AVX-512 BF16 or AMX). On an AVX2-only CPU (AMD EPYC here) float32 ran
+# best-of-4 and best-of-8 requests 1.6x and 2.7x faster than bfloat16, one sequence 15% slower: float32 there.
+if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then DEFAULT_DTYPE=bfloat16; else DEFAULT_DTYPE=float32; fi
+DTYPE="${ADAPTIVE_TTC_VLLM_DTYPE:-$DEFAULT_DTYPE}"
 if [[ "$COMMAND" == *-pooling ]]; then
   COMMAND="${COMMAND%-pooling}"
   PORT="${ADAPTIVE_TTC_VLLM_POOLING_PORT:-8766}"
@@ -71,7 +76,7 @@ start() {
   echo "starting vLLM on $URL serving $model_dir as $NAME" >&2
   VLLM_CPU_KVCACHE_SPACE="$KV_GIB" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
-      --model "$model_dir" --served-model-name "$NAME" --dtype bfloat16 --max-model-len 2048 \
+      --model "$model_dir" --served-model-name "$NAME" --dtype "$DTYPE" --max-model-len 2048 \
       --enforce-eager --host 127.0.0.1 --port "$PORT" "${SERVE_ARGS[@]}" \
       >"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from adaptive_ttc import ConfigurationError
@@ -17,7 +15,7 @@ QUESTION = GenerationRequest(
     messages=(
         Message("user", "Tom has 3 apples and buys 4 more. How many apples does he have? End with 'The answer is N.'"),
     ),
-    max_tokens=48,
+    max_tokens=24,  # the tests check structure, not answers; a slow CPU server decodes ~10 tokens/s
     temperature=0.8,
     seed=1,
 )
@@ -61,7 +59,8 @@ async def test_step_beam_search(real_backend: Backend) -> None:
 
 @pytest.mark.vllm
 async def test_vllm_token_beam_search(vllm_backend: Backend) -> None:
-    result = await VLLMBeamSearch(width=2).run(QUESTION, vllm_backend)
+    # vLLM's beam search is slow on the CPU (48 tokens took 4 minutes on a slow server): 8 tokens show the shape
+    result = await VLLMBeamSearch(width=2).run(QUESTION.replace(max_tokens=8), vllm_backend)
     assert len(result.candidates) == 2
     assert result.usage.output_tokens == sum(c.output_tokens for c in result.candidates)
 
@@ -69,19 +68,3 @@ async def test_vllm_token_beam_search(vllm_backend: Backend) -> None:
 async def test_vllm_beam_search_refused_on_embedded(embedded_backend: Backend) -> None:
     with pytest.raises(ConfigurationError, match="no token-level beam search"):
         await VLLMBeamSearch(width=2).run(QUESTION, embedded_backend)
-
-
-@pytest.mark.vllm
-async def test_best_of_8_wall_time_against_greedy(vllm_backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    """Reported, not asserted: BoN-8 shares the prefill and decodes 8 sequences in one batch."""
-    request = QUESTION.replace(max_tokens=64)
-    timings = {}
-    for name, strategy in (("greedy", Greedy()), ("bon-8", BestOfN(n=8))):
-        start = time.perf_counter()
-        await strategy.run(request, vllm_backend)
-        timings[name] = time.perf_counter() - start
-    with capsys.disabled():
-        print(
-            f"\n[vllm] greedy {timings['greedy']:.2f}s, bon-8 {timings['bon-8']:.2f}s, "
-            f"ratio {timings['bon-8'] / timings['greedy']:.2f}x"
-        )

@@ -7,6 +7,7 @@ import dataclasses
 import statistics
 
 from adaptive_ttc.backends.base import Backend
+from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.types import GenerationRequest, Message
 
@@ -31,6 +32,11 @@ async def measure_profile(
     correction's prior (``budget.latency.prior_from_profile``) needs the backend at the loads concurrent
     workflows put on it; the requests sent at once measure that whole (queueing, the prefill of the others),
     not only the decode throughput."""
+    if not sequences or min(sequences) < 1 or min(concurrent, default=1) < 1 or decode_tokens < 1:
+        raise ConfigurationError(
+            "a profile needs at least one batch size, batch sizes and request counts >= 1 and decode_tokens >= 1; "
+            f"got sequences={sequences}, concurrent={concurrent}, decode_tokens={decode_tokens}"
+        )
     tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
     await backend.generate([tiny])  # warm-up
     overhead = (await backend.generate([tiny]))[0].latency_s

@@ -212,7 +212,8 @@ def _time_cap(configuration: Configuration, prices: CallPrices, speed: Callable[
 
     A call cut to this ends by the deadline with its answers cut at ``max_tokens`` (``finish_reason="length"``)
     instead of running past it: the engine cuts a call still running at the deadline, and a cut call returns
-    nothing at all.
+    nothing at all. Until the run's calls show two answer lengths their time before decoding is unknown and counts
+    as decoding time, which errs early for a time left at least as long as those calls took, not for a shorter one.
     """
     allowance, left = prices.allowance, prices.deadline_s
     if allowance is None or left is None or left <= 0 or not configuration.spec.timed_by_its_answers:

@@ -31,6 +31,10 @@ from adaptive_ttc.cli import EXIT_USAGE, main
         ),
         (["collect", "--dataset", "mixed", "--out", "never-written.jsonl", "--concurrency", "0"], "--concurrency"),
         (["collect", "--dataset", "mixed", "--out", "never-written.jsonl", "--concurrency", "-2"], "got -2"),
+        (["profile", "--backend", "http://127.0.0.1:9/v1", "--out", "p.json", "--sequences", "1,0"], "--sequences"),
+        (["profile", "--backend", "http://127.0.0.1:9/v1", "--out", "p.json", "--sequences", "none"], "got 'none'"),
+        (["profile", "--backend", "http://127.0.0.1:9/v1", "--out", "p.json", "--concurrent", "8,x"], "or 'none'"),
+        (["profile", "--backend", "http://127.0.0.1:9/v1", "--out", "p.json", "--decode-tokens", "0"], "got 0"),
     ],
 )
 def test_bad_arguments_exit_with_usage_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
