@@ -27,4 +27,4 @@ echo "== integration tests (vLLM at $ADAPTIVE_TTC_VLLM_URL, embedded model in-pr
 # --tb=native: CPython 3.11's AST constructor can raise a spurious SystemError ("recursion depth mismatch",
 # cpython#106905) when pytest parses source to format a deep traceback (the xfailed LangChain tool-calling tests
 # have deep ones), which aborts the whole session as an INTERNALERROR; native tracebacks parse no source.
-$BIN/pytest tests/integration_tests -q --tb=native
+$BIN/pytest tests/integration_tests -q --tb=native --durations=20  # the slowest, for keeping CI short
