@@ -9,6 +9,7 @@ import pytest
 from adaptive_ttc import OpenAICompatibleBackend
 from adaptive_ttc.budget import WorkflowBudget
 from adaptive_ttc.engine import Engine
+from adaptive_ttc.engine.planning import TIME_CAP_SHARE
 from adaptive_ttc.router.configs import Configuration
 from adaptive_ttc.types import GenerationRequest, Message
 
@@ -37,8 +38,8 @@ async def test_a_call_near_the_deadline_ends_in_time_with_a_cut_answer(vllm_back
     rate = out.allowance.decode_rate(1)
     assert rate is not None
     assert rate > 0
-    assert out.max_tokens < 1024  # what LEFT_S seconds decode at the rate the first call decoded
-    assert out.max_tokens == pytest.approx(rate * left_s, abs=rate * 0.5)
+    assert out.max_tokens < 1024  # what TIME_CAP_SHARE of the time left decodes at the rate the first call decoded
+    assert out.max_tokens == pytest.approx(rate * TIME_CAP_SHARE * left_s, abs=rate * 0.5)
     assert out.result.candidates[0].finish_reason == "length"
     report = ledger.report()
     assert not report.deadline_missed, f"the capped call took {out.result.latency_s:.2f}s with {left_s:.2f}s left"

@@ -17,10 +17,14 @@ from adaptive_ttc.router.router import Router
 from adaptive_ttc.strategies.steps import question_of
 from adaptive_ttc.types import GenerationRequest, Usage
 
-__all__ = ["MIN_USEFUL_TOKENS", "TOOL_CONFIGURATION", "Plan", "Planner"]
+__all__ = ["MIN_USEFUL_TOKENS", "TIME_CAP_SHARE", "TOOL_CONFIGURATION", "Plan", "Planner"]
 
 MIN_USEFUL_TOKENS = 32
 """A configuration whose answers would have to be cut below this many tokens is not planned."""
+TIME_CAP_SHARE = 0.9
+"""Share of the time left (less the time before decoding) a call cut to end by the deadline plans to decode for:
+the margin for a server that decodes slower than the run's calls did (on a busy 2-core CPU server, a call cut
+to the whole time left ran past it)."""
 _GREEDY = FALLBACK
 _NO_CAP = 1 << 40
 TOOL_CONFIGURATION = Configuration.parse("escalate-2-8")
@@ -203,7 +207,8 @@ def _stopping_limit(
 
 
 def _time_cap(configuration: Configuration, prices: CallPrices, speed: Callable[[int], float] | None) -> int:
-    """The ``max_tokens`` whose answers the time left decodes, at the rate the run's calls of as many samples
+    """The ``max_tokens`` whose answers ``TIME_CAP_SHARE`` of the time left decodes, at the rate the run's calls
+    of as many samples
     decoded (``Allowance.decode_rate``; else those of the nearest number of samples, scaled by ``speed``: the
     router's backend profile's speed of a sequence by the sequences decoded at once), once their time before
     decoding has passed (``Allowance.decode_overhead``), for kinds that last as long as their longest answer
@@ -219,7 +224,8 @@ def _time_cap(configuration: Configuration, prices: CallPrices, speed: Callable[
     if allowance is None or left is None or left <= 0 or not configuration.spec.timed_by_its_answers:
         return _NO_CAP
     rate = allowance.decode_rate(configuration.samples, speed)
-    return _NO_CAP if rate is None else int(rate * max(0.0, left - allowance.decode_overhead(configuration.samples)))
+    decoding = TIME_CAP_SHARE * max(0.0, left - allowance.decode_overhead(configuration.samples))
+    return _NO_CAP if rate is None else int(rate * decoding)
 
 
 def _bound(budget: WorkflowBudget | None, configuration: Configuration, input_upper: int, max_tokens: int) -> int:

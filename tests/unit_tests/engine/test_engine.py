@@ -281,17 +281,17 @@ async def test_a_call_near_the_deadline_asks_for_what_the_time_left_decodes() ->
     out = await Engine(backend, configuration=Configuration("greedy")).run(
         ask(max_tokens=500), ledger=_timed_ledger(now)
     )
-    assert backend.requests[0].max_tokens == out.max_tokens == 100  # 2 s left at 50 tokens/s
+    assert backend.requests[0].max_tokens == out.max_tokens == 90  # 90% of the 2 s left at 50 tokens/s
     assert out.decision.reason == "fixed"
     bon = FakeBackend([words(500)])
     await Engine(bon, configuration=Configuration("bon", n=4)).run(ask(max_tokens=500), ledger=_timed_ledger(now))
-    assert bon.requests[0].max_tokens == 40  # at the rate best-of-4 decoded: 20 tokens/s per sequence
-    now[0] = 9.5  # 0.5 s left: best-of-4 would get 10 tokens, under MIN_USEFUL_TOKENS: greedy with 25
+    assert bon.requests[0].max_tokens == 36  # at the rate best-of-4 decoded: 20 tokens/s per sequence
+    now[0] = 9.5  # 0.5 s left: best-of-4 would get 9 tokens, under MIN_USEFUL_TOKENS: greedy with 22
     late = FakeBackend([words(500)])
     out = await Engine(late, configuration=Configuration("bon", n=4)).run(
         ask(max_tokens=500), ledger=_timed_ledger(now)
     )
-    assert (out.decision.reason, late.requests[0].n, late.requests[0].max_tokens) == ("degraded", 1, 25)
+    assert (out.decision.reason, late.requests[0].n, late.requests[0].max_tokens) == ("degraded", 1, 22)
 
 
 async def test_no_time_cap_far_from_the_deadline_before_a_call_came_back_or_past_the_deadline() -> None:
@@ -335,8 +335,8 @@ async def test_calls_started_together_see_each_other_before_any_plans() -> None:
 
 async def test_the_time_cap_leaves_the_time_before_decoding() -> None:
     """Two greedy calls of 50 and 150 tokens took 1.5 s and 3.5 s: 0.5 s before decoding, then 50 tokens/s.
-    With 2.5 s left a call decodes for 2 s: at the pooled rate (40 tokens/s) 80 tokens, where the rate alone
-    (100 tokens) would have ended at the deadline itself."""
+    With 2.5 s left a call decodes for 90% of 2 s: at the pooled rate (40 tokens/s) 72 tokens, where the rate
+    alone (90 tokens) would have ended at the deadline itself."""
     now = [0.0]
     ledger = WorkflowBudget(tokens=100_000, seconds=10.0).open(clock=lambda: now[0])
     for output, latency in ((50, 1.5), (150, 3.5)):
@@ -347,13 +347,14 @@ async def test_the_time_cap_leaves_the_time_before_decoding() -> None:
     assert out.allowance is not None
     assert out.allowance.decode_overhead(1) == pytest.approx(0.5)
     assert out.allowance.decode_rate(1) == pytest.approx(40.0)
-    assert backend.requests[0].max_tokens == out.max_tokens == 80
+    assert backend.requests[0].max_tokens == out.max_tokens == 72
 
 
 async def test_an_unseen_sample_count_is_capped_at_the_profiles_slower_speed() -> None:
     """A run whose one greedy call decoded 50 tokens/s plans a best-of-8 2 s before the deadline: the router's
     profile says a sequence of 8 decodes at 150 / 8 = 18.75 tokens/s against 25 alone, so the cap is
-    50 x 0.75 x 2 = 75 tokens; at greedy's own rate (no profile) it is 100, and the call would end late."""
+    50 x 0.75 x 0.9 x 2 = 67 tokens (``TIME_CAP_SHARE`` of the time); at greedy's own rate (no profile) it is 90,
+    and the call would end late."""
     now = [0.0]
     ledger = WorkflowBudget(tokens=100_000, seconds=10.0).open(clock=lambda: now[0])
     ledger.charge(ledger.reserve(1000), Usage(10, 0, 100), 2.0, configuration="greedy")
@@ -363,8 +364,8 @@ async def test_an_unseen_sample_count_is_capped_at_the_profiles_slower_speed() -
     request = ask(max_tokens=500)
     assert (
         Planner(router, Configuration("bon", n=8), has_scorer=False).plan(request, 10, prices, ledger.budget).max_tokens
-        == 100
+        == 90
     )
     router.cost = router.cost.with_profile(BackendProfile("x", "m", 0.05, 1000.0, {1: 25.0, 8: 150.0}))
     planner = Planner(router, Configuration("bon", n=8), has_scorer=False)
-    assert planner.plan(request, 10, prices, ledger.budget).max_tokens == 75
+    assert planner.plan(request, 10, prices, ledger.budget).max_tokens == 67
