@@ -208,9 +208,9 @@ def _stopping_limit(
 
 def _time_cap(configuration: Configuration, prices: CallPrices, speed: Callable[[int], float] | None) -> int:
     """The ``max_tokens`` whose answers ``TIME_CAP_SHARE`` of the time left decodes, at the rate the run's calls
-    of as many samples
-    decoded (``Allowance.decode_rate``; else those of the nearest number of samples, scaled by ``speed``: the
-    router's backend profile's speed of a sequence by the sequences decoded at once), once their time before
+    of as many samples decoded (``Allowance.decode_rate``; else those of the nearest number of samples, scaled
+    by ``speed``: the router's backend profile's speed of a sequence by the sequences decoded at once), once
+    their time before
     decoding has passed (``Allowance.decode_overhead``), for kinds that last as long as their longest answer
     takes; no cap (a very large number) without a deadline, past it, before any call came back, or for other
     kinds.
