@@ -11,10 +11,21 @@ from adaptive_ttc.errors import ConfigurationError
 from adaptive_ttc.router.profile import BackendProfile
 from adaptive_ttc.types import GenerationRequest, Message
 
-__all__ = ["measure_profile"]
+__all__ = ["check_profile_settings", "measure_profile"]
 
 _LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who counts ships. " * 12
 _DECODE_PROMPT = "Count slowly from one to two hundred in words, one number per line."
+
+
+def check_profile_settings(sequences: tuple[int, ...], concurrent: tuple[int, ...], decode_tokens: int) -> None:
+    """Raise ``ConfigurationError`` unless there is a batch size, every count is >= 1 and ``decode_tokens >= 1``."""
+    if not sequences or min(sequences) < 1 or min(concurrent, default=1) < 1:
+        raise ConfigurationError(
+            f"a profile needs at least one batch size, and batch sizes and request counts >= 1; got sequences="
+            f"{sequences}, concurrent={concurrent}"
+        )
+    if decode_tokens < 1:
+        raise ConfigurationError(f"decode tokens must be >= 1, got {decode_tokens}")
 
 
 async def measure_profile(
@@ -32,11 +43,7 @@ async def measure_profile(
     correction's prior (``budget.latency.prior_from_profile``) needs the backend at the loads concurrent
     workflows put on it; the requests sent at once measure that whole (queueing, the prefill of the others),
     not only the decode throughput."""
-    if not sequences or min(sequences) < 1 or min(concurrent, default=1) < 1 or decode_tokens < 1:
-        raise ConfigurationError(
-            "a profile needs at least one batch size, batch sizes and request counts >= 1 and decode_tokens >= 1; "
-            f"got sequences={sequences}, concurrent={concurrent}, decode_tokens={decode_tokens}"
-        )
+    check_profile_settings(sequences, concurrent, decode_tokens)
     tiny = GenerationRequest(messages=(Message("user", "Hi"),), max_tokens=1)
     await backend.generate([tiny])  # warm-up
     overhead = (await backend.generate([tiny]))[0].latency_s

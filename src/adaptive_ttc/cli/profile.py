@@ -48,12 +48,11 @@ def counts(text: str, option: str, *, empty: bool = False) -> tuple[int, ...]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from adaptive_ttc.backends.profiling import measure_profile  # noqa: PLC0415
+    from adaptive_ttc.backends.profiling import check_profile_settings, measure_profile  # noqa: PLC0415
 
-    if args.decode_tokens < 1:
-        raise ConfigurationError(f"--decode-tokens must be >= 1, got {args.decode_tokens}")
     sequences = counts(args.sequences, "--sequences")
     concurrent = counts(args.concurrent, "--concurrent", empty=True)
+    check_profile_settings(sequences, concurrent, args.decode_tokens)
     backend = await backend_from(args)  # after the checks: nothing is sent on bad arguments
     try:
         profile = await measure_profile(
